@@ -1,0 +1,438 @@
+package schema
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// ServerConfig is the admins' configuration of one WhaleMountain server.
+// Relative paths in it are resolved against the folder of the config file.
+type ServerConfig struct {
+	// StateDir holds the state store and the git caches.
+	StateDir string `yaml:"stateDir"`
+	// ArtifactsDir holds built artifacts such as SIF files.
+	ArtifactsDir string `yaml:"artifactsDir"`
+	// Listen is the address `wm serve` listens on, host:port.
+	Listen string `yaml:"listen"`
+	// Poll says how often sources are looked at.
+	Poll Poll `yaml:"poll"`
+	// Sources say where the students' repos are.
+	Sources Sources `yaml:"sources"`
+	// Docker lists the Docker hosts containers run on.
+	Docker Docker `yaml:"docker"`
+	// Kubernetes, when set, enables GPU pods in a namespace per student.
+	Kubernetes *Kubernetes `yaml:"kubernetes,omitempty"`
+	// Registry is where CI pushes the students' images.
+	Registry Registry `yaml:"registry"`
+	// Policy bounds what any one student may have.
+	Policy Policy `yaml:"policy"`
+	// Webhook configures `POST /hooks/gitlab`.
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Poll sets the polling of sources.
+type Poll struct {
+	// Interval between two looks at one repo.
+	Interval Duration `yaml:"interval"`
+	// Jitter is the largest random delay added to each interval, so that
+	// hundreds of repos are not all asked at the same instant.
+	Jitter Duration `yaml:"jitter"`
+	// Concurrency is how many repos are looked at at once.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Sources lists where students' repos come from.
+type Sources struct {
+	// Repos is a static list of repos.
+	Repos []RepoSource `yaml:"repos,omitempty"`
+	// Dirs are folders laid out as <root>/<owner>/<repo>, each repo a git
+	// repository; the owner is the first folder under the root.
+	Dirs []DirSource `yaml:"dirs,omitempty"`
+}
+
+// RepoSource is one repo of the static list.
+type RepoSource struct {
+	// URL is a file://, http:// or https:// git URL, or a local path.
+	URL string `yaml:"url"`
+	// Owner is the student the repo belongs to: everything it declares is
+	// theirs, named and labelled with this account.
+	Owner string `yaml:"owner"`
+	// Branch is the branch rolled out; default "main".
+	Branch string `yaml:"branch"`
+	// Project is the project path used for the image name of "self"
+	// (<registry>/<project>:<sha>); default <owner>/<last URL segment>.
+	Project string `yaml:"project"`
+}
+
+// DirSource is a folder of repos, one folder per owner.
+type DirSource struct {
+	// Root is the folder; default branch of its repos is Branch.
+	Root string `yaml:"root"`
+	// Branch is the branch rolled out; default "main".
+	Branch string `yaml:"branch"`
+}
+
+// Docker lists Docker hosts.
+type Docker struct {
+	// Hosts are the Docker Engines containers are placed on.
+	Hosts []DockerHost `yaml:"hosts"`
+}
+
+// DockerHost is one Docker Engine.
+type DockerHost struct {
+	// Name identifies the host in labels and status; a DNS label.
+	Name string `yaml:"name"`
+	// Endpoint is the Engine's address: unix:///var/run/docker.sock,
+	// tcp://host:2376 or ssh://user@host.
+	Endpoint string `yaml:"endpoint"`
+	// GPUs is how many GPUs the host has, for placement.
+	GPUs int `yaml:"gpus"`
+}
+
+// Kubernetes configures the GPU pod backend.
+type Kubernetes struct {
+	// Kubeconfig is the file WhaleMountain talks to the cluster with.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// NamespacePrefix starts every student namespace; default "wm-".
+	NamespacePrefix string `yaml:"namespacePrefix"`
+	// GPUResource is the extended resource of a GPU; default nvidia.com/gpu.
+	GPUResource string `yaml:"gpuResource"`
+	// UserPrefix is put before a student's account in RoleBindings, such
+	// as "oidc:" when the cluster's OIDC users are prefixed.
+	UserPrefix string `yaml:"userPrefix"`
+}
+
+// Registry is the container registry CI pushes to.
+type Registry struct {
+	// Host is host[:port][/path], where "self" images live:
+	// <host>/<project>:<sha>.
+	Host string `yaml:"host"`
+	// Insecure talks plain HTTP to the registry (for loopback tests).
+	Insecure bool `yaml:"insecure"`
+	// Username and PasswordFile are credentials for reading images.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"passwordFile"`
+}
+
+// Policy bounds what one student may have.
+type Policy struct {
+	// Quota is per student, over all their repos.
+	Quota Quota `yaml:"quota"`
+	// HostPorts is the range host ports are taken from.
+	HostPorts PortRange `yaml:"hostPorts"`
+	// AllowedRegistries are registry prefixes image references may come
+	// from, besides Registry.Host which is always allowed.
+	AllowedRegistries []string `yaml:"allowedRegistries"`
+	// MaxPrunePercent stops a pass that would remove more than this share
+	// of all managed containers; it reports instead. Default 50.
+	MaxPrunePercent *int `yaml:"maxPrunePercent"`
+	// PruneVolumes lets a prune delete the named volumes of removed
+	// containers. Default false: volumes are kept.
+	PruneVolumes bool `yaml:"pruneVolumes"`
+}
+
+// Quota is what one student may use at most.
+type Quota struct {
+	Containers int     `yaml:"containers"`
+	Pods       int     `yaml:"pods"`
+	GPUs       int     `yaml:"gpus"`
+	CPUs       float64 `yaml:"cpus"`
+	Memory     string  `yaml:"memory"`
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	From int `yaml:"from"`
+	To   int `yaml:"to"`
+}
+
+// Webhook configures incoming GitLab webhooks.
+type Webhook struct {
+	// SecretFile holds the secret GitLab sends as X-Gitlab-Token.
+	SecretFile string `yaml:"secretFile"`
+}
+
+// Duration is a time.Duration written as "30s", "5m" or "1h".
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("%s is not a duration: use a number and a unit such as 30s, 5m or 1h", quote(n.Value))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes a duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+//go:embed server-defaults.yaml
+var defaultServerConfig []byte
+
+// DefaultServerConfig returns the embedded configuration `wm` runs on when
+// given none: repos under ./repos, the local Docker Engine, state in
+// ./wm-state, all relative to dir.
+func DefaultServerConfig(dir string) (*ServerConfig, error) {
+	return ParseServer("(embedded defaults)", bytes.NewReader(defaultServerConfig), dir)
+}
+
+// LoadServer reads a server config file; its relative paths resolve
+// against the file's folder.
+func LoadServer(path string) (*ServerConfig, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, Errors{{File: path, Message: fmt.Sprintf("cannot open: %v", err)}}
+	}
+	defer f.Close()
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	return ParseServer(path, f, abs)
+}
+
+// ParseServer reads a server config from r, applies defaults, resolves
+// relative paths against dir and validates it. A non-nil error is Errors.
+func ParseServer(name string, r io.Reader, dir string) (*ServerConfig, error) {
+	var c ServerConfig
+	if err := parseInto(name, r, &c, c.applyDefaults, c.validate); err != nil {
+		return nil, err
+	}
+	c.resolvePaths(dir)
+	return &c, nil
+}
+
+// Validate checks a ServerConfig built in code; errors carry no positions.
+func (c *ServerConfig) Validate() error {
+	return locate("server config", &positions{}, c.validate).orNil()
+}
+
+func (c *ServerConfig) applyDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.StateDir, "wm-state")
+	def(&c.ArtifactsDir, filepath.Join(c.StateDir, "artifacts"))
+	def(&c.Listen, "127.0.0.1:8080")
+	if c.Poll.Interval == 0 {
+		c.Poll.Interval = Duration(time.Minute)
+	}
+	if c.Poll.Jitter == 0 {
+		c.Poll.Jitter = c.Poll.Interval / 10
+	}
+	if c.Poll.Concurrency == 0 {
+		c.Poll.Concurrency = 4
+	}
+	for i := range c.Sources.Repos {
+		r := &c.Sources.Repos[i]
+		def(&r.Branch, "main")
+		if r.Project == "" && r.Owner != "" {
+			r.Project = r.Owner + "/" + strings.TrimSuffix(lastSegment(r.URL), ".git")
+		}
+	}
+	for i := range c.Sources.Dirs {
+		def(&c.Sources.Dirs[i].Branch, "main")
+	}
+	if len(c.Docker.Hosts) == 0 {
+		endpoint := os.Getenv("DOCKER_HOST")
+		if endpoint == "" {
+			endpoint = "unix:///var/run/docker.sock"
+		}
+		c.Docker.Hosts = []DockerHost{{Name: "local", Endpoint: endpoint}}
+	}
+	if k := c.Kubernetes; k != nil {
+		def(&k.NamespacePrefix, "wm-")
+		def(&k.GPUResource, "nvidia.com/gpu")
+	}
+	q := &c.Policy.Quota
+	if q.Containers == 0 && q.Pods == 0 && q.GPUs == 0 && q.CPUs == 0 && q.Memory == "" {
+		*q = Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"}
+	}
+	if c.Policy.HostPorts == (PortRange{}) {
+		c.Policy.HostPorts = PortRange{From: 49152, To: 65535}
+	}
+	if c.Policy.MaxPrunePercent == nil {
+		fifty := 50
+		c.Policy.MaxPrunePercent = &fifty
+	}
+}
+
+func lastSegment(u string) string {
+	u = strings.TrimRight(u, "/")
+	return u[strings.LastIndexAny(u, "/:")+1:]
+}
+
+func (c *ServerConfig) validate(report reporter) {
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		report("listen", false, "%s is not host:port, such as 127.0.0.1:8080", quote(c.Listen))
+	}
+	if c.Poll.Interval.Std() < time.Second {
+		report("poll.interval", false, "%v is too short: at least 1s", c.Poll.Interval.Std())
+	}
+	if c.Poll.Jitter < 0 || c.Poll.Jitter > c.Poll.Interval {
+		report("poll.jitter", false, "%v must be between 0 and the interval (%v)", c.Poll.Jitter.Std(), c.Poll.Interval.Std())
+	}
+	if c.Poll.Concurrency < 1 || c.Poll.Concurrency > 256 {
+		report("poll.concurrency", false, "%d is not between 1 and 256", c.Poll.Concurrency)
+	}
+	seenRepo := map[string]int{}
+	for i, r := range c.Sources.Repos {
+		p := fmt.Sprintf("sources.repos[%d]", i)
+		checkRepoURL(report, p+".url", r.URL)
+		checkOwner(report, p+".owner", r.Owner)
+		if r.Project != "" && !validRepoPath(r.Project) {
+			report(p+".project", false, "%s is not a project path such as alice/web", quote(r.Project))
+		}
+		key := r.URL + "#" + r.Branch
+		if first, dup := seenRepo[key]; dup {
+			report(p, false, "repeats sources.repos[%d] (same url and branch)", first)
+		}
+		seenRepo[key] = i
+	}
+	for i, d := range c.Sources.Dirs {
+		if d.Root == "" {
+			report(fmt.Sprintf("sources.dirs[%d].root", i), false, "is required")
+		}
+	}
+	seenHost := map[string]int{}
+	for i, h := range c.Docker.Hosts {
+		p := fmt.Sprintf("docker.hosts[%d]", i)
+		if msg := nameProblem(h.Name); msg != "" {
+			report(p+".name", false, "%s is not a host name: %s", quote(h.Name), msg)
+		} else if first, dup := seenHost[h.Name]; dup {
+			report(p+".name", false, "%q is already the name of docker.hosts[%d]", h.Name, first)
+		}
+		seenHost[h.Name] = i
+		u, err := url.Parse(h.Endpoint)
+		if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp" && u.Scheme != "ssh" && u.Scheme != "http" && u.Scheme != "https") {
+			report(p+".endpoint", false, "%s is not a Docker endpoint such as unix:///var/run/docker.sock or tcp://host:2376", quote(h.Endpoint))
+		}
+		if h.GPUs < 0 {
+			report(p+".gpus", false, "%d is not a GPU count", h.GPUs)
+		}
+	}
+	if k := c.Kubernetes; k != nil {
+		if k.Kubeconfig == "" {
+			report("kubernetes.kubeconfig", false, "is required when kubernetes is set")
+		}
+		if errs := validation.IsDNS1123Label(k.NamespacePrefix + "x"); len(errs) > 0 || len(k.NamespacePrefix) > 20 {
+			report("kubernetes.namespacePrefix", false, "%s cannot start a namespace name: use at most 20 lower-case letters, digits and '-'", quote(k.NamespacePrefix))
+		}
+		if errs := validation.IsQualifiedName(k.GPUResource); len(errs) > 0 || !strings.Contains(k.GPUResource, "/") {
+			report("kubernetes.gpuResource", false, "%s is not an extended resource name such as nvidia.com/gpu", quote(k.GPUResource))
+		}
+	}
+	if c.Registry.Host != "" {
+		checkRegistry(report, "registry.host", c.Registry.Host)
+	}
+	if c.Registry.PasswordFile != "" && c.Registry.Username == "" {
+		report("registry.username", false, "is required with registry.passwordFile")
+	}
+	q := c.Policy.Quota
+	for _, n := range []struct {
+		field string
+		v     int
+	}{{"containers", q.Containers}, {"pods", q.Pods}, {"gpus", q.GPUs}} {
+		if n.v < 0 {
+			report("policy.quota."+n.field, false, "%d is negative", n.v)
+		}
+	}
+	if q.CPUs < 0 {
+		report("policy.quota.cpus", false, "%v is negative", q.CPUs)
+	}
+	if q.Memory != "" {
+		if _, err := resource.ParseQuantity(q.Memory); err != nil {
+			report("policy.quota.memory", false, "%s is not a memory size such as 32Gi", quote(q.Memory))
+		}
+	}
+	hp := c.Policy.HostPorts
+	if hp.From < 1024 || hp.To > 65535 || hp.From > hp.To {
+		report("policy.hostPorts", false, "%d-%d is not a port range within 1024-65535", hp.From, hp.To)
+	}
+	for i, r := range c.Policy.AllowedRegistries {
+		checkRegistry(report, fmt.Sprintf("policy.allowedRegistries[%d]", i), r)
+	}
+	if m := *c.Policy.MaxPrunePercent; m < 0 || m > 100 {
+		report("policy.maxPrunePercent", false, "%d is not a percentage (0-100)", m)
+	}
+}
+
+func checkOwner(report reporter, p, owner string) {
+	switch {
+	case owner == "":
+		report(p, false, "is required")
+	case len(owner) > MaxNameLength || len(validation.IsDNS1123Label(owner)) > 0:
+		report(p, false, "%s is not an account name: use at most %d lower-case letters, digits and '-'", quote(owner), MaxNameLength)
+	}
+}
+
+func checkRepoURL(report reporter, p, raw string) {
+	if raw == "" {
+		report(p, false, "is required")
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		report(p, false, "%s is not a URL: %v", quote(raw), err)
+		return
+	}
+	switch u.Scheme {
+	case "", "file", "http", "https":
+	default:
+		report(p, false, "%s: scheme %q is not supported: use file://, http://, https:// or a local path", quote(raw), u.Scheme)
+	}
+}
+
+// checkRegistry accepts host[:port][/path] without a scheme.
+func checkRegistry(report reporter, p, reg string) {
+	host, _, _ := strings.Cut(reg, "/")
+	if strings.Contains(reg, "://") || host == "" || strings.ContainsAny(reg, " @") {
+		report(p, false, "%s is not a registry such as registry.example.edu:5000 (no scheme)", quote(reg))
+	}
+}
+
+// resolvePaths makes every relative path absolute against dir.
+func (c *ServerConfig) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.StateDir)
+	abs(&c.ArtifactsDir)
+	abs(&c.Webhook.SecretFile)
+	abs(&c.Registry.PasswordFile)
+	if c.Kubernetes != nil {
+		abs(&c.Kubernetes.Kubeconfig)
+	}
+	for i := range c.Sources.Dirs {
+		abs(&c.Sources.Dirs[i].Root)
+	}
+	for i := range c.Sources.Repos {
+		r := &c.Sources.Repos[i]
+		if !strings.Contains(r.URL, "://") {
+			local := r.URL
+			abs(&local)
+			r.URL = "file://" + filepath.ToSlash(local)
+		}
+	}
+}

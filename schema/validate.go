@@ -1,0 +1,281 @@
+package schema
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/distribution/reference"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// reporter receives one validation problem for a field path; onKey says
+// the problem is the name (the map key) rather than the value.
+type reporter func(path string, onKey bool, format string, args ...any)
+
+// locate runs a validation and places each problem it reports in the file.
+func locate(file string, p *positions, validate func(reporter)) Errors {
+	var errs Errors
+	validate(func(fieldPath string, onKey bool, format string, args ...any) {
+		at := p.at(fieldPath, onKey)
+		errs = append(errs, &Error{File: file, Line: at.line, Column: at.col, Path: fieldPath, Message: fmt.Sprintf(format, args...)})
+	})
+	return errs
+}
+
+// parseInto is the one reading sequence of every file: strict decode,
+// defaults, validation, all problems placed in the file and returned
+// together as Errors.
+func parseInto(name string, r io.Reader, out any, defaults func(), validate func(reporter)) error {
+	p, errs := decodeStrict(name, r, out)
+	for _, e := range errs {
+		if e.Path == "" {
+			return errs // the file as a whole is wrong: rules would only add noise
+		}
+	}
+	defaults()
+	return merge(errs, locate(name, p, validate)).orNil()
+}
+
+// merge joins decode and validation problems in file order. A validation
+// problem on or below a path that already failed to decode is dropped: it
+// would only repeat the first one about a value that was never read.
+func merge(decoded, validated Errors) Errors {
+	out := decoded
+	for _, e := range validated {
+		if !slices.ContainsFunc(decoded, func(d *Error) bool { return within(e.Path, d.Path) }) {
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	return out
+}
+
+// within reports whether path is base or lies below it.
+func within(path, base string) bool {
+	rest, ok := strings.CutPrefix(path, base)
+	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
+}
+
+// Validate checks a File that was built in code rather than parsed. Its
+// errors carry field paths but no positions.
+func (f *File) Validate() error {
+	return locate("wm.yaml", &positions{}, f.validate).orNil()
+}
+
+// validate checks every rule of wm.yaml version 1.
+func (f *File) validate(report reporter) {
+	switch f.Version {
+	case Version:
+	case 0:
+		report("version", false, "is required: start the file with \"version: %d\"", Version)
+	default:
+		report("version", false, "%d is not supported: this wm understands version %d", f.Version, Version)
+	}
+	if f.Image != nil && utf8.RuneCountInString(f.Image.Description) > 500 {
+		report("image.description", false, "is %d characters long, more than 500", utf8.RuneCountInString(f.Image.Description))
+	}
+	checkCount(report, "containers", len(f.Containers), MaxContainers)
+	checkCount(report, "pods", len(f.Pods), MaxPods)
+	checkCount(report, "singularity", len(f.Singularity), MaxSIFs)
+	for _, name := range sortedKeys(f.Containers) {
+		f.Containers[name].validate(report, "containers."+name, name)
+	}
+	for _, name := range sortedKeys(f.Pods) {
+		f.Pods[name].validate(report, "pods."+name, name)
+	}
+	for _, name := range sortedKeys(f.Singularity) {
+		p := "singularity." + name
+		checkName(report, p, name)
+		checkImage(report, p+".image", f.Singularity[name].Image)
+	}
+	if f.Expires != "" {
+		if _, err := time.Parse(time.DateOnly, f.Expires); err != nil {
+			report("expires", false, "%s is not a date (YYYY-MM-DD)", quote(f.Expires))
+		}
+	}
+}
+
+func (c Container) validate(report reporter, p, name string) {
+	checkName(report, p, name)
+	checkImage(report, p+".image", c.Image)
+	checkEnv(report, p+".env", c.Env)
+	checkAbsPath(report, p+".workdir", c.Workdir)
+	checkResources(report, p, c.GPUs, c.CPUs, c.Memory)
+	seen := map[int]int{}
+	for i, port := range c.Ports {
+		ip := fmt.Sprintf("%s.ports[%d]", p, i)
+		if port < 1 || port > 65535 {
+			report(ip, false, "%d is not a port (1-65535)", port)
+		} else if first, dup := seen[port]; dup {
+			report(ip, false, "port %d is already listed as ports[%d]", port, first)
+		} else {
+			seen[port] = i
+		}
+	}
+	mounts := map[string]string{}
+	for _, vol := range sortedKeys(c.Volumes) {
+		vp := p + ".volumes." + vol
+		if msg := nameProblem(vol); msg != "" {
+			report(vp, true, "%s is not a valid volume name: %s", quote(vol), msg)
+		}
+		target := c.Volumes[vol]
+		if !checkAbsPath(report, vp, target) {
+			continue
+		}
+		if target == "/" || isSystemPath(target) {
+			report(vp, false, "cannot mount a volume on %s", target)
+		} else if other, dup := mounts[path.Clean(target)]; dup {
+			report(vp, false, "%s is already the mount point of volume %q", target, other)
+		} else {
+			mounts[path.Clean(target)] = vol
+		}
+	}
+	if c.User != "" && !userPattern.MatchString(c.User) {
+		report(p+".user", false, "%s is not a user: use \"uid\", \"uid:gid\" or a user name", quote(c.User))
+	}
+	if c.State != StateRunning && c.State != StateStopped {
+		report(p+".state", false, "%s is not a state: use %q or %q", quote(c.State), StateRunning, StateStopped)
+	}
+}
+
+func (pod Pod) validate(report reporter, p, name string) {
+	checkName(report, p, name)
+	checkImage(report, p+".image", pod.Image)
+	checkEnv(report, p+".env", pod.Env)
+	checkAbsPath(report, p+".workdir", pod.Workdir)
+	checkResources(report, p, pod.GPUs, pod.CPUs, pod.Memory)
+	if pod.Restart != RestartNever && pod.Restart != RestartOnFailure {
+		report(p+".restart", false, "%s is not a restart policy: use %q or %q", quote(pod.Restart), RestartNever, RestartOnFailure)
+	}
+}
+
+var (
+	envKeyPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userPattern   = regexp.MustCompile(`^([0-9]+|[a-z_][a-z0-9_-]*)(:([0-9]+|[a-z_][a-z0-9_-]*))?$`)
+	ownerPattern  = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
+)
+
+func checkCount(report reporter, p string, n, limit int) {
+	if n > limit {
+		report(p, true, "%d entries is more than the limit of %d", n, limit)
+	}
+}
+
+// nameProblem says why a name cannot be used, or "" when it can: names end
+// up in container names, volume names and Kubernetes object names.
+func nameProblem(name string) string {
+	if len(name) > MaxNameLength {
+		return fmt.Sprintf("longer than %d characters", MaxNameLength)
+	}
+	if len(validation.IsDNS1123Label(name)) > 0 {
+		return "use lower-case letters, digits and '-', starting and ending with a letter or digit"
+	}
+	return ""
+}
+
+func checkName(report reporter, p, name string) {
+	if msg := nameProblem(name); msg != "" {
+		report(p, true, "%s is not a valid name: %s", quote(name), msg)
+	}
+}
+
+// checkImage accepts "self", "shared/<owner>/<repo>" and image references.
+// Whether a reference is allowed by the registry policy is decided at
+// reconcile time, where the policy is known.
+func checkImage(report reporter, p, image string) {
+	switch {
+	case image == "":
+		report(p, false, "is required: use %q for the image CI builds from this repo, or an image reference", ImageSelf)
+	case image == ImageSelf:
+	case strings.HasPrefix(image, SharedImagePrefix):
+		owner, repo, ok := strings.Cut(strings.TrimPrefix(image, SharedImagePrefix), "/")
+		if !ok || !ownerPattern.MatchString(owner) || !validRepoPath(repo) {
+			report(p, false, "%s is not a shared image: use \"shared/<owner>/<repo>\"", quote(image))
+		}
+	default:
+		if _, err := reference.ParseNormalizedNamed(image); err != nil {
+			report(p, false, "%s is not an image reference: %v", quote(image), err)
+		}
+	}
+}
+
+func validRepoPath(repo string) bool {
+	if repo == "" {
+		return false
+	}
+	for _, seg := range strings.Split(repo, "/") {
+		if !ownerPattern.MatchString(seg) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkEnv(report reporter, p string, env map[string]string) {
+	for _, k := range sortedKeys(env) {
+		if !envKeyPattern.MatchString(k) {
+			report(p+"."+k, true, "%s is not an environment variable name: use letters, digits and '_', not starting with a digit", quote(k))
+		}
+	}
+}
+
+// checkAbsPath reports a non-empty path that is not absolute and clean.
+func checkAbsPath(report reporter, p, value string) bool {
+	if value == "" {
+		return true
+	}
+	if !path.IsAbs(value) || strings.Contains(value, "..") {
+		report(p, false, "%s is not an absolute path without \"..\"", quote(value))
+		return false
+	}
+	return true
+}
+
+// isSystemPath reports whether a volume would shadow what the container
+// runtime itself provides.
+func isSystemPath(p string) bool {
+	p = path.Clean(p)
+	for _, sys := range []string{"/proc", "/sys", "/dev"} {
+		if p == sys || strings.HasPrefix(p, sys+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func checkResources(report reporter, p string, gpus int, cpus *float64, memory string) {
+	if gpus < 0 || gpus > MaxGPUs {
+		report(p+".gpus", false, "%d is not a GPU count (0-%d)", gpus, MaxGPUs)
+	}
+	if cpus != nil && (math.IsNaN(*cpus) || math.IsInf(*cpus, 0) || *cpus <= 0) {
+		report(p+".cpus", false, "%v is not a CPU count: it must be more than 0, such as 0.5 or 2", *cpus)
+	}
+	if memory != "" {
+		q, err := resource.ParseQuantity(memory)
+		if err != nil {
+			report(p+".memory", false, "%s is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G", quote(memory))
+		} else if q.Sign() <= 0 {
+			report(p+".memory", false, "%s is not a memory size: it must be more than 0", quote(memory))
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
