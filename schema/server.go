@@ -298,8 +298,8 @@ func (c *ServerConfig) validate(report reporter) {
 	for i, r := range c.Sources.Repos {
 		p := fmt.Sprintf("sources.repos[%d]", i)
 		checkRepoURL(report, p+".url", r.URL)
-		checkOwner(report, p+".owner", r.Owner)
-		if r.Project != "" && !validRepoPath(r.Project) {
+		ownerOK := checkOwner(report, p+".owner", r.Owner)
+		if ownerOK && !validRepoPath(r.Project) {
 			report(p+".project", false, "%s is not a project path such as alice/web", quote(r.Project))
 		}
 		key := r.URL + "#" + r.Branch
@@ -376,13 +376,18 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 }
 
-func checkOwner(report reporter, p, owner string) {
+// checkOwner reports an owner that cannot name resources; the owner's
+// account ends up in container names and namespaces.
+func checkOwner(report reporter, p, owner string) bool {
 	switch {
 	case owner == "":
 		report(p, false, "is required")
 	case len(owner) > MaxNameLength || len(validation.IsDNS1123Label(owner)) > 0:
 		report(p, false, "%s is not an account name: use at most %d lower-case letters, digits and '-'", quote(owner), MaxNameLength)
+	default:
+		return true
 	}
+	return false
 }
 
 func checkRepoURL(report reporter, p, raw string) {

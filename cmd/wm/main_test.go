@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// wm runs the command in-process and returns its exit code and output.
+func wm(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidateExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good/wm.yaml", "version: 1\ncontainers:\n  web: {image: self, ports: [8000]}\n")
+	bad := writeFile(t, dir, "bad/wm.yaml", "version: 1\ncontainers:\n  web:\n    image: self\n    ports: [8000, 70000]\n    memory: 1GB\n")
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		out      string // every line must appear in stdout
+		errMatch string // must appear in stderr
+	}{
+		{"the examples are valid", []string{"validate", "../../examples"}, 0,
+			"../../examples/web-app/wm.yaml: ok", ""},
+		{"a valid file prints ok", []string{"validate", good}, 0, good + ": ok", ""},
+		{"an invalid file prints every error, one a line", []string{"validate", bad}, 1,
+			bad + ":5:19: containers.web.ports[1]: 70000 is not a port (1-65535)\n" +
+				bad + `:6:13: containers.web.memory: "1GB" is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G`, ""},
+		{"a folder is searched for wm.yaml files, in lexical order", []string{"validate", dir}, 1,
+			bad + ":6:13: containers.web.memory: \"1GB\" is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G\n" + good + ": ok\n", ""},
+		{"a missing file is an invalid input", []string{"validate", filepath.Join(dir, "nope.yaml")}, 1,
+			filepath.Join(dir, "nope.yaml") + ": no such file or folder", ""},
+		{"an unknown flag is a usage error", []string{"validate", "--frmat", "json"}, 2, "", "unknown flag: --frmat"},
+		{"an unknown format is a usage error", []string{"validate", "--format", "xml", good}, 2, "", `--format must be text or json, not "xml"`},
+		{"an unknown command is a usage error", []string{"valdate"}, 2, "", `unknown command "valdate"`},
+		{"the example server config is valid", []string{"validate", "--server", "../../examples/server/wm-server.yaml"}, 0,
+			"../../examples/server/wm-server.yaml: ok", ""},
+		{"a bad server config is invalid", []string{"validate", "--server", writeFile(t, dir, "s.yaml", "listen: nowhere\n")}, 1,
+			`s.yaml:1:9: listen: "nowhere" is not host:port, such as 127.0.0.1:8080`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := wm(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out, errOut)
+			}
+			if !strings.Contains(out, tc.out) {
+				t.Errorf("stdout lacks %q:\n%s", tc.out, out)
+			}
+			if !strings.Contains(errOut, tc.errMatch) {
+				t.Errorf("stderr lacks %q:\n%s", tc.errMatch, errOut)
+			}
+		})
+	}
+}
+
+func TestValidateWithoutArgumentsChecksWmYamlInTheCurrentFolder(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "wm.yaml", "version: 1\n")
+	t.Chdir(dir)
+	if code, out, _ := wm(t, "validate"); code != 0 || out != "wm.yaml: ok\n" {
+		t.Errorf("exit %d, output %q", code, out)
+	}
+}
+
+func TestValidateJSONListsErrorsWithPositions(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "wm.yaml", "version: 1\nextra: 1\n")
+	code, out, _ := wm(t, "validate", "--format", "json", bad)
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	var got struct {
+		Valid bool `json:"valid"`
+		Files []struct {
+			File   string `json:"file"`
+			Valid  bool   `json:"valid"`
+			Errors []struct {
+				Line, Column  int
+				Path, Message string
+			} `json:"errors"`
+		} `json:"files"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if got.Valid || len(got.Files) != 1 || got.Files[0].File != bad || len(got.Files[0].Errors) != 1 {
+		t.Fatalf("unexpected: %+v", got)
+	}
+	e := got.Files[0].Errors[0]
+	if e.Line != 2 || e.Column != 1 || e.Path != "extra" || !strings.HasPrefix(e.Message, "unknown field") {
+		t.Errorf("error: %+v", e)
+	}
+}
+
+func TestSchemaCommandPrintsTheJSONSchema(t *testing.T) {
+	code, out, _ := wm(t, "schema")
+	var s map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &s) != nil || s["$schema"] != "https://json-schema.org/draft/2020-12/schema" {
+		t.Errorf("exit %d, output %.200s", code, out)
+	}
+}
+
+func TestShellCompletionIsGenerated(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		code, out, _ := wm(t, "completion", shell)
+		if code != 0 || !strings.Contains(out, "wm") || len(out) < 500 {
+			t.Errorf("%s: exit %d, %d bytes", shell, code, len(out))
+		}
+	}
+}
