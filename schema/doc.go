@@ -18,7 +18,7 @@
 // path, and all problems of one file are returned together as Errors, so a
 // student sees every mistake at once, one per line:
 //
-//	examples/bad/wm.yaml:12:7: containers.web.ports[1]: 70000 is not a port (1-65535)
+//	wm.yaml:12:7: containers.web.ports[1]: 70000 is not a port (1-65535)
 //
 // The JSON Schema in wm.schema.json describes the same rules for editors;
 // a test keeps the two in agreement over a shared corpus in testdata/.

@@ -77,7 +77,7 @@ func TestSchemaAgreesWithTheParserOnTheCorpus(t *testing.T) {
 			t.Errorf("%s: parser refuses, schema accepts", path)
 		}
 	}
-	if cannotTell > 4 {
+	if cannotTell > 5 {
 		t.Errorf("%d bad files are beyond the schema: the schema is drifting from the rules", cannotTell)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -47,8 +46,9 @@ type Poll struct {
 	// Interval between two looks at one repo.
 	Interval Duration `yaml:"interval"`
 	// Jitter is the largest random delay added to each interval, so that
-	// hundreds of repos are not all asked at the same instant.
-	Jitter Duration `yaml:"jitter"`
+	// hundreds of repos are not all asked at the same instant; default a
+	// tenth of the interval, 0 for none.
+	Jitter *Duration `yaml:"jitter"`
 	// Concurrency is how many repos are looked at at once.
 	Concurrency int `yaml:"concurrency"`
 }
@@ -135,9 +135,12 @@ type Policy struct {
 	// AllowedRegistries are registry prefixes image references may come
 	// from, besides Registry.Host which is always allowed.
 	AllowedRegistries []string `yaml:"allowedRegistries"`
+	// Defaults are the limits of a container or pod that sets none, so
+	// that every workload counts against the quota.
+	Defaults Limits `yaml:"defaults"`
 	// MaxPrunePercent stops a pass that would remove more than this share
 	// of all managed containers; it reports instead. Default 50.
-	MaxPrunePercent *int `yaml:"maxPrunePercent"`
+	MaxPrunePercent int `yaml:"maxPrunePercent"`
 	// PruneVolumes lets a prune delete the named volumes of removed
 	// containers. Default false: volumes are kept.
 	PruneVolumes bool `yaml:"pruneVolumes"`
@@ -150,6 +153,12 @@ type Quota struct {
 	GPUs       int     `yaml:"gpus"`
 	CPUs       float64 `yaml:"cpus"`
 	Memory     string  `yaml:"memory"`
+}
+
+// Limits are the CPU and memory of one workload.
+type Limits struct {
+	CPUs   float64 `yaml:"cpus"`
+	Memory string  `yaml:"memory"`
 }
 
 // PortRange is an inclusive range of ports.
@@ -183,6 +192,15 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // Std returns the duration as a time.Duration.
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
+// MaxJitter is the jitter in force: the configured one, or a tenth of the
+// interval when none is configured.
+func (p Poll) MaxJitter() time.Duration {
+	if p.Jitter == nil {
+		return p.Interval.Std() / 10
+	}
+	return p.Jitter.Std()
+}
+
 //go:embed server-defaults.yaml
 var defaultServerConfig []byte
 
@@ -211,7 +229,7 @@ func LoadServer(path string) (*ServerConfig, error) {
 // ParseServer reads a server config from r, applies defaults, resolves
 // relative paths against dir and validates it. A non-nil error is Errors.
 func ParseServer(name string, r io.Reader, dir string) (*ServerConfig, error) {
-	var c ServerConfig
+	c := newServerConfig()
 	if err := parseInto(name, r, &c, c.applyDefaults, c.validate); err != nil {
 		return nil, err
 	}
@@ -224,24 +242,31 @@ func (c *ServerConfig) Validate() error {
 	return locate("server config", &positions{}, c.validate).orNil()
 }
 
+// newServerConfig holds every default a file may override. Decoding onto
+// it keeps what the file says, explicit zeros included (a GPU quota of 0
+// means no GPUs, not "the default").
+func newServerConfig() ServerConfig {
+	return ServerConfig{
+		StateDir: "wm-state",
+		Listen:   "127.0.0.1:8080",
+		Poll:     Poll{Interval: Duration(time.Minute), Concurrency: 4},
+		Policy: Policy{
+			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"},
+			Defaults:        Limits{CPUs: 1, Memory: "2Gi"},
+			HostPorts:       PortRange{From: 49152, To: 65535},
+			MaxPrunePercent: 50,
+		},
+	}
+}
+
+// applyDefaults fills in the defaults that depend on other fields.
 func (c *ServerConfig) applyDefaults() {
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
 		}
 	}
-	def(&c.StateDir, "wm-state")
 	def(&c.ArtifactsDir, filepath.Join(c.StateDir, "artifacts"))
-	def(&c.Listen, "127.0.0.1:8080")
-	if c.Poll.Interval == 0 {
-		c.Poll.Interval = Duration(time.Minute)
-	}
-	if c.Poll.Jitter == 0 {
-		c.Poll.Jitter = c.Poll.Interval / 10
-	}
-	if c.Poll.Concurrency == 0 {
-		c.Poll.Concurrency = 4
-	}
 	for i := range c.Sources.Repos {
 		r := &c.Sources.Repos[i]
 		def(&r.Branch, "main")
@@ -263,17 +288,6 @@ func (c *ServerConfig) applyDefaults() {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
 	}
-	q := &c.Policy.Quota
-	if q.Containers == 0 && q.Pods == 0 && q.GPUs == 0 && q.CPUs == 0 && q.Memory == "" {
-		*q = Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"}
-	}
-	if c.Policy.HostPorts == (PortRange{}) {
-		c.Policy.HostPorts = PortRange{From: 49152, To: 65535}
-	}
-	if c.Policy.MaxPrunePercent == nil {
-		fifty := 50
-		c.Policy.MaxPrunePercent = &fifty
-	}
 }
 
 func lastSegment(u string) string {
@@ -288,8 +302,8 @@ func (c *ServerConfig) validate(report reporter) {
 	if c.Poll.Interval.Std() < time.Second {
 		report("poll.interval", false, "%v is too short: at least 1s", c.Poll.Interval.Std())
 	}
-	if c.Poll.Jitter < 0 || c.Poll.Jitter > c.Poll.Interval {
-		report("poll.jitter", false, "%v must be between 0 and the interval (%v)", c.Poll.Jitter.Std(), c.Poll.Interval.Std())
+	if j := c.Poll.MaxJitter(); j < 0 || j > c.Poll.Interval.Std() {
+		report("poll.jitter", false, "%v must be between 0 and the interval (%v)", j, c.Poll.Interval.Std())
 	}
 	if c.Poll.Concurrency < 1 || c.Poll.Concurrency > 256 {
 		report("poll.concurrency", false, "%d is not between 1 and 256", c.Poll.Concurrency)
@@ -359,11 +373,11 @@ func (c *ServerConfig) validate(report reporter) {
 	if q.CPUs < 0 {
 		report("policy.quota.cpus", false, "%v is negative", q.CPUs)
 	}
-	if q.Memory != "" {
-		if _, err := resource.ParseQuantity(q.Memory); err != nil {
-			report("policy.quota.memory", false, "%s is not a memory size such as 32Gi", quote(q.Memory))
-		}
+	checkMemory(report, "policy.quota.memory", q.Memory)
+	if c.Policy.Defaults.CPUs <= 0 {
+		report("policy.defaults.cpus", false, "%v is not a CPU count: it must be more than 0", c.Policy.Defaults.CPUs)
 	}
+	checkMemory(report, "policy.defaults.memory", c.Policy.Defaults.Memory)
 	hp := c.Policy.HostPorts
 	if hp.From < 1024 || hp.To > 65535 || hp.From > hp.To {
 		report("policy.hostPorts", false, "%d-%d is not a port range within 1024-65535", hp.From, hp.To)
@@ -371,7 +385,7 @@ func (c *ServerConfig) validate(report reporter) {
 	for i, r := range c.Policy.AllowedRegistries {
 		checkRegistry(report, fmt.Sprintf("policy.allowedRegistries[%d]", i), r)
 	}
-	if m := *c.Policy.MaxPrunePercent; m < 0 || m > 100 {
+	if m := c.Policy.MaxPrunePercent; m < 0 || m > 100 {
 		report("policy.maxPrunePercent", false, "%d is not a percentage (0-100)", m)
 	}
 }

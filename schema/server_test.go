@@ -25,9 +25,11 @@ func TestEmbeddedDefaultsRunEverythingLocally(t *testing.T) {
 		{"branch", c.Sources.Dirs[0].Branch, "main"},
 		{"docker host", c.Docker.Hosts, []DockerHost{{Name: "local", Endpoint: "unix:///var/run/docker.sock"}}},
 		{"poll interval", c.Poll.Interval.Std(), 30 * time.Second},
-		{"jitter", c.Poll.Jitter.Std(), 3 * time.Second},
+		{"jitter", c.Poll.MaxJitter(), 3 * time.Second},
 		{"host ports", c.Policy.HostPorts, PortRange{49152, 65535}},
-		{"prune limit", *c.Policy.MaxPrunePercent, 50},
+		{"prune limit", c.Policy.MaxPrunePercent, 50},
+		{"workload defaults", c.Policy.Defaults, Limits{CPUs: 1, Memory: "2Gi"}},
+		{"registry", c.Registry, Registry{Host: "127.0.0.1:5000", Insecure: true}},
 		{"quota", c.Policy.Quota, Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"}},
 		{"kubernetes", c.Kubernetes, (*Kubernetes)(nil)},
 	}
@@ -35,6 +37,38 @@ func TestEmbeddedDefaultsRunEverythingLocally(t *testing.T) {
 		if !reflect.DeepEqual(ch.got, ch.want) {
 			t.Errorf("%s: got %v, want %v", ch.what, ch.got, ch.want)
 		}
+	}
+}
+
+func TestExplicitValuesOverrideDefaultsFieldByField(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		check        func(c *ServerConfig) bool
+	}{
+		{"a GPU quota of 0 means no GPUs", "policy: {quota: {gpus: 0}}\n",
+			func(c *ServerConfig) bool {
+				return c.Policy.Quota == Quota{Containers: 5, Pods: 5, GPUs: 0, CPUs: 8, Memory: "32Gi"}
+			}},
+		{"one quota field keeps the others' defaults", "policy: {quota: {containers: 10}}\n",
+			func(c *ServerConfig) bool {
+				return c.Policy.Quota == Quota{Containers: 10, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"}
+			}},
+		{"a jitter of 0 means none", "poll: {interval: 10s, jitter: 0s}\n",
+			func(c *ServerConfig) bool { return c.Poll.MaxJitter() == 0 }},
+		{"an unset jitter is a tenth of the interval", "poll: {interval: 10s}\n",
+			func(c *ServerConfig) bool { return c.Poll.MaxJitter() == time.Second }},
+		{"a prune limit of 0 is kept", "policy: {maxPrunePercent: 0}\n",
+			func(c *ServerConfig) bool { return c.Policy.MaxPrunePercent == 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseServer("s.yaml", strings.NewReader(tc.config), "/etc/wm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("got %+v", c)
+			}
+		})
 	}
 }
 
@@ -131,7 +165,7 @@ func TestBadServerConfigsNameLineAndField(t *testing.T) {
 		{"the gpu resource is an extended resource", "kubernetes: {kubeconfig: k, gpuResource: gpu}\n",
 			`s.yaml:1:42: kubernetes.gpuResource: "gpu" is not an extended resource name such as nvidia.com/gpu`},
 		{"quota memory is a quantity", "policy: {quota: {memory: lots}}\n",
-			`s.yaml:1:26: policy.quota.memory: "lots" is not a memory size such as 32Gi`},
+			`s.yaml:1:26: policy.quota.memory: "lots" is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G`},
 		{"the prune limit is a percentage", "policy: {maxPrunePercent: 150}\n",
 			`s.yaml:1:27: policy.maxPrunePercent: 150 is not a percentage (0-100)`},
 		{"listen is host and port", "listen: localhost\n",

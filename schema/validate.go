@@ -2,6 +2,7 @@ package schema
 
 import (
 	"cmp"
+	_ "crypto/sha256" // registers sha256 for image references pinned by digest
 	"fmt"
 	"io"
 	"math"
@@ -144,7 +145,7 @@ func (c Container) validate(report reporter, p, name string) {
 	if c.User != "" && !userPattern.MatchString(c.User) {
 		report(p+".user", false, "%s is not a user: use \"uid\", \"uid:gid\" or a user name", quote(c.User))
 	}
-	if c.State != StateRunning && c.State != StateStopped {
+	if c.State != "" && c.State != StateRunning && c.State != StateStopped {
 		report(p+".state", false, "%s is not a state: use %q or %q", quote(c.State), StateRunning, StateStopped)
 	}
 }
@@ -155,7 +156,7 @@ func (pod Pod) validate(report reporter, p, name string) {
 	checkEnv(report, p+".env", pod.Env)
 	checkAbsPath(report, p+".workdir", pod.Workdir)
 	checkResources(report, p, pod.GPUs, pod.CPUs, pod.Memory)
-	if pod.Restart != RestartNever && pod.Restart != RestartOnFailure {
+	if pod.Restart != "" && pod.Restart != RestartNever && pod.Restart != RestartOnFailure {
 		report(p+".restart", false, "%s is not a restart policy: use %q or %q", quote(pod.Restart), RestartNever, RestartOnFailure)
 	}
 }
@@ -163,7 +164,9 @@ func (pod Pod) validate(report reporter, p, name string) {
 var (
 	envKeyPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userPattern   = regexp.MustCompile(`^([0-9]+|[a-z_][a-z0-9_-]*)(:([0-9]+|[a-z_][a-z0-9_-]*))?$`)
-	ownerPattern  = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
+	// pathSegment is one segment of a GitLab project path, lower-cased as
+	// image references require.
+	pathSegment = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
 )
 
 func checkCount(report reporter, p string, n, limit int) {
@@ -200,7 +203,7 @@ func checkImage(report reporter, p, image string) {
 	case image == ImageSelf:
 	case strings.HasPrefix(image, SharedImagePrefix):
 		owner, repo, ok := strings.Cut(strings.TrimPrefix(image, SharedImagePrefix), "/")
-		if !ok || !ownerPattern.MatchString(owner) || !validRepoPath(repo) {
+		if !ok || nameProblem(owner) != "" || !validRepoPath(repo) {
 			report(p, false, "%s is not a shared image: use \"shared/<owner>/<repo>\"", quote(image))
 		}
 	default:
@@ -215,7 +218,7 @@ func validRepoPath(repo string) bool {
 		return false
 	}
 	for _, seg := range strings.Split(repo, "/") {
-		if !ownerPattern.MatchString(seg) {
+		if !pathSegment.MatchString(seg) {
 			return false
 		}
 	}
@@ -262,12 +265,25 @@ func checkResources(report reporter, p string, gpus int, cpus *float64, memory s
 		report(p+".cpus", false, "%v is not a CPU count: it must be more than 0, such as 0.5 or 2", *cpus)
 	}
 	if memory != "" {
-		q, err := resource.ParseQuantity(memory)
-		if err != nil {
-			report(p+".memory", false, "%s is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G", quote(memory))
-		} else if q.Sign() <= 0 {
-			report(p+".memory", false, "%s is not a memory size: it must be more than 0", quote(memory))
-		}
+		checkMemory(report, p+".memory", memory)
+	}
+}
+
+// MinMemory is the least memory a workload may have: Docker refuses less
+// than 6 MiB, and a smaller value is almost always a unit mistake.
+const MinMemory = 6 << 20
+
+// checkMemory reports a memory size that is not a Kubernetes quantity of
+// at least MinMemory bytes.
+func checkMemory(report reporter, p, memory string) {
+	q, err := resource.ParseQuantity(memory)
+	switch {
+	case err != nil:
+		report(p, false, "%s is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G", quote(memory))
+	case strings.HasSuffix(memory, "m"):
+		report(p, false, "%s is in thousandths of a byte: did you mean %q?", quote(memory), strings.TrimSuffix(memory, "m")+"Mi")
+	case q.Value() < MinMemory:
+		report(p, false, "%s is less than the least memory a workload can have, 6Mi", quote(memory))
 	}
 }
 
