@@ -1,0 +1,395 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketRepos   = []byte("repos")
+	bucketPorts   = []byte("ports")
+	bucketHistory = []byte("history")
+)
+
+// HistoryLimit is how many passes are kept per repo.
+const HistoryLimit = 50
+
+// ErrNoFreePort is returned when the host port range is used up.
+var ErrNoFreePort = errors.New("no free host port in the range")
+
+// Condition types, the fixed vocabulary of a repo's status.
+const (
+	Ready       = "Ready"
+	Reconciling = "Reconciling"
+	Stalled     = "Stalled"
+)
+
+// Condition is one observation about a repo, as in Kubernetes: a type, a
+// status, a CamelCase reason for machines and a message for people.
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             bool      `json:"status"`
+	Reason             string    `json:"reason"`
+	Message            string    `json:"message"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+// Object is one applied thing in a repo's inventory.
+type Object struct {
+	Kind     string `json:"kind"` // "container" or "volume"
+	Host     string `json:"host"` // Docker host name
+	Name     string `json:"name"` // full name on the host
+	SpecHash string `json:"specHash,omitempty"`
+}
+
+// ContainerStatus is what a student sees of one container.
+type ContainerStatus struct {
+	Name   string            `json:"name"` // the name in wm.yaml
+	Host   string            `json:"host"`
+	Ports  map[string]int    `json:"ports,omitempty"` // guest port → host port, keys decimal
+	State  string            `json:"state"`
+	Health string            `json:"health"`
+	Labels map[string]string `json:"-"`
+}
+
+// RepoState is everything remembered about one repo.
+type RepoState struct {
+	Key              string            `json:"key"`
+	Owner            string            `json:"owner"`
+	URL              string            `json:"url"`
+	Branch           string            `json:"branch"`
+	ObservedRevision string            `json:"observedRevision,omitempty"`
+	AppliedRevision  string            `json:"appliedRevision,omitempty"`
+	Conditions       []Condition       `json:"conditions,omitempty"`
+	Inventory        []Object          `json:"inventory,omitempty"`
+	Containers       []ContainerStatus `json:"containers,omitempty"`
+	// Image is what the repo's wm.yaml said of its image at the applied
+	// revision, for sharing and the catalogue.
+	ImageDescription string    `json:"imageDescription,omitempty"`
+	ImageShared      bool      `json:"imageShared,omitempty"`
+	// Usage is what the applied revision counts against the owner's quota.
+	Usage    Usage     `json:"usage"`
+	LastPass time.Time `json:"lastPass,omitzero"`
+}
+
+// Usage is what counts against a student's quota. Stopped containers count
+// as containers but hold no GPU, CPU or memory.
+type Usage struct {
+	Containers  int     `json:"containers"`
+	Pods        int     `json:"pods"`
+	GPUs        int     `json:"gpus"`
+	CPUs        float64 `json:"cpus"`
+	MemoryBytes int64   `json:"memoryBytes"`
+}
+
+// Add returns the sum of two usages.
+func (u Usage) Add(v Usage) Usage {
+	return Usage{u.Containers + v.Containers, u.Pods + v.Pods, u.GPUs + v.GPUs, u.CPUs + v.CPUs, u.MemoryBytes + v.MemoryBytes}
+}
+
+// Condition returns the condition of type t, or nil.
+func (r *RepoState) Condition(t string) *Condition {
+	for i := range r.Conditions {
+		if r.Conditions[i].Type == t {
+			return &r.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// SetCondition records a condition, keeping its transition time when the
+// status did not change.
+func (r *RepoState) SetCondition(c Condition, now time.Time) {
+	if old := r.Condition(c.Type); old != nil {
+		c.LastTransitionTime = old.LastTransitionTime
+		if old.Status != c.Status {
+			c.LastTransitionTime = now
+		}
+		*old = c
+		return
+	}
+	c.LastTransitionTime = now
+	r.Conditions = append(r.Conditions, c)
+}
+
+// Pass is one reconcile pass of one repo, for the history.
+type Pass struct {
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration"`
+	Revision string        `json:"revision,omitempty"`
+	Result   string        `json:"result"` // a condition reason, e.g. "Applied", "ValidationFailed"
+	Message  string        `json:"message,omitempty"`
+	Changes  int           `json:"changes"`
+}
+
+// Store is the open state file. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the state file in dir.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "wm.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRepos, bucketPorts, bucketHistory} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init state: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// ErrLocked is returned by OpenReadOnly when a running wm holds the file.
+var ErrLocked = errors.New("state is held by a running wm")
+
+// OpenReadOnly opens an existing state file for reading. bbolt locks the
+// file for one writer, so while `wm serve` runs this fails fast with
+// ErrLocked and the caller asks the server instead.
+func OpenReadOnly(dir string) (*Store, error) {
+	path := filepath.Join(dir, "wm.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open state: %w (has wm reconciled anything yet?)", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, ErrLocked
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the state file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Repo returns the state of a repo; ok is false when none is recorded.
+func (s *Store) Repo(key string) (state RepoState, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRepos).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &state)
+	})
+	if err != nil {
+		return RepoState{}, false, fmt.Errorf("read repo %s: %w", key, err)
+	}
+	return state, ok, nil
+}
+
+// Repos returns every recorded repo, ordered by key.
+func (s *Store) Repos() ([]RepoState, error) {
+	var out []RepoState
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRepos).ForEach(func(_, v []byte) error {
+			var r RepoState
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list repos: %w", err)
+	}
+	return out, nil
+}
+
+// PutRepo records the state of a repo.
+func (s *Store) PutRepo(r RepoState) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRepos).Put([]byte(r.Key), v) })
+	if err != nil {
+		return fmt.Errorf("write repo %s: %w", r.Key, err)
+	}
+	return nil
+}
+
+// DeleteRepo forgets a repo and its history (its ports stay allocated
+// until released).
+func (s *Store) DeleteRepo(key string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketRepos).Delete([]byte(key)); err != nil {
+			return err
+		}
+		h := tx.Bucket(bucketHistory)
+		prefix := historyPrefix(key)
+		c := h.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PortKey names one container port for allocation: the container's full
+// name and the guest port. Full names are unique per owner by construction.
+func PortKey(container string, guest int) string {
+	return fmt.Sprintf("%s/%d", container, guest)
+}
+
+// Port returns the host port allocated to key, or 0.
+func (s *Store) Port(key string) (int, error) {
+	var port int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketPorts).Get([]byte(key)); v != nil {
+			port = int(binary.BigEndian.Uint16(v))
+		}
+		return nil
+	})
+	return port, err
+}
+
+// AllocatePort returns the host port allocated to key, allocating the
+// lowest free port of [from, to] when there is none. Ports in taken
+// (bound on an engine by something else) are skipped.
+func (s *Store) AllocatePort(key string, from, to int, taken map[int]bool) (int, error) {
+	var port int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPorts)
+		if v := b.Get([]byte(key)); v != nil {
+			port = int(binary.BigEndian.Uint16(v))
+			return nil
+		}
+		used := map[int]bool{}
+		if err := b.ForEach(func(_, v []byte) error {
+			used[int(binary.BigEndian.Uint16(v))] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		for p := from; p <= to; p++ {
+			if !used[p] && !taken[p] {
+				port = p
+				return b.Put([]byte(key), portBytes(p))
+			}
+		}
+		return ErrNoFreePort
+	})
+	if err != nil {
+		return 0, fmt.Errorf("allocate host port for %s: %w", key, err)
+	}
+	return port, nil
+}
+
+// AdoptPort records that key is bound to port, as seen on an engine. It
+// is how a lost store is rebuilt; an existing allocation is overwritten
+// since the engine is the truth.
+func (s *Store) AdoptPort(key string, port int) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPorts).Put([]byte(key), portBytes(port))
+	})
+}
+
+// ReleasePorts frees every port allocated to the container named prefix
+// (keys "prefix/<guest>").
+func (s *Store) ReleasePorts(container string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPorts).Cursor()
+		prefix := []byte(container + "/")
+		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Ports returns every allocation, key → host port.
+func (s *Store) Ports() (map[string]int, error) {
+	out := map[string]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPorts).ForEach(func(k, v []byte) error {
+			out[string(k)] = int(binary.BigEndian.Uint16(v))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// AddPass appends a pass to a repo's history, keeping the last
+// HistoryLimit.
+func (s *Store) AddPass(key string, p Pass) error {
+	v, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		h := tx.Bucket(bucketHistory)
+		seq, err := h.NextSequence()
+		if err != nil {
+			return err
+		}
+		prefix := historyPrefix(key)
+		k := binary.BigEndian.AppendUint64(slices.Clone(prefix), seq)
+		if err := h.Put(k, v); err != nil {
+			return err
+		}
+		var keys [][]byte
+		c := h.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+			keys = append(keys, slices.Clone(k))
+		}
+		for _, old := range keys[:max(0, len(keys)-HistoryLimit)] {
+			if err := h.Delete(old); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// History returns a repo's passes, oldest first.
+func (s *Store) History(key string) ([]Pass, error) {
+	var out []Pass
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := historyPrefix(key)
+		c := tx.Bucket(bucketHistory).Cursor()
+		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+			var p Pass
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func historyPrefix(key string) []byte { return append([]byte(key), 0) }
+
+func portBytes(p int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(p)) }
+
+func hasPrefix(k, prefix []byte) bool {
+	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
+}
