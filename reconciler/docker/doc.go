@@ -1,0 +1,100 @@
+// Package docker is WhaleMountain's Docker backend: it makes, lists, starts,
+// stops and removes the hardened containers that wm.yaml files ask for, on
+// one Docker host, and nothing else.
+//
+// # Model
+//
+// Every container, volume and network WhaleMountain makes carries labels:
+// LabelManagedBy ("whalemountain") and LabelOwner; containers also carry
+// LabelRepo, LabelName and LabelSpecHash. Only labelled objects are ever
+// listed, changed or removed. A container of the right name without the
+// labels is, to every method but Create, not there (ErrNotFound); to Create
+// it is a conflict (ErrConflict) and it is left alone.
+//
+// A container is identified by its full name, "<owner>-<name>"; its
+// volumes are named "<owner>-<volume>" and its network "wm-<owner>", so no
+// spec can reach another owner's objects (Spec.Validate refuses a volume
+// outside the owner's prefix, and Create refuses a network or volume of
+// the right name that another owner or nobody labelled).
+//
+// A container is never updated in place. A spec change means recreate:
+// Remove, then Create with the same name, the same host ports and the same
+// volumes. The caller decides by comparing Spec.Hash with the container's
+// LabelSpecHash. Running is not in the hash: starting and stopping a
+// container keeps it. Host ports are chosen by the caller and kept across
+// recreates; volumes are never removed by Remove, only by RemoveVolume.
+//
+// # Hardening
+//
+// Create always applies, whatever the Spec says:
+//
+//   - Privileged false, and every capability dropped (CapDrop ALL) but a
+//     short allowlist, CapAdd: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+//     SETGID, SETUID, NET_BIND_SERVICE. These are what an image that starts
+//     as root needs to prepare files and drop to its own user (entrypoints
+//     that chown a data directory, then setuid/setgid, as the official
+//     postgres, nginx and redis images do) and to bind a port below 1024.
+//     Without them such images fail at start; with them root in the
+//     container still cannot mount, load modules, trace processes, change
+//     the network, chroot or make device nodes.
+//   - SecurityOpt no-new-privileges:true: setuid binaries and file
+//     capabilities give nothing, so a process that dropped to a user stays
+//     there.
+//   - A process limit (Spec.PidsLimit, DefaultPidsLimit when 0), NanoCPUs,
+//     and Memory with no swap beyond it.
+//   - No host namespaces: the network is the owner's bridge network
+//     (Spec.Network, made with the owner's labels when missing); IpcMode
+//     private; PID, UTS and user namespaces the daemon's default (private).
+//   - No bind mounts at all: only named volumes, mounted as type volume.
+//   - Init true, so that PID 1 reaps zombies and forwards signals.
+//   - RestartPolicy unless-stopped: a crashed container comes back, a
+//     stopped one stays stopped across daemon restarts.
+//   - Ports published on 0.0.0.0, TCP, one host port per guest port.
+//   - GPUs as a device request {Driver: nvidia, Count: n, Capabilities:
+//     [[gpu]]} when Spec.GPUs > 0.
+//   - Logs in json-file, rotated at 10 MB, 3 files kept.
+//
+// A change to this list changes hashVersion, and with it every Spec.Hash,
+// so that containers made by an older version are recreated.
+//
+// # Errors
+//
+// Errors are wrapped with %w and classified: ErrNotFound, ErrConflict,
+// ErrImageNotFound, ErrUnauthorized, ErrUnreachable, ErrPortInUse and
+// ErrInvalidSpec, matched with errors.Is, the same for Engine and Fake.
+// The daemon's own error stays in the chain too.
+//
+// # Implementations
+//
+// Engine talks to a Docker daemon (API 1.41 or later, negotiated). Fake
+// keeps a host in memory for the tests of callers. Both pass the same
+// contract tests (contract_test.go), the Engine against the local daemon.
+// Package dockertest has the helpers those tests, and callers' tests, use.
+package docker
+
+import (
+	"context"
+	"time"
+)
+
+// engine is the method set both implementations share; callers declare
+// their own narrower interfaces.
+type engine interface {
+	Name() string
+	Close() error
+	ListManaged(ctx context.Context) ([]Container, error)
+	Inspect(ctx context.Context, name string) (Container, error)
+	Create(ctx context.Context, s Spec) (Container, error)
+	Start(ctx context.Context, name string) error
+	Stop(ctx context.Context, name string, timeout time.Duration) error
+	Remove(ctx context.Context, name string) error
+	ListVolumes(ctx context.Context) ([]Volume, error)
+	RemoveVolume(ctx context.Context, name string) error
+	ImageExists(ctx context.Context, ref string) (bool, error)
+	Pull(ctx context.Context, ref string, auth *Auth) error
+}
+
+var (
+	_ engine = (*Engine)(nil)
+	_ engine = (*Fake)(nil)
+)

@@ -1,0 +1,563 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
+)
+
+// capAdd is the capability allowlist; see the package documentation for
+// why these.
+var capAdd = []string{
+	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+	"SETGID", "SETUID", "NET_BIND_SERVICE",
+}
+
+// CapAllowlist returns the capabilities every container gets back after all
+// are dropped, without the "CAP_" prefix.
+func CapAllowlist() []string { return slices.Clone(capAdd) }
+
+// Log rotation of every container: json-file, at most 3 files of 10 MB.
+const (
+	logMaxSize  = "10m"
+	logMaxFiles = "3"
+)
+
+// inspectParallelism bounds how many containers ListManaged inspects at once.
+const inspectParallelism = 8
+
+// Engine is a Docker host, reached through its API. It is safe for
+// concurrent use.
+type Engine struct {
+	name string
+	cli  *client.Client
+	// ensureMu serializes making networks and volumes, so that two
+	// concurrent Creates for one owner do not race to make the same network.
+	ensureMu sync.Mutex
+}
+
+// New returns an Engine for the Docker daemon at endpoint ("unix:///...",
+// "tcp://host:port"; "" reads DOCKER_HOST, DOCKER_CERT_PATH and
+// DOCKER_TLS_VERIFY as the docker CLI does). name is the host's name, used
+// by callers to tell hosts apart. New does no I/O; the API version is
+// negotiated on the first call.
+func New(name, endpoint string) (*Engine, error) {
+	opts := []client.Opt{client.WithAPIVersionNegotiation()}
+	if endpoint == "" {
+		opts = append(opts, client.FromEnv)
+	} else {
+		u, err := url.Parse(endpoint)
+		if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp") {
+			return nil, fmt.Errorf("docker host %s: endpoint %q must be unix:// or tcp://", name, endpoint)
+		}
+		opts = append(opts, client.WithHost(endpoint))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker host %s: connect: %w", name, err)
+	}
+	return &Engine{name: name, cli: cli}, nil
+}
+
+// Name returns the host's name.
+func (e *Engine) Name() string { return e.name }
+
+// Close releases the client's connections.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// managedFilter selects WhaleMountain's objects.
+func managedFilter() filters.Args {
+	return filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+ManagedByValue))
+}
+
+// ListManaged returns every managed container on the host, in any state,
+// sorted by name. It inspects each one, so it costs one call per container.
+func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: managedFilter()})
+	if err != nil {
+		return nil, fmt.Errorf("list containers on %s: %w", e.name, classify(err, ErrNotFound, nil))
+	}
+	out := make([]Container, len(list))
+	found := make([]bool, len(list))
+	errs := make([]error, len(list))
+	sem := make(chan struct{}, inspectParallelism)
+	var wg sync.WaitGroup
+	for i, s := range list {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, err := e.inspectID(ctx, s.ID)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				// Removed between the list and the inspect.
+			case err != nil:
+				errs[i] = err
+			case c.Managed():
+				out[i], found[i] = c, true
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("list containers on %s: %w", e.name, err)
+	}
+	var cs []Container
+	for i := range out {
+		if found[i] {
+			cs = append(cs, out[i])
+		}
+	}
+	slices.SortFunc(cs, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
+	return cs, nil
+}
+
+// Inspect returns the managed container called name; ErrNotFound when there
+// is none or when the container of that name is not managed.
+func (e *Engine) Inspect(ctx context.Context, name string) (Container, error) {
+	c, err := e.lookup(ctx, name)
+	if err != nil {
+		return Container{}, fmt.Errorf("inspect container %s on %s: %w", name, e.name, err)
+	}
+	return c, nil
+}
+
+// lookup finds the managed container whose name is exactly name. The daemon
+// also resolves IDs and ID prefixes; lookup does not.
+func (e *Engine) lookup(ctx context.Context, name string) (Container, error) {
+	c, err := e.inspectID(ctx, name)
+	if err != nil {
+		return Container{}, err
+	}
+	if c.Name != name {
+		return Container{}, fmt.Errorf("no container named %s: %w", name, ErrNotFound)
+	}
+	if !c.Managed() {
+		return Container{}, fmt.Errorf("container %s is not managed by whalemountain: %w", name, ErrNotFound)
+	}
+	return c, nil
+}
+
+// inspectID inspects by name or ID, managed or not.
+func (e *Engine) inspectID(ctx context.Context, ref string) (Container, error) {
+	raw, err := e.cli.ContainerInspect(ctx, ref)
+	if err != nil {
+		return Container{}, classify(err, ErrNotFound, nil)
+	}
+	return fromInspect(raw), nil
+}
+
+// fromInspect converts the daemon's view of a container.
+func fromInspect(raw container.InspectResponse) Container {
+	c := Container{ID: raw.ID, Name: trimSlash(raw.Name), RestartCount: raw.RestartCount}
+	if raw.Config != nil {
+		c.Labels = maps.Clone(raw.Config.Labels)
+		c.Image = raw.Config.Image
+	}
+	if s := raw.State; s != nil {
+		c.Running = s.Running
+		c.State = string(s.Status)
+		c.ExitCode = s.ExitCode
+		c.StartedAt = parseTime(s.StartedAt)
+		c.FinishedAt = parseTime(s.FinishedAt)
+		if s.Health != nil {
+			c.Health = string(s.Health.Status)
+		}
+	}
+	if raw.HostConfig != nil {
+		for port, bindings := range raw.HostConfig.PortBindings {
+			if port.Proto() != "tcp" {
+				continue
+			}
+			for _, b := range bindings {
+				host, err := strconv.Atoi(b.HostPort)
+				if err == nil {
+					c.Ports = append(c.Ports, PortBinding{Guest: port.Int(), Host: host})
+				}
+			}
+		}
+		c.Ports = sortedPorts(c.Ports)
+	}
+	for _, m := range raw.Mounts {
+		if m.Type == mount.TypeVolume {
+			c.Volumes = append(c.Volumes, m.Name)
+		}
+	}
+	slices.Sort(c.Volumes)
+	return c
+}
+
+// Create makes the container s describes, hardened, and starts it when
+// s.Running. It first checks that the image is on the host
+// (ErrImageNotFound) and that no container of any kind has the name
+// (ErrConflict), then makes the owner's network and volumes when missing
+// (ErrConflict when a network or volume of that name is not the owner's).
+// When the start fails the container is left created and the error is
+// returned (ErrPortInUse when a host port is taken).
+func (e *Engine) Create(ctx context.Context, s Spec) (Container, error) {
+	fail := func(err error) (Container, error) {
+		return Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, e.name, err)
+	}
+	if err := s.Validate(); err != nil {
+		return fail(err)
+	}
+	if ok, err := e.ImageExists(ctx, s.Image); err != nil {
+		return fail(err)
+	} else if !ok {
+		return fail(fmt.Errorf("image %s is not on the host: %w", s.Image, ErrImageNotFound))
+	}
+	if _, err := e.inspectID(ctx, s.Name); err == nil {
+		return fail(fmt.Errorf("a container named %s exists: %w", s.Name, ErrConflict))
+	} else if !errors.Is(err, ErrNotFound) {
+		return fail(err)
+	}
+	if err := e.ensureOwned(ctx, s); err != nil {
+		return fail(err)
+	}
+	config, hostConfig, netConfig := containerConfig(s)
+	created, err := e.cli.ContainerCreate(ctx, config, hostConfig, netConfig, nil, s.Name)
+	if err != nil {
+		// The image or the network can have gone since they were checked.
+		notFound := ErrNotFound
+		if containsAny(err.Error(), "no such image") {
+			notFound = ErrImageNotFound
+		}
+		return fail(classify(err, notFound, nil))
+	}
+	if s.Running {
+		if err := e.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			return fail(fmt.Errorf("start (the container stays created): %w", classify(err, ErrNotFound, startMessage)))
+		}
+	}
+	c, err := e.inspectID(ctx, created.ID)
+	if err != nil {
+		return fail(err)
+	}
+	return c, nil
+}
+
+// containerConfig is the whole hardened configuration of s; see the package
+// documentation.
+func containerConfig(s Spec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+	exposed := nat.PortSet{}
+	bindings := nat.PortMap{}
+	for _, p := range s.Ports {
+		port := nat.Port(strconv.Itoa(p.Guest) + "/tcp")
+		exposed[port] = struct{}{}
+		bindings[port] = []nat.PortBinding{{HostIP: "0.0.0.0", HostPort: strconv.Itoa(p.Host)}}
+	}
+	var env []string
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
+		env = append(env, k+"="+s.Env[k])
+	}
+	config := &container.Config{
+		Image:        s.Image,
+		Entrypoint:   nilIfEmpty(s.Entrypoint),
+		Cmd:          nilIfEmpty(s.Command),
+		Env:          env,
+		WorkingDir:   s.Workdir,
+		User:         s.User,
+		Labels:       s.Labels(),
+		ExposedPorts: exposed,
+	}
+	var mounts []mount.Mount
+	for _, m := range s.Mounts {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: m.Volume, Target: m.Target})
+	}
+	pids := s.pidsLimit()
+	init := true
+	hostConfig := &container.HostConfig{
+		NetworkMode:   container.NetworkMode(s.Network),
+		PortBindings:  bindings,
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
+		LogConfig: container.LogConfig{
+			Type:   "json-file",
+			Config: map[string]string{"max-size": logMaxSize, "max-file": logMaxFiles},
+		},
+		Privileged:  false,
+		CapDrop:     []string{"ALL"},
+		CapAdd:      CapAllowlist(),
+		SecurityOpt: []string{"no-new-privileges:true"},
+		IpcMode:     container.IPCModePrivate,
+		Init:        &init,
+		Mounts:      mounts,
+		Resources: container.Resources{
+			NanoCPUs:  s.NanoCPUs,
+			Memory:    s.MemoryBytes,
+			PidsLimit: &pids,
+		},
+	}
+	if s.MemoryBytes > 0 {
+		// No swap on top of the memory limit.
+		hostConfig.MemorySwap = s.MemoryBytes
+	}
+	if s.GPUs > 0 {
+		hostConfig.DeviceRequests = []container.DeviceRequest{{
+			Driver: "nvidia", Count: s.GPUs, Capabilities: [][]string{{"gpu"}},
+		}}
+	}
+	netConfig := &network.NetworkingConfig{
+		EndpointsConfig: map[string]*network.EndpointSettings{s.Network: {}},
+	}
+	return config, hostConfig, netConfig
+}
+
+// ensureOwned makes the owner's network and the spec's volumes when missing,
+// and refuses ones of those names that belong to someone else.
+func (e *Engine) ensureOwned(ctx context.Context, s Spec) error {
+	e.ensureMu.Lock()
+	defer e.ensureMu.Unlock()
+	if err := e.ensureNetwork(ctx, s.Network, s.Owner); err != nil {
+		return err
+	}
+	for _, m := range s.Mounts {
+		if err := e.ensureVolume(ctx, m.Volume, s.Owner); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureNetwork makes the owner's bridge network when there is none.
+func (e *Engine) ensureNetwork(ctx context.Context, name, owner string) error {
+	find := func() (*network.Summary, error) {
+		list, err := e.cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+		if err != nil {
+			return nil, fmt.Errorf("list networks: %w", classify(err, ErrNotFound, nil))
+		}
+		for _, n := range list {
+			if n.Name == name {
+				return &n, nil
+			}
+		}
+		return nil, nil
+	}
+	n, err := find()
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		_, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: ownedLabels(owner)})
+		if err := classify(err, ErrNotFound, nil); err != nil && !errors.Is(err, ErrConflict) {
+			return fmt.Errorf("create network %s: %w", name, err)
+		}
+		// Made here, or by another process just now: check whose it is.
+		if n, err = find(); err != nil {
+			return err
+		} else if n == nil {
+			return fmt.Errorf("network %s vanished after it was created: %w", name, ErrNotFound)
+		}
+	}
+	if !ownedBy(n.Labels, owner) {
+		return fmt.Errorf("network %s exists and is not %s's: %w", name, owner, ErrConflict)
+	}
+	return nil
+}
+
+// ensureVolume makes one of the owner's volumes when there is none.
+func (e *Engine) ensureVolume(ctx context.Context, name, owner string) error {
+	v, err := e.cli.VolumeInspect(ctx, name)
+	if err != nil {
+		if cerr := classify(err, ErrNotFound, nil); !errors.Is(cerr, ErrNotFound) {
+			return fmt.Errorf("inspect volume %s: %w", name, cerr)
+		}
+		v, err = e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local", Labels: ownedLabels(owner)})
+		if err != nil {
+			return fmt.Errorf("create volume %s: %w", name, classify(err, ErrNotFound, nil))
+		}
+	}
+	if !ownedBy(v.Labels, owner) {
+		return fmt.Errorf("volume %s exists and is not %s's: %w", name, owner, ErrConflict)
+	}
+	return nil
+}
+
+// ownedBy reports whether labels mark an object as owner's.
+func ownedBy(labels map[string]string, owner string) bool {
+	return labels[LabelManagedBy] == ManagedByValue && labels[LabelOwner] == owner
+}
+
+// Start starts the managed container called name; starting a running one
+// does nothing.
+func (e *Engine) Start(ctx context.Context, name string) error {
+	c, err := e.lookup(ctx, name)
+	if err == nil {
+		err = classify(e.cli.ContainerStart(ctx, c.ID, container.StartOptions{}), ErrNotFound, startMessage)
+	}
+	if err != nil {
+		return fmt.Errorf("start container %s on %s: %w", name, e.name, err)
+	}
+	return nil
+}
+
+// Stop stops the managed container called name, killing it when it has not
+// exited after timeout (rounded up to whole seconds); stopping a stopped one
+// does nothing. A stopped container stays stopped across daemon restarts.
+func (e *Engine) Stop(ctx context.Context, name string, timeout time.Duration) error {
+	c, err := e.lookup(ctx, name)
+	if err == nil {
+		seconds := int(math.Ceil(max(timeout, 0).Seconds()))
+		err = classify(e.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &seconds}), ErrNotFound, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("stop container %s on %s: %w", name, e.name, err)
+	}
+	return nil
+}
+
+// Remove force-removes the managed container called name, running or not.
+// Its named volumes are kept; anonymous volumes the image declared are
+// removed with it, as nothing could ever mount them again.
+func (e *Engine) Remove(ctx context.Context, name string) error {
+	c, err := e.lookup(ctx, name)
+	if err == nil {
+		err = classify(e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}), ErrNotFound, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("remove container %s on %s: %w", name, e.name, err)
+	}
+	return nil
+}
+
+// ListVolumes returns the managed volumes, sorted by name.
+func (e *Engine) ListVolumes(ctx context.Context) ([]Volume, error) {
+	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: managedFilter()})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes on %s: %w", e.name, classify(err, ErrNotFound, nil))
+	}
+	var out []Volume
+	for _, v := range resp.Volumes {
+		if v.Labels[LabelManagedBy] == ManagedByValue {
+			out = append(out, Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
+		}
+	}
+	slices.SortFunc(out, func(a, b Volume) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// RemoveVolume removes the managed volume called name: ErrNotFound when
+// there is none or it is not managed, ErrConflict while a container (in any
+// state) mounts it.
+func (e *Engine) RemoveVolume(ctx context.Context, name string) error {
+	fail := func(err error) error { return fmt.Errorf("remove volume %s on %s: %w", name, e.name, err) }
+	v, err := e.cli.VolumeInspect(ctx, name)
+	if err != nil {
+		return fail(classify(err, ErrNotFound, nil))
+	}
+	if v.Labels[LabelManagedBy] != ManagedByValue {
+		return fail(fmt.Errorf("volume %s is not managed by whalemountain: %w", name, ErrNotFound))
+	}
+	if err := e.cli.VolumeRemove(ctx, name, false); err != nil {
+		return fail(classify(err, ErrNotFound, nil))
+	}
+	return nil
+}
+
+// ImageExists reports whether the image ref is on the host.
+func (e *Engine) ImageExists(ctx context.Context, ref string) (bool, error) {
+	_, err := e.cli.ImageInspect(ctx, ref)
+	switch err := classify(err, ErrNotFound, nil); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("inspect image %s on %s: %w", ref, e.name, err)
+	}
+}
+
+// Pull pulls ref onto the host, with auth when it is not nil. The registry's
+// answer is classified: ErrImageNotFound, ErrUnauthorized, ErrUnreachable.
+func (e *Engine) Pull(ctx context.Context, ref string, auth *Auth) error {
+	fail := func(err error) error { return fmt.Errorf("pull %s on %s: %w", ref, e.name, err) }
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrImageNotFound, err))
+	}
+	var opts image.PullOptions
+	if auth != nil {
+		opts.RegistryAuth, err = registry.EncodeAuthConfig(registry.AuthConfig{
+			Username:      auth.Username,
+			Password:      auth.Password,
+			ServerAddress: reference.Domain(named),
+		})
+		if err != nil {
+			return fail(err)
+		}
+	}
+	body, err := e.cli.ImagePull(ctx, ref, opts)
+	if err != nil {
+		return fail(classify(err, ErrImageNotFound, registryMessage))
+	}
+	defer body.Close()
+	if err := readProgress(body); err != nil {
+		return fail(classify(err, ErrImageNotFound, registryMessage))
+	}
+	return nil
+}
+
+// progressError is an error reported inside a pull's progress stream.
+type progressError struct{ msg string }
+
+func (e *progressError) Error() string { return e.msg }
+
+// readProgress drains a pull's JSON progress stream and returns the error it
+// reports, if any: the daemon has already answered 200 by then.
+func readProgress(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var m struct {
+			Error       string `json:"error"`
+			ErrorDetail *struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		switch err := dec.Decode(&m); {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read pull progress: %w", err)
+		case m.ErrorDetail != nil && m.ErrorDetail.Message != "":
+			return &progressError{msg: m.ErrorDetail.Message}
+		case m.Error != "":
+			return &progressError{msg: m.Error}
+		}
+	}
+}
+
+func trimSlash(name string) string {
+	if len(name) > 0 && name[0] == '/' {
+		return name[1:]
+	}
+	return name
+}
+
+// parseTime parses the daemon's timestamps; the zero time stays zero.
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}

@@ -1,0 +1,113 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/client"
+)
+
+// Classes of errors. Every error the engines return that falls in one of
+// them matches it with errors.Is, whatever the implementation; the rest are
+// transient (retry with backoff) unless they wrap a context error.
+var (
+	// ErrNotFound: the container or volume does not exist, or exists but is
+	// not managed by WhaleMountain, which to a caller is the same thing.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the name is taken (by any container, labelled or not;
+	// by a volume or network that is not the owner's), or a volume is
+	// still in use. Retrying the same call does not help.
+	ErrConflict = errors.New("conflict")
+	// ErrImageNotFound: the image is not on the host (Create) or the
+	// registry says it does not exist (Pull). The student must fix the
+	// reference.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrUnauthorized: the registry refused the credentials. The student
+	// or the operator must fix them.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrUnreachable: the Docker daemon or the registry could not be
+	// reached. Transient: requeue with backoff.
+	ErrUnreachable = errors.New("unreachable")
+	// ErrPortInUse: a host port of the container is held by something
+	// else, so it could not start. The container is left created.
+	ErrPortInUse = errors.New("host port in use")
+	// ErrInvalidSpec: the Spec breaks an invariant (see Spec.Validate); a
+	// bug in the caller, not something a retry fixes.
+	ErrInvalidSpec = errors.New("invalid spec")
+)
+
+// classifiedError keeps the daemon's message and adds a class to it, so that
+// errors.Is matches both the class and whatever the client returned.
+type classifiedError struct {
+	class error
+	err   error
+}
+
+func (e *classifiedError) Error() string   { return e.err.Error() }
+func (e *classifiedError) Unwrap() []error { return []error{e.class, e.err} }
+
+// classify adds one of the classes to err, judged from the Docker client's
+// error definitions. notFound is the class a "not found" from the daemon
+// means for this call (ErrNotFound or ErrImageNotFound); byMessage, when not
+// nil, classifies what the daemon only says in words.
+func classify(err error, notFound error, byMessage func(string) error) error {
+	if err == nil {
+		return nil
+	}
+	var class error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case client.IsErrConnectionFailed(err):
+		class = ErrUnreachable
+	case cerrdefs.IsNotFound(err):
+		class = notFound
+	case cerrdefs.IsConflict(err):
+		class = ErrConflict
+	case cerrdefs.IsUnauthorized(err), cerrdefs.IsPermissionDenied(err):
+		class = ErrUnauthorized
+	case byMessage != nil:
+		class = byMessage(err.Error())
+	}
+	if class == nil {
+		return err
+	}
+	return &classifiedError{class: class, err: err}
+}
+
+// startMessage classifies why a container did not start.
+func startMessage(msg string) error {
+	if containsAny(msg, "port is already allocated", "address already in use") {
+		return ErrPortInUse
+	}
+	return nil
+}
+
+// registryMessage classifies a registry's answer to a pull, which Docker
+// 20.10 reports as a 500 or inside the pull's progress stream, in words.
+func registryMessage(msg string) error {
+	switch {
+	case containsAny(msg, "manifest unknown", "not found", "does not exist", "name unknown"):
+		return ErrImageNotFound
+	case containsAny(msg, "unauthorized", "authentication required", "no basic auth credentials",
+		"incorrect username or password", "denied"):
+		return ErrUnauthorized
+	case containsAny(msg, "connection refused", "no such host", "i/o timeout", "network is unreachable",
+		"tls handshake timeout", "connection reset", "server misbehaving", "no route to host"):
+		return ErrUnreachable
+	}
+	return nil
+}
+
+// containsAny reports whether msg contains one of subs, ignoring case.
+func containsAny(msg string, subs ...string) bool {
+	m := strings.ToLower(msg)
+	for _, s := range subs {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
+}
