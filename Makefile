@@ -15,6 +15,10 @@ help: ## list the targets
 build: ## build the wm binary into bin/wm (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wm
 
+.PHONY: demo
+demo: build ## the main job: example repos → containers on the local Docker Engine (offline)
+	bash ci/demo
+
 .PHONY: setup
 setup: ## install what the tests need on this machine (idempotent)
 	bash ci/setup

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
+)
+
+func newStatusCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show every repo's revision, condition and containers with their addresses",
+		Long: `Show, from the state store, each repo's owner, revision, condition, and each
+of its containers with the address its ports are reached at (host:port).
+It reads only the state directory: it works while wm serve runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				return exitError{exitInvalid}
+			}
+			repos, err := readStatus(cmd.Context(), cfg)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
+				return exitError{exitInvalid}
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "OWNER\tREPO\tREVISION\tCONDITION\tCONTAINER\tSTATE\tADDRESS")
+			for _, r := range repos {
+				cond := condition(r)
+				if len(r.Containers) == 0 {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t-\t\t\n", r.Owner, r.Key, shortRev(r.AppliedRevision), cond)
+				}
+				for i, c := range r.Containers {
+					if i > 0 {
+						fmt.Fprintf(w, "\t\t\t\t%s\t%s\t%s\n", c.Name, c.Health, addresses(cfg, c))
+						continue
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Owner, r.Key, shortRev(r.AppliedRevision), cond, c.Name, c.Health, addresses(cfg, c))
+				}
+			}
+			return w.Flush()
+		},
+	}
+	configFlag(cmd, &cfgPath)
+	return cmd
+}
+
+// readStatus reads every repo's state from the store or, while wm serve
+// holds the store, from the server's status endpoint.
+func readStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoState, error) {
+	st, err := store.OpenReadOnly(cfg.StateDir)
+	if errors.Is(err, store.ErrLocked) {
+		return fetchStatus(ctx, cfg.Listen)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.Repos()
+}
+
+// fetchStatus asks a running wm serve for the repos' state.
+func fetchStatus(ctx context.Context, listen string) ([]store.RepoState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+statusPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("the state is held by a running wm, which does not answer at %s: %w", listen, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status from %s: %s", listen, resp.Status)
+	}
+	var repos []store.RepoState
+	return repos, json.NewDecoder(resp.Body).Decode(&repos)
+}
+
+// condition summarizes a repo's conditions in one word and a reason.
+func condition(r store.RepoState) string {
+	if c := r.Condition(store.Stalled); c != nil && c.Status {
+		return "Stalled/" + c.Reason
+	}
+	if c := r.Condition(store.Ready); c != nil {
+		if c.Status {
+			return "Ready"
+		}
+		return "NotReady/" + c.Reason
+	}
+	return "Unknown"
+}
+
+// addresses lists "host:port" for each published port, guest port first.
+func addresses(cfg *schema.ServerConfig, c store.ContainerStatus) string {
+	host := c.Host
+	for _, h := range cfg.Docker.Hosts {
+		if h.Name == c.Host {
+			host = hostAddress(h.Endpoint)
+		}
+	}
+	guests := make([]string, 0, len(c.Ports))
+	for g := range c.Ports {
+		guests = append(guests, g)
+	}
+	sort.Strings(guests)
+	var out []string
+	for _, g := range guests {
+		out = append(out, fmt.Sprintf("%s:%d→%s", host, c.Ports[g], g))
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, " ")
+}
+
+// hostAddress is where a Docker host's published ports are reached.
+func hostAddress(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme == "unix" || u.Hostname() == "" {
+		return "localhost"
+	}
+	return u.Hostname()
+}

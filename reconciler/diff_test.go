@@ -1,0 +1,66 @@
+package reconciler
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/whalemountain/wm/reconciler/docker"
+)
+
+func spec(name string, running bool, env string) docker.Spec {
+	return docker.Spec{Name: "alice-" + name, Owner: "alice", Repo: "alice/web", LocalName: name,
+		Image: "r/alice/web:1", Env: map[string]string{"MODE": env}, Running: running,
+		Ports: []docker.PortBinding{{Guest: 80, Host: 50000}}}
+}
+
+func live(host string, s docker.Spec, running bool) Live {
+	return Live{Host: host, Container: docker.Container{Name: s.Name, Running: running,
+		Labels: map[string]string{docker.LabelSpecHash: s.Hash()}}}
+}
+
+func describe(p Plan) []string {
+	var out []string
+	for _, a := range p.Actions {
+		out = append(out, fmt.Sprintf("%s %s@%s", a.Kind, a.Name, a.Host))
+	}
+	return out
+}
+
+func TestDiff(t *testing.T) {
+	web, db := spec("web", true, "dev"), spec("db", true, "dev")
+	for _, tc := range []struct {
+		name      string
+		desired   []Desired
+		live      []Live
+		want      []string
+		unchanged int
+	}{
+		{"a declared container that does not exist is created",
+			[]Desired{{"h1", web}}, nil, []string{"create alice-web@h1"}, 0},
+		{"a container that matches is left alone",
+			[]Desired{{"h1", web}}, []Live{live("h1", web, true)}, nil, 1},
+		{"changed env recreates the container",
+			[]Desired{{"h1", spec("web", true, "prod")}}, []Live{live("h1", web, true)}, []string{"recreate alice-web@h1"}, 0},
+		{"a container asked to stop is stopped, not recreated",
+			[]Desired{{"h1", spec("web", false, "dev")}}, []Live{live("h1", web, true)}, []string{"stop alice-web@h1"}, 0},
+		{"a stopped container asked to run is started",
+			[]Desired{{"h1", web}}, []Live{live("h1", web, false)}, []string{"start alice-web@h1"}, 0},
+		{"a container nothing declares is removed",
+			nil, []Live{live("h1", web, true)}, []string{"remove alice-web@h1"}, 0},
+		{"a container placed on another host is recreated there",
+			[]Desired{{"h2", web}}, []Live{live("h1", web, true)}, []string{"recreate alice-web@h2"}, 0},
+		{"the same name on two hosts keeps one and removes the other",
+			[]Desired{{"h1", web}}, []Live{live("h1", web, true), live("h2", web, true)}, []string{"remove alice-web@h2"}, 1},
+		{"creations come before removals, each in name order",
+			[]Desired{{"h1", web}, {"h1", db}}, []Live{live("h1", spec("old", true, "dev"), true), live("h1", spec("aaa", true, "dev"), true)},
+			[]string{"create alice-db@h1", "create alice-web@h1", "remove alice-aaa@h1", "remove alice-old@h1"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Diff(tc.desired, tc.live)
+			if got := describe(p); !slices.Equal(got, tc.want) || p.Unchanged != tc.unchanged {
+				t.Errorf("got %v (unchanged %d), want %v (unchanged %d)", got, p.Unchanged, tc.want, tc.unchanged)
+			}
+		})
+	}
+}

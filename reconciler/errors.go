@@ -1,0 +1,58 @@
+package reconciler
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Outcome says what happens after a pass failed, and so which condition
+// the repo gets.
+type Outcome int
+
+const (
+	// Transient failures (an engine hiccup, a full disk) are retried with
+	// backoff; the repo stays Reconciling.
+	Transient Outcome = iota
+	// Waiting failures need something outside the repo to happen first
+	// (CI to push the image, the git server to come back): the repo is
+	// Ready=False with the reason and is looked at again soon.
+	Waiting
+	// Stalled failures need the student (or an admin) to change
+	// something: the revision is not retried until a new commit or a new
+	// server config arrives.
+	Stalled
+)
+
+// String names the outcome.
+func (o Outcome) String() string {
+	return [...]string{"Transient", "Waiting", "Stalled"}[o]
+}
+
+// PassError is a failed pass: what happens next, a CamelCase reason for
+// machines, and the cause, whose message is written for the student.
+type PassError struct {
+	Outcome Outcome
+	Reason  string
+	Err     error
+}
+
+func (e *PassError) Error() string { return e.Err.Error() }
+func (e *PassError) Unwrap() error { return e.Err }
+
+func stalled(reason string, format string, args ...any) error {
+	return &PassError{Outcome: Stalled, Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+func waiting(reason string, format string, args ...any) error {
+	return &PassError{Outcome: Waiting, Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Classify returns the outcome and reason of any error: a PassError says
+// so itself, anything else is transient.
+func Classify(err error) (Outcome, string) {
+	var pe *PassError
+	if errors.As(err, &pe) {
+		return pe.Outcome, pe.Reason
+	}
+	return Transient, "TransientError"
+}

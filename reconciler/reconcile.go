@@ -1,0 +1,803 @@
+package reconciler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/gitsource"
+	"github.com/whalemountain/wm/reconciler/health"
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
+)
+
+// GitSource is the git backend as a pass uses it.
+type GitSource interface {
+	Head(ctx context.Context, url, branch string) (string, error)
+	ReadFile(ctx context.Context, url, branch, rev, path string, maxSize int64) ([]byte, error)
+}
+
+// Engine is one Docker host as a pass uses it.
+type Engine interface {
+	Name() string
+	ListManaged(ctx context.Context) ([]docker.Container, error)
+	Create(ctx context.Context, spec docker.Spec) (docker.Container, error)
+	Start(ctx context.Context, name string) error
+	Stop(ctx context.Context, name string, timeout time.Duration) error
+	Remove(ctx context.Context, name string) error
+	ListVolumes(ctx context.Context) ([]docker.Volume, error)
+	RemoveVolume(ctx context.Context, name string) error
+	ImageExists(ctx context.Context, ref string) (bool, error)
+	Pull(ctx context.Context, ref string, auth *docker.Auth) error
+}
+
+var (
+	_ GitSource = (*gitsource.Source)(nil)
+	_ Engine    = (*docker.Engine)(nil)
+	_ Engine    = (*docker.Fake)(nil)
+)
+
+// WmFile is the name of the file a repo declares itself in.
+const WmFile = "wm.yaml"
+
+// StopTimeout is how long a container gets to stop before it is killed.
+const StopTimeout = 10 * time.Second
+
+// Reconciler makes the Docker hosts match what repos declare, one repo
+// per call of Reconcile. It is safe for concurrent use: passes of one
+// owner are serialized (their quota, names and ports interact), passes of
+// different owners run in parallel.
+type Reconciler struct {
+	cfg     *schema.ServerConfig
+	git     GitSource
+	engines []Engine // in the config's host order
+	hosts   map[string]schema.DockerHost
+	store   *store.Store
+	images  imageResolver
+	auth    *docker.Auth
+	now     func() time.Time
+	log     *slog.Logger
+	// Progress, when set, is told the stage of a pass before each slow one.
+	progress func(repo, stage string)
+
+	ownerLocks sync.Map // owner → *sync.Mutex
+}
+
+// Option configures a Reconciler.
+type Option func(*Reconciler)
+
+// WithClock replaces time.Now (for expiry tests).
+func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now = now } }
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(r *Reconciler) { r.log = l } }
+
+// WithProgress reports each slow stage of a pass as it starts.
+func WithProgress(f func(repo, stage string)) Option { return func(r *Reconciler) { r.progress = f } }
+
+// WithRegistryAuth sets the credentials used to pull from the configured
+// registry (and only from it).
+func WithRegistryAuth(a *docker.Auth) Option { return func(r *Reconciler) { r.auth = a } }
+
+// New returns a Reconciler over the given git source, engines (one per
+// configured Docker host, in any order) and store.
+func New(cfg *schema.ServerConfig, git GitSource, engines []Engine, st *store.Store, opts ...Option) (*Reconciler, error) {
+	r := &Reconciler{
+		cfg:   cfg,
+		git:   git,
+		hosts: map[string]schema.DockerHost{},
+		store: st,
+		images: imageResolver{
+			registry: cfg.Registry.Host,
+			allowed:  cfg.Policy.AllowedRegistries,
+			shared:   st.Repo,
+		},
+		now: time.Now,
+		log: slog.New(slog.DiscardHandler),
+	}
+	byName := map[string]Engine{}
+	for _, e := range engines {
+		byName[e.Name()] = e
+	}
+	for _, h := range cfg.Docker.Hosts {
+		e, ok := byName[h.Name]
+		if !ok {
+			return nil, fmt.Errorf("no engine for docker host %q", h.Name)
+		}
+		r.engines = append(r.engines, e)
+		r.hosts[h.Name] = h
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r, nil
+}
+
+// Result is what one pass found and did.
+type Result struct {
+	Repo     Repo
+	Revision string
+	// Plan is what the pass applied (or, for Plan, would apply).
+	Plan Plan
+	// HeldRemovals counts removals the prune limit held back.
+	HeldRemovals int
+	// Containers is the state of the repo's containers after the pass.
+	Containers []store.ContainerStatus
+	// Ready is true when every container is as wm.yaml asks.
+	Ready bool
+	// Message says in a line what happened or why not.
+	Message string
+}
+
+// pass carries one pass of one repo from step to step.
+type pass struct {
+	repo    Repo
+	dryRun  bool
+	state   store.RepoState
+	rev     string
+	file    *schema.File
+	allLive []Live // every managed container on every host
+	live    []Live // this repo's
+	desired []Desired
+	usage   store.Usage
+	expired bool
+	res     Result
+}
+
+// step is one stage of a pass; a pass runs its steps in order and stops
+// at the first error.
+type step struct {
+	name string
+	run  func(ctx context.Context, p *pass) error
+}
+
+func (r *Reconciler) steps(dryRun bool) []step {
+	steps := []step{
+		{"fetch source", r.fetch},
+		{"parse wm.yaml", r.parse},
+		{"list containers", r.listLive},
+		{"resolve containers", r.resolve},
+		{"check quota", r.checkQuota},
+		{"plan", r.plan},
+	}
+	if dryRun {
+		return steps
+	}
+	return append(steps,
+		step{"pull images", r.pullImages},
+		step{"apply", r.apply},
+		step{"check health", r.checkHealth},
+	)
+}
+
+// Reconcile runs one pass for repo: it reads the branch head's wm.yaml and
+// makes the repo's containers match it. The repo's status and history are
+// written whatever happens, in one deferred block. The error, when not
+// nil, is classified by Classify.
+func (r *Reconciler) Reconcile(ctx context.Context, repo Repo) (res Result, err error) {
+	return r.run(ctx, repo, false)
+}
+
+// Plan runs a pass up to the plan and returns it, changing nothing: no
+// container, no port allocation, no status.
+func (r *Reconciler) Plan(ctx context.Context, repo Repo) (Result, error) {
+	return r.run(ctx, repo, true)
+}
+
+func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Result, err error) {
+	lock := r.ownerLock(repo.Owner)
+	lock.Lock()
+	defer lock.Unlock()
+
+	start := r.now()
+	p := &pass{repo: repo, dryRun: dryRun, res: Result{Repo: repo}}
+	state, _, err := r.store.Repo(repo.Key)
+	if err != nil {
+		return p.res, err
+	}
+	p.state = state
+	p.state.Key, p.state.Owner, p.state.URL, p.state.Branch = repo.Key, repo.Owner, repo.URL, repo.Branch
+
+	if !dryRun {
+		defer func() {
+			if werr := r.record(p, start, err); werr != nil && err == nil {
+				err = werr
+			}
+			res = p.res
+		}()
+	}
+	for _, s := range r.steps(dryRun) {
+		if r.progress != nil {
+			r.progress(repo.Key, s.name)
+		}
+		if err := s.run(ctx, p); err != nil {
+			r.log.Debug("pass stopped", "repo", repo.Key, "step", s.name, "err", err)
+			p.res.Message = err.Error()
+			return p.res, err
+		}
+	}
+	return p.res, nil
+}
+
+func (r *Reconciler) ownerLock(owner string) *sync.Mutex {
+	l, _ := r.ownerLocks.LoadOrStore(owner, &sync.Mutex{})
+	return l.(*sync.Mutex)
+}
+
+// fetch learns the branch head.
+func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
+	rev, err := r.git.Head(ctx, p.repo.URL, p.repo.Branch)
+	switch {
+	case errors.Is(err, gitsource.ErrBranchNotFound):
+		return stalled("BranchNotFound", "branch %s not found in %s", p.repo.Branch, gitsource.ScrubURL(p.repo.URL))
+	case errors.Is(err, gitsource.ErrUnreachable):
+		return waiting("SourceUnreachable", "cannot reach the repo; everything stays as it is: %v", err)
+	case err != nil:
+		return fmt.Errorf("read branch head: %w", err)
+	}
+	p.rev = rev
+	p.res.Revision = rev
+	p.state.ObservedRevision = rev
+	return nil
+}
+
+// parse reads and validates wm.yaml at the head.
+func (r *Reconciler) parse(ctx context.Context, p *pass) error {
+	data, err := r.git.ReadFile(ctx, p.repo.URL, p.repo.Branch, p.rev, WmFile, schema.MaxFileSize+1)
+	switch {
+	case errors.Is(err, gitsource.ErrFileNotFound):
+		return stalled("NoWmYaml", "no %s at %s: nothing was changed (to remove everything, commit a %s with only \"version: 1\")", WmFile, short(p.rev), WmFile)
+	case errors.Is(err, gitsource.ErrTooLarge):
+		// Parse reports the size with its usual message.
+	case err != nil:
+		return fmt.Errorf("read %s: %w", WmFile, err)
+	}
+	f, err := schema.Parse(WmFile, bytes.NewReader(data))
+	if err != nil {
+		return stalled("ValidationFailed", "%s is invalid at %s; nothing was changed:\n%v", WmFile, short(p.rev), err)
+	}
+	p.file = f
+	if at, ok := f.ExpiresAt(); ok && !r.now().Before(at) {
+		p.expired = true
+	}
+	return nil
+}
+
+// listLive lists every managed container on every host, and adopts the
+// host ports it sees into the store, which rebuilds a lost store.
+func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
+	for _, e := range r.engines {
+		cs, err := e.ListManaged(ctx)
+		if err != nil {
+			return fmt.Errorf("list containers on %s: %w", e.Name(), err)
+		}
+		for _, c := range cs {
+			l := Live{Host: e.Name(), Container: c}
+			p.allLive = append(p.allLive, l)
+			if c.Labels[docker.LabelOwner] == p.repo.Owner && c.Labels[docker.LabelRepo] == p.repo.Key {
+				p.live = append(p.live, l)
+			}
+		}
+	}
+	if p.dryRun {
+		return nil
+	}
+	known, err := r.store.Ports()
+	if err != nil {
+		return err
+	}
+	for _, l := range p.allLive {
+		for _, b := range l.Ports {
+			key := store.PortKey(l.Name, b.Guest)
+			if known[key] != b.Host {
+				if err := r.store.AdoptPort(key, b.Host); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// resolve turns every container of wm.yaml into a placed docker.Spec with
+// its image reference, host ports and limits.
+func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
+	owned := map[string]bool{}
+	for _, l := range p.live {
+		owned[l.Name] = true
+	}
+	taken := map[int]string{} // host port → container holding it
+	load := map[string]int{}
+	gpusUsed := map[string]int{}
+	for _, l := range p.allLive {
+		for _, b := range l.Ports {
+			taken[b.Host] = l.Name
+		}
+		load[l.Host]++
+		if l.Running && !owned[l.Name] {
+			gpusUsed[l.Host] += labelInt(l.Labels, docker.LabelGPUs)
+		}
+	}
+	liveHost := map[string]string{}
+	for _, l := range p.live {
+		liveHost[l.Name] = l.Host
+	}
+	for _, name := range sortedKeys(p.file.Containers) {
+		c := p.file.Containers[name]
+		field := "containers." + name
+		full := p.repo.Owner + "-" + name
+		for _, l := range p.allLive {
+			if l.Name == full && !owned[full] {
+				if l.Labels[docker.LabelOwner] == p.repo.Owner {
+					return stalled("NameTaken", "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Labels[docker.LabelRepo])
+				}
+				return stalled("NameTaken", "%s: the container name %s is already taken; choose another name", field, full)
+			}
+		}
+		image, err := r.images.resolve(p.repo, p.rev, field+".image", c.Image)
+		if err != nil {
+			return err
+		}
+		running := c.State == schema.StateRunning && !p.expired
+		host, err := r.place(full, c.GPUs, liveHost[full], gpusUsed, load)
+		if err != nil {
+			return err
+		}
+		if running {
+			gpusUsed[host] += c.GPUs
+		}
+		var ports []docker.PortBinding
+		for _, guest := range c.Ports {
+			hostPort, err := r.hostPort(p, full, guest, taken)
+			if err != nil {
+				return err
+			}
+			ports = append(ports, docker.PortBinding{Guest: guest, Host: hostPort})
+		}
+		spec := r.containerSpec(p.repo, name, c, image, ports, running)
+		p.desired = append(p.desired, Desired{Host: host, Spec: spec})
+		p.usage.Containers++
+		if running {
+			p.usage.GPUs += c.GPUs
+			p.usage.CPUs += float64(spec.NanoCPUs) / 1e9
+			p.usage.MemoryBytes += spec.MemoryBytes
+		}
+	}
+	return nil
+}
+
+// containerSpec builds the engine spec of one wm.yaml container.
+func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []docker.PortBinding, running bool) docker.Spec {
+	cpus := r.cfg.Policy.Defaults.CPUs
+	if c.CPUs != nil {
+		cpus = *c.CPUs
+	}
+	memory := r.cfg.Policy.Defaults.Memory
+	if c.Memory != "" {
+		memory = c.Memory
+	}
+	var mounts []docker.Mount
+	for _, vol := range sortedKeys(c.Volumes) {
+		mounts = append(mounts, docker.Mount{Volume: repo.Owner + "-" + vol, Target: c.Volumes[vol]})
+	}
+	return docker.Spec{
+		Name:        repo.Owner + "-" + name,
+		Owner:       repo.Owner,
+		Repo:        repo.Key,
+		LocalName:   name,
+		Image:       image,
+		Entrypoint:  c.Entrypoint,
+		Command:     c.Command,
+		Env:         c.Env,
+		Workdir:     c.Workdir,
+		User:        c.User,
+		Ports:       ports,
+		Mounts:      mounts,
+		Network:     "wm-" + repo.Owner,
+		GPUs:        c.GPUs,
+		NanoCPUs:    int64(math.Round(cpus * 1e9)),
+		MemoryBytes: quantityBytes(memory),
+		Running:     running,
+	}
+}
+
+// place chooses the Docker host of a container: where it already runs
+// when that host can still hold it, else the least loaded host with
+// enough free GPUs.
+func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load map[string]int) (string, error) {
+	fits := func(h string) bool { return gpus == 0 || r.hosts[h].GPUs-gpusUsed[h] >= gpus }
+	if _, ok := r.hosts[current]; ok && fits(current) {
+		return current, nil
+	}
+	best := ""
+	for _, e := range r.engines {
+		h := e.Name()
+		if fits(h) && (best == "" || load[h] < load[best]) {
+			best = h
+		}
+	}
+	if best == "" {
+		return "", waiting("NoCapacity", "no Docker host has %d free GPU(s) for %s", gpus, name)
+	}
+	return best, nil
+}
+
+// hostPort returns the stable host port of a container port, allocating
+// one on first use (not in a dry run, which shows 0 for "a new port").
+func (r *Reconciler) hostPort(p *pass, container string, guest int, taken map[int]string) (int, error) {
+	key := store.PortKey(container, guest)
+	if p.dryRun {
+		return r.store.Port(key)
+	}
+	busy := map[int]bool{}
+	for port, holder := range taken {
+		if holder != container {
+			busy[port] = true
+		}
+	}
+	port, err := r.store.AllocatePort(key, r.cfg.Policy.HostPorts.From, r.cfg.Policy.HostPorts.To, busy)
+	if errors.Is(err, store.ErrNoFreePort) {
+		return 0, waiting("NoFreePort", "no free host port for %s port %d: ask the admins to widen policy.hostPorts", container, guest)
+	}
+	return port, err
+}
+
+// checkQuota adds this repo's usage to what the owner's other repos hold.
+func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
+	repos, err := r.store.Repos()
+	if err != nil {
+		return err
+	}
+	total := p.usage
+	for _, other := range repos {
+		if other.Owner == p.repo.Owner && other.Key != p.repo.Key {
+			total = total.Add(other.Usage)
+		}
+	}
+	q := r.cfg.Policy.Quota
+	qMem := quantityBytes(q.Memory)
+	var over []string
+	if total.Containers > q.Containers {
+		over = append(over, fmt.Sprintf("%d containers (quota %d)", total.Containers, q.Containers))
+	}
+	if total.GPUs > q.GPUs {
+		over = append(over, fmt.Sprintf("%d GPUs (quota %d)", total.GPUs, q.GPUs))
+	}
+	if total.CPUs > q.CPUs+1e-9 {
+		over = append(over, fmt.Sprintf("%g CPUs (quota %g)", total.CPUs, q.CPUs))
+	}
+	if total.MemoryBytes > qMem {
+		over = append(over, fmt.Sprintf("%s of memory (quota %s)", resource.NewQuantity(total.MemoryBytes, resource.BinarySI), q.Memory))
+	}
+	if len(over) > 0 {
+		return stalled("QuotaExceeded", "over your quota with all your repos together: %s; nothing was changed", strings.Join(over, ", "))
+	}
+	return nil
+}
+
+// plan pairs desired and live containers and applies the prune limit.
+func (r *Reconciler) plan(_ context.Context, p *pass) error {
+	p.res.Plan = Diff(p.desired, p.live)
+	removals := p.res.Plan.Count(ActionRemove)
+	if removals > 0 && removals*100 > r.cfg.Policy.MaxPrunePercent*len(p.allLive) {
+		p.res.HeldRemovals = removals
+		p.res.Plan.Actions = slices.DeleteFunc(p.res.Plan.Actions, func(a Action) bool { return a.Kind == ActionRemove })
+	}
+	return nil
+}
+
+// pullImages makes sure the image of every container to (re)create is on
+// its host before anything is stopped.
+func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
+	done := map[[2]string]bool{}
+	for _, a := range p.res.Plan.Actions {
+		if a.Kind != ActionCreate && a.Kind != ActionRecreate {
+			continue
+		}
+		key := [2]string{a.Host, a.Spec.Image}
+		if done[key] {
+			continue
+		}
+		done[key] = true
+		e := r.engine(a.Host)
+		ok, err := e.ImageExists(ctx, a.Spec.Image)
+		if err != nil {
+			return fmt.Errorf("look for image %s on %s: %w", a.Spec.Image, a.Host, err)
+		}
+		if ok {
+			continue
+		}
+		var auth *docker.Auth
+		if r.cfg.Registry.Host != "" && strings.HasPrefix(a.Spec.Image, r.cfg.Registry.Host+"/") {
+			auth = r.auth
+		}
+		if r.progress != nil {
+			r.progress(p.repo.Key, "pull "+a.Spec.Image)
+		}
+		err = e.Pull(ctx, a.Spec.Image, auth)
+		switch {
+		case errors.Is(err, docker.ErrImageNotFound) && strings.HasSuffix(a.Spec.Image, ":"+p.rev):
+			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", a.Spec.Image)
+		case errors.Is(err, docker.ErrImageNotFound):
+			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", a.Spec.Image)
+		case err != nil:
+			return waiting("ImagePullFailed", "cannot pull %s; what runs stays as it is: %v", a.Spec.Image, err)
+		}
+	}
+	return nil
+}
+
+// apply carries out the plan in order.
+func (r *Reconciler) apply(ctx context.Context, p *pass) error {
+	for _, a := range p.res.Plan.Actions {
+		if r.progress != nil {
+			r.progress(p.repo.Key, fmt.Sprintf("%s %s", a.Kind, a.Name))
+		}
+		if err := r.applyOne(ctx, p, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
+	switch a.Kind {
+	case ActionCreate:
+		return r.create(ctx, a.Host, *a.Spec)
+	case ActionRecreate:
+		old := r.engine(a.Live.Host)
+		if err := old.Stop(ctx, a.Name, StopTimeout); err != nil && !errors.Is(err, docker.ErrNotFound) {
+			return fmt.Errorf("stop %s to recreate it: %w", a.Name, err)
+		}
+		if err := old.Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
+			return fmt.Errorf("remove %s to recreate it: %w", a.Name, err)
+		}
+		return r.create(ctx, a.Host, *a.Spec)
+	case ActionStart:
+		if err := r.engine(a.Host).Start(ctx, a.Name); err != nil {
+			return fmt.Errorf("start %s: %w", a.Name, err)
+		}
+	case ActionStop:
+		if err := r.engine(a.Host).Stop(ctx, a.Name, StopTimeout); err != nil {
+			return fmt.Errorf("stop %s: %w", a.Name, err)
+		}
+	case ActionRemove:
+		return r.remove(ctx, p, a)
+	}
+	return nil
+}
+
+func (r *Reconciler) create(ctx context.Context, host string, spec docker.Spec) error {
+	_, err := r.engine(host).Create(ctx, spec)
+	if errors.Is(err, docker.ErrConflict) {
+		return stalled("NameConflict", "a container named %s exists on %s that WhaleMountain does not manage; it was left alone: ask the admins to remove or rename it", spec.Name, host)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s on %s: %w", spec.Name, host, err)
+	}
+	return nil
+}
+
+// remove deletes a container nothing declares any more, frees its ports
+// and, only when the policy says so, its volumes no other container of
+// the owner mounts.
+func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
+	e := r.engine(a.Host)
+	if err := e.Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
+		return fmt.Errorf("remove %s: %w", a.Name, err)
+	}
+	if err := r.store.ReleasePorts(a.Name); err != nil {
+		return err
+	}
+	if !r.cfg.Policy.PruneVolumes {
+		return nil
+	}
+	inUse := map[string]bool{}
+	for _, d := range p.desired {
+		for _, m := range d.Spec.Mounts {
+			inUse[m.Volume] = true
+		}
+	}
+	for _, l := range p.allLive {
+		if l.Name != a.Name && l.Labels[docker.LabelOwner] == p.repo.Owner {
+			for _, v := range l.Volumes {
+				inUse[v] = true
+			}
+		}
+	}
+	for _, v := range a.Live.Volumes {
+		if inUse[v] {
+			continue
+		}
+		if err := e.RemoveVolume(ctx, v); err != nil && !errors.Is(err, docker.ErrNotFound) {
+			return fmt.Errorf("remove volume %s: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// checkHealth reads back the repo's containers and judges each.
+func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
+	byName := map[string]*Live{}
+	for _, e := range r.engines {
+		cs, err := e.ListManaged(ctx)
+		if err != nil {
+			return fmt.Errorf("list containers on %s: %w", e.Name(), err)
+		}
+		for _, c := range cs {
+			if c.Labels[docker.LabelOwner] == p.repo.Owner && c.Labels[docker.LabelRepo] == p.repo.Key {
+				byName[c.Name] = &Live{Host: e.Name(), Container: c}
+			}
+		}
+	}
+	p.res.Ready = true
+	var problems []string
+	p.res.Containers = nil
+	for _, d := range p.desired {
+		l := byName[d.Spec.Name]
+		var c *docker.Container
+		st := store.ContainerStatus{Name: d.Spec.LocalName, Host: d.Host}
+		if l != nil {
+			c = &l.Container
+			st.Host = l.Host
+			st.State = l.State
+			st.Ports = map[string]int{}
+			for _, b := range l.Ports {
+				st.Ports[strconv.Itoa(b.Guest)] = b.Host
+			}
+		}
+		h, msg := health.Container(c, d.Spec.Running)
+		st.Health = string(h)
+		if h != health.Healthy && h != health.Suspended {
+			p.res.Ready = false
+			problems = append(problems, d.Spec.LocalName+": "+msg)
+		}
+		p.res.Containers = append(p.res.Containers, st)
+	}
+	switch {
+	case p.expired:
+		p.res.Message = fmt.Sprintf("expired on %s: everything is stopped, nothing was deleted", p.file.Expires)
+	case len(problems) > 0:
+		p.res.Message = strings.Join(problems, "; ")
+	default:
+		p.res.Message = summary(p.res)
+	}
+	return nil
+}
+
+// summary says in one line what a successful pass did.
+func summary(res Result) string {
+	var parts []string
+	for _, k := range []ActionKind{ActionCreate, ActionRecreate, ActionStart, ActionStop, ActionRemove} {
+		if n := res.Plan.Count(k); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, pastTense[k]))
+		}
+	}
+	if res.HeldRemovals > 0 {
+		parts = append(parts, fmt.Sprintf("%d removal(s) held by the prune limit", res.HeldRemovals))
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("%d container(s) up to date", res.Plan.Unchanged)
+	}
+	return strings.Join(parts, ", ")
+}
+
+var pastTense = map[ActionKind]string{ActionCreate: "created", ActionRecreate: "recreated", ActionStart: "started", ActionStop: "stopped", ActionRemove: "removed"}
+
+// record writes the pass's outcome into the repo's state and history.
+func (r *Reconciler) record(p *pass, start time.Time, err error) error {
+	now := r.now()
+	st := &p.state
+	st.LastPass = now
+	result := "Applied"
+	if err == nil {
+		st.AppliedRevision = p.rev
+		st.Usage = p.usage
+		st.Containers = p.res.Containers
+		st.Inventory = inventory(p)
+		if p.file.Image != nil {
+			st.ImageDescription, st.ImageShared = p.file.Image.Description, p.file.Image.Share
+		} else {
+			st.ImageDescription, st.ImageShared = "", false
+		}
+		reason := "Applied"
+		switch {
+		case p.expired:
+			reason = "Expired"
+		case p.res.HeldRemovals > 0:
+			reason = "PruneHeld"
+		case !p.res.Ready:
+			reason = "NotHealthy"
+		}
+		result = reason
+		st.SetCondition(store.Condition{Type: store.Ready, Status: p.res.Ready && p.res.HeldRemovals == 0, Reason: reason, Message: p.res.Message}, now)
+		st.SetCondition(store.Condition{Type: store.Reconciling, Status: false, Reason: "Done"}, now)
+		st.SetCondition(store.Condition{Type: store.Stalled, Status: false, Reason: "Done"}, now)
+	} else {
+		outcome, reason := Classify(err)
+		result = reason
+		st.SetCondition(store.Condition{Type: store.Ready, Status: false, Reason: reason, Message: err.Error()}, now)
+		st.SetCondition(store.Condition{Type: store.Reconciling, Status: outcome != Stalled, Reason: outcome.String()}, now)
+		st.SetCondition(store.Condition{Type: store.Stalled, Status: outcome == Stalled, Reason: reason, Message: err.Error()}, now)
+	}
+	if werr := r.store.PutRepo(*st); werr != nil {
+		return werr
+	}
+	return r.store.AddPass(p.repo.Key, store.Pass{
+		Start: start, Duration: now.Sub(start), Revision: p.rev, Result: result,
+		Message: firstLine(p.res.Message), Changes: len(p.res.Plan.Actions),
+	})
+}
+
+// inventory lists what the repo has applied after a successful pass: its
+// desired containers, and any removal the prune limit held back.
+func inventory(p *pass) []store.Object {
+	var inv []store.Object
+	for _, d := range p.desired {
+		inv = append(inv, store.Object{Kind: "container", Host: d.Host, Name: d.Spec.Name, SpecHash: d.Spec.Hash()})
+	}
+	if p.res.HeldRemovals > 0 {
+		declared := map[string]bool{}
+		for _, d := range p.desired {
+			declared[d.Spec.Name] = true
+		}
+		for _, l := range p.live {
+			if !declared[l.Name] {
+				inv = append(inv, store.Object{Kind: "container", Host: l.Host, Name: l.Name, SpecHash: l.Labels[docker.LabelSpecHash]})
+			}
+		}
+	}
+	return inv
+}
+
+func (r *Reconciler) engine(host string) Engine {
+	for _, e := range r.engines {
+		if e.Name() == host {
+			return e
+		}
+	}
+	panic("reconciler: no engine for host " + host) // hosts come from the engines list
+}
+
+// quantityBytes reads a memory size the schema has already validated.
+func quantityBytes(s string) int64 {
+	q := resource.MustParse(s)
+	return q.Value()
+}
+
+func labelInt(labels map[string]string, key string) int {
+	n, _ := strconv.Atoi(labels[key])
+	return n
+}
+
+func short(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

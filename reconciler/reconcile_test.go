@@ -1,0 +1,467 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/gitsource"
+	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
+)
+
+const testRegistry = "registry.test:5000"
+
+// world is a reconciler over real git repos (file://), a fake Docker host
+// and a real store, for fast tests of the pass's decisions.
+type world struct {
+	t     *testing.T
+	cfg   *schema.ServerConfig
+	root  string
+	store *store.Store
+	hosts []*docker.Fake
+	rec   *Reconciler
+	repos map[string]*gittest.Repo
+	now   time.Time
+}
+
+func newWorld(t *testing.T, configure ...func(*schema.ServerConfig)) *world {
+	t.Helper()
+	root := t.TempDir()
+	cfg, err := schema.ParseServer("test.yaml", strings.NewReader(`
+registry: {host: "`+testRegistry+`"}
+policy:
+  hostPorts: {from: 50000, to: 50099}
+  allowedRegistries: [docker.io/library]
+docker:
+  hosts:
+    - {name: h1, endpoint: "unix:///h1.sock", gpus: 2}
+`), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range configure {
+		c(cfg)
+	}
+	w := &world{t: t, cfg: cfg, root: root, repos: map[string]*gittest.Repo{}, now: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	w.store, err = store.Open(filepath.Join(root, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.store.Close() })
+	var engines []Engine
+	for _, h := range cfg.Docker.Hosts {
+		f := docker.NewFake(h.Name)
+		w.hosts = append(w.hosts, f)
+		engines = append(engines, f)
+	}
+	w.rec, err = New(cfg, gitsource.New(filepath.Join(root, "cache")), engines, w.store, WithClock(func() time.Time { return w.now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// push commits wm.yaml to the repo <key> and, unless noImage, makes the
+// image CI would build for it available in the registry.
+func (w *world) push(key, wmYAML string, noImage ...bool) Repo {
+	w.t.Helper()
+	owner, _, _ := strings.Cut(key, "/")
+	r, ok := w.repos[key]
+	if !ok {
+		r = gittest.NewRepo(w.t, filepath.Join(w.root, "git", key+".git"))
+		w.repos[key] = r
+	}
+	files := map[string]string{"Dockerfile": "FROM scratch\n"}
+	if wmYAML != "" {
+		files["wm.yaml"] = wmYAML
+	}
+	sha := r.Commit(w.t, "main", files, "update")
+	if len(noImage) == 0 {
+		for _, h := range w.hosts {
+			h.AddRemoteImage(testRegistry + "/" + key + ":" + sha)
+		}
+	}
+	return Repo{Key: key, Owner: owner, URL: r.FileURL(), Branch: "main"}
+}
+
+func (w *world) reconcile(repo Repo) (Result, error) {
+	w.t.Helper()
+	return w.rec.Reconcile(context.Background(), repo)
+}
+
+// mustReconcile runs a pass that must succeed and be Ready.
+func (w *world) mustReconcile(repo Repo) Result {
+	w.t.Helper()
+	res, err := w.reconcile(repo)
+	if err != nil {
+		w.t.Fatalf("pass of %s: %v", repo.Key, err)
+	}
+	if !res.Ready {
+		w.t.Fatalf("pass of %s not ready: %s", repo.Key, res.Message)
+	}
+	return res
+}
+
+// container returns the live container called name on h1.
+func (w *world) container(name string) (docker.Container, docker.Spec, bool) {
+	w.t.Helper()
+	for _, h := range w.hosts {
+		if s, ok := h.Spec(name); ok {
+			cs, err := h.ListManaged(context.Background())
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			for _, c := range cs {
+				if c.Name == name {
+					return c, s, true
+				}
+			}
+		}
+	}
+	return docker.Container{}, docker.Spec{}, false
+}
+
+func wantReason(t *testing.T, err error, outcome Outcome, reason string) {
+	t.Helper()
+	if o, r := Classify(err); err == nil || o != outcome || r != reason {
+		t.Fatalf("got %v/%s (%v), want %v/%s", o, r, err, outcome, reason)
+	}
+}
+
+const webV1 = `version: 1
+containers:
+  web:
+    image: self
+    env: {MODE: dev}
+    ports: [8000]
+    volumes: {data: /data}
+`
+
+func TestAPushCreatesTheContainerWithItsEnvPortsAndVolume(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	res := w.mustReconcile(repo)
+	c, s, ok := w.container("alice-web")
+	if !ok || !c.Running {
+		t.Fatalf("container missing or stopped: %+v", c)
+	}
+	if s.Env["MODE"] != "dev" || s.Image != testRegistry+"/alice/web:"+res.Revision || s.Network != "wm-alice" {
+		t.Errorf("spec: %+v", s)
+	}
+	if len(s.Ports) != 1 || s.Ports[0] != (docker.PortBinding{Guest: 8000, Host: 50000}) {
+		t.Errorf("ports: %+v", s.Ports)
+	}
+	if len(s.Mounts) != 1 || s.Mounts[0] != (docker.Mount{Volume: "alice-data", Target: "/data"}) {
+		t.Errorf("mounts: %+v", s.Mounts)
+	}
+	if s.NanoCPUs != 1e9 || s.MemoryBytes != 2<<30 {
+		t.Errorf("policy defaults not applied: cpus %d memory %d", s.NanoCPUs, s.MemoryBytes)
+	}
+	st, _, _ := w.store.Repo("alice/web")
+	if st.AppliedRevision != res.Revision || !st.Condition(store.Ready).Status || len(st.Containers) != 1 || st.Containers[0].Ports["8000"] != 50000 {
+		t.Errorf("state: %+v", st)
+	}
+}
+
+func TestChangedEnvRecreatesTheContainerAndKeepsItsHostPort(t *testing.T) {
+	w := newWorld(t)
+	w.mustReconcile(w.push("alice/other", "version: 1\ncontainers:\n  db: {image: self, ports: [5432]}\n"))
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	before, _, _ := w.container("alice-web")
+
+	w.push("alice/web", strings.Replace(webV1, "MODE: dev", "MODE: prod", 1))
+	res := w.mustReconcile(repo)
+	after, s, _ := w.container("alice-web")
+	if res.Plan.Count(ActionRecreate) != 1 || after.ID == before.ID {
+		t.Fatalf("not recreated: %+v", res.Plan)
+	}
+	if s.Env["MODE"] != "prod" || s.Ports[0].Host != before.Ports[0].Host {
+		t.Errorf("env %v, host port %d → %d", s.Env, before.Ports[0].Host, s.Ports[0].Host)
+	}
+}
+
+func TestANoOpPassChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	w.hosts[0].ResetCalls()
+	res := w.mustReconcile(repo)
+	if m := w.hosts[0].Mutations(); len(m) != 0 || len(res.Plan.Actions) != 0 || res.Plan.Unchanged != 1 {
+		t.Errorf("mutations %v, plan %+v", m, res.Plan)
+	}
+}
+
+func TestStateStoppedStopsWithoutRemovingAndRunningStartsAgain(t *testing.T) {
+	// A fixed image: with "self" every commit is a new image, and so a
+	// recreation whatever else changed.
+	w := newWorld(t)
+	fixed := strings.Replace(webV1, "image: self", "image: nginx:1.27", 1)
+	w.hosts[0].AddRemoteImage("docker.io/library/nginx:1.27")
+	repo := w.push("alice/web", fixed)
+	w.mustReconcile(repo)
+	before, _, _ := w.container("alice-web")
+	w.push("alice/web", fixed+"    state: stopped\n")
+	res := w.mustReconcile(repo)
+	c, _, ok := w.container("alice-web")
+	if !ok || c.Running || c.ID != before.ID || res.Plan.Count(ActionStop) != 1 {
+		t.Fatalf("after stop: %+v, plan %+v", c, res.Plan)
+	}
+	w.push("alice/web", fixed)
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice-web"); !c.Running || c.ID != before.ID {
+		t.Errorf("after start: %+v", c)
+	}
+}
+
+func TestARemovedContainerIsPrunedAndItsVolumeStays(t *testing.T) {
+	w := newWorld(t)
+	w.mustReconcile(w.push("bob/keep", "version: 1\ncontainers:\n  a: {image: self}\n  b: {image: self}\n"))
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	w.push("alice/web", "version: 1\n")
+	res := w.mustReconcile(repo)
+	if _, _, ok := w.container("alice-web"); ok || res.Plan.Count(ActionRemove) != 1 {
+		t.Fatalf("not pruned: %+v", res.Plan)
+	}
+	vols, _ := w.hosts[0].ListVolumes(context.Background())
+	if !slices.ContainsFunc(vols, func(v docker.Volume) bool { return v.Name == "alice-data" }) {
+		t.Errorf("volume gone: %+v", vols)
+	}
+	if p, _ := w.store.Port(store.PortKey("alice-web", 8000)); p != 0 {
+		t.Errorf("port of a removed container still allocated: %d", p)
+	}
+}
+
+func TestAnUnlabelledContainerWithTheSameNameIsNeverTouched(t *testing.T) {
+	w := newWorld(t)
+	w.hosts[0].AddForeign("alice-web")
+	_, err := w.reconcile(w.push("alice/web", webV1))
+	wantReason(t, err, Stalled, "NameConflict")
+	for _, c := range w.hosts[0].Mutations() {
+		if c.Arg == "alice-web" && c.Method != "Create" {
+			t.Errorf("foreign container touched: %+v", c)
+		}
+	}
+}
+
+func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	good := w.mustReconcile(repo)
+	before, _, _ := w.container("alice-web")
+	w.hosts[0].ResetCalls()
+
+	w.push("alice/web", strings.Replace(webV1, "[8000]", "[70000]", 1))
+	_, err := w.reconcile(repo)
+	wantReason(t, err, Stalled, "ValidationFailed")
+	if !strings.Contains(err.Error(), "wm.yaml:6:13: containers.web.ports[0]: 70000 is not a port (1-65535)") {
+		t.Errorf("error does not place the problem: %v", err)
+	}
+	after, _, ok := w.container("alice-web")
+	if !ok || after.ID != before.ID || !after.Running || len(w.hosts[0].Mutations()) != 0 {
+		t.Errorf("old container disturbed: %+v, mutations %v", after, w.hosts[0].Mutations())
+	}
+	st, _, _ := w.store.Repo("alice/web")
+	if st.AppliedRevision != good.Revision || !st.Condition(store.Stalled).Status {
+		t.Errorf("state: applied %s, conditions %+v", st.AppliedRevision, st.Conditions)
+	}
+}
+
+func TestARepoWithoutWmYamlKeepsWhatRuns(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	w.push("alice/web", "")
+	_, err := w.reconcile(repo)
+	wantReason(t, err, Stalled, "NoWmYaml")
+	if _, _, ok := w.container("alice-web"); !ok {
+		t.Error("container removed because wm.yaml went missing")
+	}
+}
+
+func TestAnUnreachableRepoKeepsWhatRuns(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	repo.URL = "http://127.0.0.1:1/alice/web.git"
+	_, err := w.reconcile(repo)
+	wantReason(t, err, Waiting, "SourceUnreachable")
+	if _, _, ok := w.container("alice-web"); !ok {
+		t.Error("container removed while the repo was unreachable")
+	}
+}
+
+func TestAMissingImageWaitsForCIAndTheOldContainerKeepsRunning(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	before, _, _ := w.container("alice-web")
+
+	w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1), true)
+	_, err := w.reconcile(repo)
+	wantReason(t, err, Waiting, "WaitingForImage")
+	if !strings.Contains(err.Error(), "waiting for CI to push "+testRegistry+"/alice/web:") {
+		t.Errorf("message: %v", err)
+	}
+	if after, _, _ := w.container("alice-web"); after.ID != before.ID || !after.Running {
+		t.Errorf("old container not kept: %+v", after)
+	}
+}
+
+func TestTwoOwnersNeverSeeEachOthersContainers(t *testing.T) {
+	w := newWorld(t)
+	alice := w.push("alice/web", webV1)
+	bob := w.push("bob/web", webV1)
+	w.mustReconcile(alice)
+	w.mustReconcile(bob)
+	// Bob's repo declaring nothing must not prune Alice's container.
+	w.push("bob/web", "version: 1\n")
+	res := w.mustReconcile(bob)
+	if len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Name != "bob-web" {
+		t.Errorf("bob's plan touches others: %+v", res.Plan)
+	}
+	if _, _, ok := w.container("alice-web"); !ok {
+		t.Error("alice's container gone")
+	}
+	_, as, _ := w.container("alice-web")
+	if as.Mounts[0].Volume != "alice-data" || as.Network != "wm-alice" {
+		t.Errorf("alice shares bob's volume or network: %+v", as)
+	}
+}
+
+func TestANameTwoReposOfOneOwnerDeclareStaysWithTheFirst(t *testing.T) {
+	w := newWorld(t)
+	w.mustReconcile(w.push("alice/one", "version: 1\ncontainers:\n  web: {image: self}\n"))
+	_, err := w.reconcile(w.push("alice/two", "version: 1\ncontainers:\n  web: {image: self}\n"))
+	wantReason(t, err, Stalled, "NameTaken")
+	if !strings.Contains(err.Error(), "already used by your repo alice/one") {
+		t.Errorf("message: %v", err)
+	}
+	if _, s, _ := w.container("alice-web"); s.Repo != "alice/one" {
+		t.Errorf("first repo lost its container: %+v", s)
+	}
+}
+
+func TestTheQuotaCountsAllReposOfTheOwner(t *testing.T) {
+	w := newWorld(t, func(c *schema.ServerConfig) { c.Policy.Quota.GPUs = 1 })
+	w.mustReconcile(w.push("alice/one", "version: 1\ncontainers:\n  a: {image: self, gpus: 1}\n"))
+	w.hosts[0].ResetCalls()
+	_, err := w.reconcile(w.push("alice/two", "version: 1\ncontainers:\n  b: {image: self, gpus: 1}\n"))
+	wantReason(t, err, Stalled, "QuotaExceeded")
+	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") || len(w.hosts[0].Mutations()) != 0 {
+		t.Errorf("message %v, mutations %v", err, w.hosts[0].Mutations())
+	}
+	// Another owner has a quota of their own.
+	w.mustReconcile(w.push("bob/two", "version: 1\ncontainers:\n  b: {image: self, gpus: 1}\n"))
+}
+
+func TestAPassThatWouldRemoveTooManyContainersHoldsTheRemovals(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", "version: 1\ncontainers:\n  a: {image: self}\n  b: {image: self}\n  c: {image: self}\n")
+	w.mustReconcile(repo)
+	w.push("alice/web", "version: 1\n")
+	res, err := w.reconcile(repo)
+	if err != nil || res.HeldRemovals != 3 {
+		t.Fatalf("held %d, err %v", res.HeldRemovals, err)
+	}
+	for _, n := range []string{"alice-a", "alice-b", "alice-c"} {
+		if _, _, ok := w.container(n); !ok {
+			t.Errorf("%s removed despite the prune limit", n)
+		}
+	}
+	st, _, _ := w.store.Repo("alice/web")
+	if c := st.Condition(store.Ready); c.Status || c.Reason != "PruneHeld" || len(st.Inventory) != 3 {
+		t.Errorf("state: %+v, inventory %d", c, len(st.Inventory))
+	}
+}
+
+func TestAfterTheExpiryDateEverythingIsStoppedAndNothingDeleted(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1+"expires: 2026-11-30\n")
+	w.mustReconcile(repo)
+	w.now = time.Date(2026, 12, 1, 0, 0, 1, 0, time.UTC)
+	res := w.mustReconcile(repo)
+	c, _, ok := w.container("alice-web")
+	if !ok || c.Running || !strings.Contains(res.Message, "expired on 2026-11-30") {
+		t.Errorf("container %+v, message %q", c, res.Message)
+	}
+}
+
+func TestImagesOutsideTheAllowedRegistriesAreRefused(t *testing.T) {
+	w := newWorld(t)
+	_, err := w.reconcile(w.push("alice/web", "version: 1\ncontainers:\n  x: {image: \"evil.example/miner:1\"}\n"))
+	wantReason(t, err, Stalled, "ImageNotAllowed")
+	if !strings.Contains(err.Error(), "containers.x.image: evil.example/miner:1 is not from an allowed registry") {
+		t.Errorf("message: %v", err)
+	}
+}
+
+func TestALostStoreIsRebuiltFromTheLabelsAndKeepsHostPorts(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	c, _, _ := w.container("alice-web")
+
+	// A new store, as if the state directory was lost.
+	fresh, err := store.Open(filepath.Join(w.root, "state2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	var engines []Engine
+	for _, h := range w.hosts {
+		engines = append(engines, h)
+	}
+	w.rec, _ = New(w.cfg, gitsource.New(filepath.Join(w.root, "cache")), engines, fresh)
+	w.hosts[0].ResetCalls()
+	res := w.mustReconcile(repo)
+	if len(res.Plan.Actions) != 0 || len(w.hosts[0].Mutations()) != 0 {
+		t.Errorf("a lost store caused changes: %+v", res.Plan)
+	}
+	if p, _ := fresh.Port(store.PortKey("alice-web", 8000)); p != c.Ports[0].Host {
+		t.Errorf("port not adopted: %d, live %d", p, c.Ports[0].Host)
+	}
+}
+
+func TestPlanChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	res, err := w.rec.Plan(context.Background(), repo)
+	if err != nil || len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Kind != ActionCreate || res.Plan.Actions[0].Spec.Ports[0].Host != 0 {
+		t.Fatalf("plan %+v, %v", res.Plan, err)
+	}
+	if m := w.hosts[0].Mutations(); len(m) != 0 {
+		t.Errorf("plan mutated: %v", m)
+	}
+	if _, ok, _ := w.store.Repo("alice/web"); ok {
+		t.Error("plan wrote status")
+	}
+	if ports, _ := w.store.Ports(); len(ports) != 0 {
+		t.Errorf("plan allocated ports: %v", ports)
+	}
+}
+
+func TestErrorsAreClassified(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		want   Outcome
+		reason string
+	}{
+		{stalled("X", "x"), Stalled, "X"},
+		{waiting("Y", "y"), Waiting, "Y"},
+		{errors.New("boom"), Transient, "TransientError"},
+		{errors.Join(errors.New("ctx"), waiting("Z", "z")), Waiting, "Z"},
+	} {
+		if o, r := Classify(tc.err); o != tc.want || r != tc.reason {
+			t.Errorf("%v: got %v %s", tc.err, o, r)
+		}
+	}
+}
