@@ -390,18 +390,26 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 }
 
-// checkOwner reports an owner that cannot name resources; the owner's
-// account ends up in container names and namespaces.
-func checkOwner(report reporter, p, owner string) bool {
-	switch {
-	case owner == "":
-		report(p, false, "is required")
-	case len(owner) > MaxNameLength || len(validation.IsDNS1123Label(owner)) > 0:
-		report(p, false, "%s is not an account name: use at most %d lower-case letters, digits and '-'", quote(owner), MaxNameLength)
-	default:
-		return true
+// AccountProblem says why name cannot be a student's account, or "" when
+// it can: an account ends up in container names and namespaces, so it is
+// a DNS-1123 label of at most MaxNameLength characters.
+func AccountProblem(name string) string {
+	if name == "" {
+		return "is required"
 	}
-	return false
+	if len(name) > MaxNameLength || len(validation.IsDNS1123Label(name)) > 0 {
+		return fmt.Sprintf("%s is not an account name: use at most %d lower-case letters, digits and '-'", quote(name), MaxNameLength)
+	}
+	return ""
+}
+
+// checkOwner reports an owner that is not an account name.
+func checkOwner(report reporter, p, owner string) bool {
+	if msg := AccountProblem(owner); msg != "" {
+		report(p, false, "%s", msg)
+		return false
+	}
+	return true
 }
 
 func checkRepoURL(report reporter, p, raw string) {

@@ -73,8 +73,8 @@ type RepoState struct {
 	Containers       []ContainerStatus `json:"containers,omitempty"`
 	// Image is what the repo's wm.yaml said of its image at the applied
 	// revision, for sharing and the catalogue.
-	ImageDescription string    `json:"imageDescription,omitempty"`
-	ImageShared      bool      `json:"imageShared,omitempty"`
+	ImageDescription string `json:"imageDescription,omitempty"`
+	ImageShared      bool   `json:"imageShared,omitempty"`
 	// Usage is what the applied revision counts against the owner's quota.
 	Usage    Usage     `json:"usage"`
 	LastPass time.Time `json:"lastPass,omitzero"`
