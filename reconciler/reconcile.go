@@ -36,6 +36,7 @@ type Engine interface {
 	Start(ctx context.Context, name string) error
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Remove(ctx context.Context, name string) error
+	Rename(ctx context.Context, name, to string) error
 	ListVolumes(ctx context.Context) ([]docker.Volume, error)
 	RemoveVolume(ctx context.Context, name string) error
 	ImageExists(ctx context.Context, ref string) (bool, error)
@@ -153,6 +154,9 @@ type pass struct {
 	usage   store.Usage
 	expired bool
 	res     Result
+	// unchanged marks a pass that found the revision already stalled for
+	// a reason only a new commit can fix: nothing is redone or recorded.
+	unchanged bool
 }
 
 // step is one stage of a pass; a pass runs its steps in order and stops
@@ -248,9 +252,18 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 	}
 	p.rev = rev
 	p.res.Revision = rev
+	if c := p.state.Condition(store.Stalled); c != nil && c.Status && studentFixes[c.Reason] && p.state.ObservedRevision == rev {
+		p.unchanged = true
+		return &PassError{Outcome: Stalled, Reason: c.Reason, Err: errors.New(c.Message)}
+	}
 	p.state.ObservedRevision = rev
 	return nil
 }
+
+// studentFixes are the stalled reasons only a new commit can clear: a pass
+// of the same revision is not worth redoing (quota, names and admin config
+// can change under an unchanged commit, so they are retried).
+var studentFixes = map[string]bool{"ValidationFailed": true, "NoWmYaml": true}
 
 // parse reads and validates wm.yaml at the head.
 func (r *Reconciler) parse(ctx context.Context, p *pass) error {
@@ -556,14 +569,7 @@ func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 	case ActionCreate:
 		return r.create(ctx, a.Host, *a.Spec)
 	case ActionRecreate:
-		old := r.engine(a.Live.Host)
-		if err := old.Stop(ctx, a.Name, StopTimeout); err != nil && !errors.Is(err, docker.ErrNotFound) {
-			return fmt.Errorf("stop %s to recreate it: %w", a.Name, err)
-		}
-		if err := old.Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
-			return fmt.Errorf("remove %s to recreate it: %w", a.Name, err)
-		}
-		return r.create(ctx, a.Host, *a.Spec)
+		return r.recreate(ctx, a)
 	case ActionStart:
 		if err := r.engine(a.Host).Start(ctx, a.Name); err != nil {
 			return fmt.Errorf("start %s: %w", a.Name, err)
@@ -574,6 +580,55 @@ func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 		}
 	case ActionRemove:
 		return r.remove(ctx, p, a)
+	}
+	return nil
+}
+
+// asideSuffix names a container set aside while its replacement starts.
+const asideSuffix = "-wm-old"
+
+// recreate replaces a container without ever losing it: the old one is
+// stopped and renamed aside, the new one created under the name; if that
+// fails, the new one goes and the old one is put back as it was. A pass
+// interrupted half-way leaves the aside container labelled as the repo's,
+// so the next pass removes it.
+func (r *Reconciler) recreate(ctx context.Context, a Action) error {
+	old := r.engine(a.Live.Host)
+	aside := a.Name + asideSuffix
+	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
+		return fmt.Errorf("clear %s: %w", aside, err)
+	}
+	if err := old.Stop(ctx, a.Name, StopTimeout); err != nil {
+		return fmt.Errorf("stop %s to recreate it: %w", a.Name, err)
+	}
+	if err := old.Rename(ctx, a.Name, aside); err != nil {
+		return fmt.Errorf("set %s aside to recreate it: %w", a.Name, err)
+	}
+	if err := r.create(ctx, a.Host, *a.Spec); err != nil {
+		if rerr := r.putBack(ctx, a, aside); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
+		return fmt.Errorf("remove the old %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// putBack undoes a failed recreation.
+func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error {
+	if err := r.engine(a.Host).Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
+		return fmt.Errorf("remove the failed new %s: %w", a.Name, err)
+	}
+	old := r.engine(a.Live.Host)
+	if err := old.Rename(ctx, aside, a.Name); err != nil {
+		return fmt.Errorf("put the old %s back: %w", a.Name, err)
+	}
+	if a.Live.Running {
+		if err := old.Start(ctx, a.Name); err != nil {
+			return fmt.Errorf("restart the old %s: %w", a.Name, err)
+		}
 	}
 	return nil
 }
@@ -697,6 +752,9 @@ var pastTense = map[ActionKind]string{ActionCreate: "created", ActionRecreate: "
 
 // record writes the pass's outcome into the repo's state and history.
 func (r *Reconciler) record(p *pass, start time.Time, err error) error {
+	if p.unchanged {
+		return nil
+	}
 	now := r.now()
 	st := &p.state
 	st.LastPass = now

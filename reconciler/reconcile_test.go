@@ -188,6 +188,26 @@ func TestChangedEnvRecreatesTheContainerAndKeepsItsHostPort(t *testing.T) {
 	}
 }
 
+func TestAFailedRecreationPutsTheOldContainerBack(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	before, _, _ := w.container("alice-web")
+	w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1))
+	w.hosts[0].FailOn("Create", docker.ErrPortInUse)
+	_, err := w.reconcile(repo)
+	if !errors.Is(err, docker.ErrPortInUse) {
+		t.Fatalf("got %v", err)
+	}
+	after, s, ok := w.container("alice-web")
+	if !ok || after.ID != before.ID || !after.Running || s.Env["MODE"] != "dev" {
+		t.Errorf("old container not back: %+v", after)
+	}
+	if _, _, ok := w.container("alice-web" + asideSuffix); ok {
+		t.Error("the aside container is left over")
+	}
+}
+
 func TestANoOpPassChangesNothing(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
@@ -273,6 +293,22 @@ func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
 	if st.AppliedRevision != good.Revision || !st.Condition(store.Stalled).Status {
 		t.Errorf("state: applied %s, conditions %+v", st.AppliedRevision, st.Conditions)
 	}
+}
+
+func TestAStalledRevisionIsNotRedoneUntilANewCommit(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", "version: 1\ncontainers: {web: {image: self, gpus: 9}}\n")
+	_, first := w.reconcile(repo)
+	_, again := w.reconcile(repo)
+	wantReason(t, again, Stalled, "ValidationFailed")
+	if first.Error() != again.Error() {
+		t.Errorf("the repeated pass says something else:\n%v\n%v", first, again)
+	}
+	if h, _ := w.store.History("alice/web"); len(h) != 1 {
+		t.Errorf("history has %d passes, want 1", len(h))
+	}
+	w.push("alice/web", webV1)
+	w.mustReconcile(repo)
 }
 
 func TestARepoWithoutWmYamlKeepsWhatRuns(t *testing.T) {

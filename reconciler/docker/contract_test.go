@@ -121,6 +121,25 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 				t.Errorf("the unlabelled container %s is no longer running", s.Name)
 			}
 		}},
+		{"rename keeps the container, its labels and host ports, and refuses a taken name", func(t *testing.T, e engine, owner string) {
+			s := spec(t, owner, "web")
+			c := create(t, e, s)
+			if err := e.Rename(ctx(t), s.Name, s.Name+"-aside"); err != nil {
+				t.Fatal(err)
+			}
+			got := inspect(t, e, s.Name+"-aside")
+			if got.ID != c.ID || got.SpecHash() != s.Hash() || !slices.Equal(got.Ports, c.Ports) {
+				t.Errorf("renamed %+v, want the container %+v", got, c)
+			}
+			_, err := e.Inspect(ctx(t), s.Name)
+			wantErr(t, err, docker.ErrNotFound)
+			addForeign(t, e, owner+"-taken")
+			wantErr(t, e.Rename(ctx(t), s.Name+"-aside", owner+"-taken"), docker.ErrConflict)
+			wantErr(t, e.Rename(ctx(t), owner+"-taken", owner+"-mine"), docker.ErrNotFound)
+			if !foreignRunning(t, e, owner+"-taken") {
+				t.Errorf("the unlabelled container was disturbed")
+			}
+		}},
 		{"stop then start keeps the same container and host port", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "cycle")
 			c := create(t, e, s)

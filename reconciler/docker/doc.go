@@ -88,6 +88,7 @@ type engine interface {
 	Start(ctx context.Context, name string) error
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Remove(ctx context.Context, name string) error
+	Rename(ctx context.Context, name, to string) error
 	ListVolumes(ctx context.Context) ([]Volume, error)
 	RemoveVolume(ctx context.Context, name string) error
 	ImageExists(ctx context.Context, ref string) (bool, error)

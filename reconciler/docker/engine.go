@@ -411,6 +411,20 @@ func (e *Engine) Start(ctx context.Context, name string) error {
 	return nil
 }
 
+// Rename gives the managed container called name the name to, keeping
+// everything else; ErrConflict when to is taken. A recreation renames the
+// old container aside so that it can be put back if the new one fails.
+func (e *Engine) Rename(ctx context.Context, name, to string) error {
+	c, err := e.lookup(ctx, name)
+	if err == nil {
+		err = classify(e.cli.ContainerRename(ctx, c.ID, to), ErrNotFound, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("rename container %s to %s on %s: %w", name, to, e.name, err)
+	}
+	return nil
+}
+
 // Stop stops the managed container called name, killing it when it has not
 // exited after timeout (rounded up to whole seconds); stopping a stopped one
 // does nothing. A stopped container stays stopped across daemon restarts.

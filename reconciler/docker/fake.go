@@ -59,7 +59,7 @@ type Call struct {
 
 // mutating are the methods that change a host.
 var mutating = map[string]bool{
-	"Create": true, "Start": true, "Stop": true, "Remove": true,
+	"Create": true, "Start": true, "Stop": true, "Remove": true, "Rename": true,
 	"RemoveVolume": true, "Pull": true,
 }
 
@@ -348,6 +348,26 @@ func (f *Fake) Start(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("start container %s on %s: %w", name, f.name, err)
 	}
+	return nil
+}
+
+// Rename gives the managed container called name the name to;
+// ErrConflict when any container has that name.
+func (f *Fake) Rename(ctx context.Context, name, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fc, err := f.lookup(ctx, "Rename", name)
+	if err == nil {
+		if _, taken := f.containers[to]; taken {
+			err = fmt.Errorf("name %s is taken: %w", to, ErrConflict)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("rename container %s to %s on %s: %w", name, to, f.name, err)
+	}
+	delete(f.containers, name)
+	fc.c.Name = to
+	f.containers[to] = fc
 	return nil
 }
 
