@@ -1,0 +1,31 @@
+// Package reconciler makes the world match what students' repos declare.
+//
+// The unit of work is one pass of one repo (Reconciler.Reconcile): an
+// ordered list of small steps with one signature, run until the first
+// error, whose outcome is written to the repo's state in one deferred
+// block so that no early return skips it:
+//
+//	fetch source → parse wm.yaml → list live containers → resolve
+//	(images, placement, host ports) → check quota → plan → pull images →
+//	apply → check health
+//
+// Desired and live containers are paired by the pure function Diff, keyed
+// by the container's full name "<owner>-<name>"; only containers carrying
+// the repo's labels are ever candidates for change, so an unlabelled
+// container or another student's is never touched. Ownership comes from
+// the Repo (where the repo lives), never from the file.
+//
+// Every failure is a PassError saying what happens next (Classify): the
+// student must fix something (Stalled: not retried for the same commit),
+// something outside must happen first (Waiting: CI has not pushed the
+// image yet, the repo is unreachable), or it is transient (retried with
+// backoff). None of them ever removes anything: "could not read desired
+// state" is never taken for "desired state is empty".
+//
+// The outside systems are narrow interfaces declared here (GitSource,
+// Engine), each with a real implementation and a fake in its own package
+// (gitsource, docker) checked by one shared contract suite. Loop is the
+// thin scheduling wrapper: repo keys on a work queue, polled on an
+// interval with jitter, triggered by webhooks, never two passes of one
+// repo at once.
+package reconciler
