@@ -71,6 +71,7 @@ type Reconciler struct {
 	log     *slog.Logger
 	// Progress, when set, is told the stage of a pass before each slow one.
 	progress func(repo, stage string)
+	reporter Reporter
 
 	ownerLocks sync.Map // owner → *sync.Mutex
 }
@@ -86,6 +87,19 @@ func WithLogger(l *slog.Logger) Option { return func(r *Reconciler) { r.log = l 
 
 // WithProgress reports each slow stage of a pass as it starts.
 func WithProgress(f func(repo, stage string)) Option { return func(r *Reconciler) { r.progress = f } }
+
+// Reporter is told about passes where students look (GitLab commit
+// statuses). Its methods are called synchronously and must not fail the
+// pass: a reporter logs its own errors.
+type Reporter interface {
+	// PassStarted is called once a pass knows the revision it works on.
+	PassStarted(ctx context.Context, repo Repo, rev string)
+	// PassFinished is called after the pass's outcome was recorded.
+	PassFinished(ctx context.Context, repo Repo, res Result, err error)
+}
+
+// WithReporter sets the reporter of passes (not of plans).
+func WithReporter(rep Reporter) Option { return func(r *Reconciler) { r.reporter = rep } }
 
 // WithRegistryAuth sets the credentials used to pull from the configured
 // registry (and only from it).
@@ -137,6 +151,9 @@ type Result struct {
 	Containers []store.ContainerStatus
 	// Ready is true when every container is as wm.yaml asks.
 	Ready bool
+	// Usage is what the repo's wm.yaml counts against the quota, and
+	// OwnerUsage what all the owner's repos would count with it.
+	Usage, OwnerUsage store.Usage
 	// Message says in a line what happened or why not.
 	Message string
 }
@@ -219,6 +236,9 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 				err = werr
 			}
 			res = p.res
+			if r.reporter != nil && !p.unchanged && p.rev != "" {
+				r.reporter.PassFinished(ctx, repo, res, err)
+			}
 		}()
 	}
 	for _, s := range r.steps(dryRun) {
@@ -234,13 +254,39 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 	return p.res, nil
 }
 
+// Retire removes everything a repo that no longer exists (deleted, or
+// moved to another path or owner in GitLab) has applied, and forgets it.
+// Only an authoritative word that the repo is gone should lead here, never
+// a failure to read it. The prune limit still applies: held removals keep
+// the repo's state, so a later Retire finishes the job.
+func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
+	lock := r.ownerLock(repo.Owner)
+	lock.Lock()
+	defer lock.Unlock()
+	p := &pass{repo: repo, file: &schema.File{Version: schema.Version}, res: Result{Repo: repo}}
+	for _, s := range []step{{"list containers", r.listLive}, {"plan", r.plan}, {"apply", r.apply}} {
+		if err := s.run(ctx, p); err != nil {
+			return p.res, err
+		}
+	}
+	if p.res.HeldRemovals > 0 {
+		return p.res, stalled("PruneHeld", "%d container(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
+	}
+	p.res.Message = summary(p.res)
+	return p.res, r.store.DeleteRepo(repo.Key)
+}
+
 func (r *Reconciler) ownerLock(owner string) *sync.Mutex {
 	l, _ := r.ownerLocks.LoadOrStore(owner, &sync.Mutex{})
 	return l.(*sync.Mutex)
 }
 
-// fetch learns the branch head.
+// fetch learns the branch head (or takes the pinned revision).
 func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
+	if p.repo.Revision != "" {
+		p.rev, p.res.Revision = p.repo.Revision, p.repo.Revision
+		return nil
+	}
 	rev, err := r.git.Head(ctx, p.repo.URL, p.repo.Branch)
 	switch {
 	case errors.Is(err, gitsource.ErrBranchNotFound):
@@ -252,11 +298,14 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 	}
 	p.rev = rev
 	p.res.Revision = rev
-	if c := p.state.Condition(store.Stalled); c != nil && c.Status && studentFixes[c.Reason] && p.state.ObservedRevision == rev {
+	if c := p.state.Condition(store.Stalled); !p.dryRun && c != nil && c.Status && studentFixes[c.Reason] && p.state.ObservedRevision == rev {
 		p.unchanged = true
 		return &PassError{Outcome: Stalled, Reason: c.Reason, Err: errors.New(c.Message)}
 	}
 	p.state.ObservedRevision = rev
+	if r.reporter != nil && !p.dryRun {
+		r.reporter.PassStarted(ctx, p.repo, rev)
+	}
 	return nil
 }
 
@@ -478,6 +527,7 @@ func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 			total = total.Add(other.Usage)
 		}
 	}
+	p.res.Usage, p.res.OwnerUsage = p.usage, total
 	q := r.cfg.Policy.Quota
 	qMem := quantityBytes(q.Memory)
 	var over []string

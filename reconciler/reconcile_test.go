@@ -501,3 +501,67 @@ func TestErrorsAreClassified(t *testing.T) {
 		}
 	}
 }
+
+func TestRetireRemovesWhatARepoHadAndForgetsIt(t *testing.T) {
+	w := newWorld(t)
+	w.mustReconcile(w.push("bob/keep", "version: 1\ncontainers:\n  a: {image: self}\n  b: {image: self}\n"))
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	res, err := w.rec.Retire(context.Background(), repo)
+	if err != nil || res.Plan.Count(ActionRemove) != 1 {
+		t.Fatalf("retire: %+v, %v", res.Plan, err)
+	}
+	if _, _, ok := w.container("alice-web"); ok {
+		t.Error("container left")
+	}
+	if _, ok, _ := w.store.Repo("alice/web"); ok {
+		t.Error("state left")
+	}
+	if _, _, ok := w.container("bob-a"); !ok {
+		t.Error("another owner's container removed")
+	}
+}
+
+func TestAPinnedRevisionIsPlannedInsteadOfTheHead(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	old := w.mustReconcile(repo).Revision
+	w.push("alice/web", "version: 1\n")
+	repo.Revision = old
+	res, err := w.rec.Plan(context.Background(), repo)
+	if err != nil || res.Revision != old || len(res.Plan.Actions) != 0 || res.Usage.Containers != 1 {
+		t.Errorf("plan of the pinned revision: %+v, %v", res, err)
+	}
+}
+
+// recordingReporter records what a Reporter is told.
+type recordingReporter struct{ events []string }
+
+func (r *recordingReporter) PassStarted(_ context.Context, repo Repo, rev string) {
+	r.events = append(r.events, "started "+repo.Key+" "+rev[:7])
+}
+
+func (r *recordingReporter) PassFinished(_ context.Context, repo Repo, res Result, err error) {
+	_, reason := Classify(err)
+	if err == nil {
+		reason = "Ready"
+	}
+	r.events = append(r.events, "finished "+repo.Key+" "+res.Revision[:7]+" "+reason)
+}
+
+func TestTheReporterHearsOfEveryPassButNotOfUnchangedStalledOnes(t *testing.T) {
+	w := newWorld(t)
+	rep := &recordingReporter{}
+	w.rec.reporter = rep
+	repo := w.push("alice/web", webV1)
+	good := w.mustReconcile(repo).Revision[:7]
+	bad := w.push("alice/web", "version: 2\n")
+	_, _ = w.reconcile(bad)
+	_, _ = w.reconcile(bad)
+	head, _ := w.rec.git.Head(context.Background(), repo.URL, "main")
+	want := []string{"started alice/web " + good, "finished alice/web " + good + " Ready",
+		"started alice/web " + head[:7], "finished alice/web " + head[:7] + " ValidationFailed"}
+	if !slices.Equal(rep.events, want) {
+		t.Errorf("got %q\nwant %q", rep.events, want)
+	}
+}

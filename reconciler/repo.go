@@ -22,6 +22,10 @@ type Repo struct {
 	// URL and Branch say where to read it.
 	URL    string
 	Branch string
+	// Revision, when set, pins the commit to read instead of the branch
+	// head: a merge request's plan reads the MR's head from its source
+	// branch while Key and Owner stay the target repo's.
+	Revision string
 }
 
 // Repos lists the repos of a server config's sources, ordered by key. A

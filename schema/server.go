@@ -60,6 +60,32 @@ type Sources struct {
 	// Dirs are folders laid out as <root>/<owner>/<repo>, each repo a git
 	// repository; the owner is the first folder under the root.
 	Dirs []DirSource `yaml:"dirs,omitempty"`
+	// GitLab discovers every project with a wm.yaml under some groups.
+	GitLab *GitLabSource `yaml:"gitlab,omitempty"`
+}
+
+// GitLabSource is the department GitLab.
+type GitLabSource struct {
+	// URL is GitLab's base URL, such as https://gitlab.example.edu.
+	URL string `yaml:"url"`
+	// TokenFile holds an access token with read_api and read_repository
+	// (and api, to post commit statuses and merge request notes).
+	TokenFile string `yaml:"tokenFile"`
+	// Groups are the full paths of the groups whose projects (subgroups
+	// included) are students' repos.
+	Groups []string `yaml:"groups"`
+	// Topic, when set, keeps only projects with this topic.
+	Topic string `yaml:"topic"`
+	// OwnerSegment says which path segment below the group is the owner:
+	// 1 (the default) makes "students/alice/web" alice's. Projects with
+	// too few segments, or whose segment is not an account name, are
+	// skipped and reported.
+	OwnerSegment int `yaml:"ownerSegment"`
+	// DiscoverInterval is how often the groups are listed again.
+	DiscoverInterval Duration `yaml:"discoverInterval"`
+	// DashboardURL, when set, is the target of commit statuses:
+	// <dashboardURL>/repos/<project path>.
+	DashboardURL string `yaml:"dashboardURL"`
 }
 
 // RepoSource is one repo of the static list.
@@ -171,6 +197,9 @@ type PortRange struct {
 type Webhook struct {
 	// SecretFile holds the secret GitLab sends as X-Gitlab-Token.
 	SecretFile string `yaml:"secretFile"`
+	// SigningTokenFile, when set, holds GitLab's signing token
+	// ("whsec_..."): deliveries must then also carry a valid signature.
+	SigningTokenFile string `yaml:"signingTokenFile"`
 }
 
 // Duration is a time.Duration written as "30s", "5m" or "1h".
@@ -284,6 +313,15 @@ func (c *ServerConfig) applyDefaults() {
 		}
 		c.Docker.Hosts = []DockerHost{{Name: "local", Endpoint: endpoint}}
 	}
+	if g := c.Sources.GitLab; g != nil {
+		if g.OwnerSegment == 0 {
+			g.OwnerSegment = 1
+		}
+		if g.DiscoverInterval == 0 {
+			g.DiscoverInterval = Duration(5 * time.Minute)
+		}
+		g.URL = strings.TrimRight(g.URL, "/")
+	}
 	if k := c.Kubernetes; k != nil {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
@@ -325,6 +363,33 @@ func (c *ServerConfig) validate(report reporter) {
 	for i, d := range c.Sources.Dirs {
 		if d.Root == "" {
 			report(fmt.Sprintf("sources.dirs[%d].root", i), false, "is required")
+		}
+	}
+	if g := c.Sources.GitLab; g != nil {
+		if u, err := url.Parse(g.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			report("sources.gitlab.url", false, "%s is not a GitLab URL such as https://gitlab.example.edu", quote(g.URL))
+		}
+		if g.TokenFile == "" {
+			report("sources.gitlab.tokenFile", false, "is required: a file holding an access token")
+		}
+		if len(g.Groups) == 0 {
+			report("sources.gitlab.groups", false, "is required: the groups whose projects are students' repos")
+		}
+		for i, grp := range g.Groups {
+			if grp == "" || strings.HasPrefix(grp, "/") || strings.HasSuffix(grp, "/") {
+				report(fmt.Sprintf("sources.gitlab.groups[%d]", i), false, "%s is not a group path such as students/2026", quote(grp))
+			}
+		}
+		if g.OwnerSegment < 1 || g.OwnerSegment > 10 {
+			report("sources.gitlab.ownerSegment", false, "%d is not a path segment number (1-10)", g.OwnerSegment)
+		}
+		if g.DiscoverInterval.Std() < 10*time.Second {
+			report("sources.gitlab.discoverInterval", false, "%v is too short: at least 10s", g.DiscoverInterval.Std())
+		}
+		if g.DashboardURL != "" {
+			if u, err := url.Parse(g.DashboardURL); err != nil || u.Scheme == "" || u.Host == "" {
+				report("sources.gitlab.dashboardURL", false, "%s is not a URL", quote(g.DashboardURL))
+			}
 		}
 	}
 	seenHost := map[string]int{}
@@ -447,6 +512,10 @@ func (c *ServerConfig) resolvePaths(dir string) {
 	abs(&c.StateDir)
 	abs(&c.ArtifactsDir)
 	abs(&c.Webhook.SecretFile)
+	abs(&c.Webhook.SigningTokenFile)
+	if c.Sources.GitLab != nil {
+		abs(&c.Sources.GitLab.TokenFile)
+	}
 	abs(&c.Registry.PasswordFile)
 	if c.Kubernetes != nil {
 		abs(&c.Kubernetes.Kubeconfig)

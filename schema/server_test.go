@@ -90,10 +90,11 @@ func TestRelativePathsResolveAgainstTheConfigFilesFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := `stateDir: state
-webhook: {secretFile: secret}
+webhook: {secretFile: secret, signingTokenFile: signing}
 registry: {host: "127.0.0.1:5000", username: ci, passwordFile: ../pw}
 kubernetes: {kubeconfig: kube/config}
 sources:
+  gitlab: {url: "https://gitlab.example.edu/", tokenFile: gitlab-token, groups: [students]}
   repos:
     - {url: ../git/alice-web.git, owner: alice}
     - {url: "https://gitlab.example.edu/bob/ml.git", owner: bob, branch: trunk}
@@ -118,6 +119,9 @@ sources:
 		{"branch default", c.Sources.Repos[0].Branch, "main"},
 		{"branch given", c.Sources.Repos[1].Branch, "trunk"},
 		{"namespace prefix default", c.Kubernetes.NamespacePrefix, "wm-"},
+		{"gitlab token", c.Sources.GitLab.TokenFile, filepath.Join(etc, "gitlab-token")},
+		{"gitlab url without a trailing slash", c.Sources.GitLab.URL, "https://gitlab.example.edu"},
+		{"signing token", c.Webhook.SigningTokenFile, filepath.Join(etc, "signing")},
 		{"gpu resource default", c.Kubernetes.GPUResource, "nvidia.com/gpu"},
 	} {
 		if ch.got != ch.want {
@@ -168,6 +172,12 @@ func TestBadServerConfigsNameLineAndField(t *testing.T) {
 			`s.yaml:1:26: policy.quota.memory: "lots" is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G`},
 		{"the prune limit is a percentage", "policy: {maxPrunePercent: 150}\n",
 			`s.yaml:1:27: policy.maxPrunePercent: 150 is not a percentage (0-100)`},
+		{"a gitlab source needs its url, token and groups", "sources:\n  gitlab: {url: gitlab.example.edu}\n",
+			"s.yaml:2:11: sources.gitlab.tokenFile: is required: a file holding an access token\n" +
+				"s.yaml:2:11: sources.gitlab.groups: is required: the groups whose projects are students' repos\n" +
+				`s.yaml:2:17: sources.gitlab.url: "gitlab.example.edu" is not a GitLab URL such as https://gitlab.example.edu`},
+		{"a gitlab group is a path", "sources:\n  gitlab: {url: \"https://g\", tokenFile: t, groups: [/students/]}\n",
+			`s.yaml:2:53: sources.gitlab.groups[0]: "/students/" is not a group path such as students/2026`},
 		{"listen is host and port", "listen: localhost\n",
 			`s.yaml:1:9: listen: "localhost" is not host:port, such as 127.0.0.1:8080`},
 	} {
