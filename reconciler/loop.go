@@ -34,6 +34,10 @@ type Loop struct {
 
 	mu    sync.Mutex
 	repos map[string]Repo
+	// expect holds, per repo, a commit a webhook announced and how many
+	// passes have not seen it yet: a webhook can arrive before the pushed
+	// commit is visible to a fetch.
+	expect map[string]expectation
 	// OnResult, when set, is told every pass's outcome (for metrics and
 	// status reporting).
 	OnResult func(Result, error)
@@ -50,7 +54,68 @@ func NewLoop(p Passer, discover func() ([]Repo, error), interval, jitter time.Du
 		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(backoff, workqueue.TypedRateLimitingQueueConfig[string]{Name: "repos"}),
 		backoff: backoff,
 		repos:   map[string]Repo{},
+		expect:  map[string]expectation{},
 	}
+}
+
+type expectation struct {
+	rev    string
+	misses int
+}
+
+// ExpectRetries bounds how often a pass is repeated, ExpectDelay apart,
+// waiting for an announced commit to become visible.
+const (
+	ExpectRetries = 10
+	ExpectDelay   = time.Second
+)
+
+// TriggerRevision is Trigger for a webhook that announced rev: when the
+// pass does not see rev at the branch head yet, the repo is queued again
+// shortly, up to ExpectRetries times.
+func (l *Loop) TriggerRevision(key, rev string) bool {
+	l.mu.Lock()
+	_, ok := l.repos[key]
+	if ok {
+		l.expect[key] = expectation{rev: rev}
+	}
+	l.mu.Unlock()
+	if ok {
+		l.queue.Add(key)
+	}
+	return ok
+}
+
+// Rediscover lists the repos again now, as after a system hook.
+func (l *Loop) Rediscover() { l.rediscover() }
+
+// Known reports whether key is among the discovered repos.
+func (l *Loop) Known(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.repos[key]
+	return ok
+}
+
+// recheck says whether the repo must be passed again soon because an
+// announced commit was not visible yet.
+func (l *Loop) recheck(key, seen string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.expect[key]
+	if !ok {
+		return false
+	}
+	if e.rev == seen || e.misses+1 >= ExpectRetries {
+		delete(l.expect, key)
+		if e.rev != seen {
+			l.log.Warn("announced commit never became visible", "repo", key, "revision", e.rev)
+		}
+		return false
+	}
+	e.misses++
+	l.expect[key] = e
+	return true
 }
 
 // Trigger asks for a pass of the repo with key now; it is a no-op for an
@@ -137,6 +202,9 @@ func (l *Loop) processNext(ctx context.Context) bool {
 		l.OnResult(res, err)
 	}
 	next := l.interval + l.randJitter()
+	if l.recheck(key, res.Revision) {
+		next = ExpectDelay
+	}
 	switch outcome, reason := Classify(err); {
 	case err == nil:
 		l.queue.Forget(key)

@@ -119,6 +119,39 @@ func TestShutdownLetsThePassUnderWayFinish(t *testing.T) {
 	}
 }
 
+// headPasser reports a head that becomes the announced one after a few
+// passes, as a git server that is slow to show a push.
+type headPasser struct {
+	*countingPasser
+	visibleAfter int
+}
+
+func (h *headPasser) Reconcile(ctx context.Context, repo Repo) (Result, error) {
+	res, err := h.countingPasser.Reconcile(ctx, repo)
+	res.Revision = "old"
+	if h.count(repo.Key) > h.visibleAfter {
+		res.Revision = "new"
+	}
+	return res, err
+}
+
+func TestAnAnnouncedCommitNotYetVisibleIsLookedForAgainShortly(t *testing.T) {
+	h := &headPasser{countingPasser: newCounting(0), visibleAfter: 2}
+	l := NewLoop(h, repos("a/x"), time.Hour, 0, 1, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	waitFor(t, "the first pass", func() bool { return h.count("a/x") == 1 })
+	l.TriggerRevision("a/x", "new")
+	waitFor(t, "the announced commit", func() bool { return h.count("a/x") == 3 })
+	time.Sleep(2 * ExpectDelay)
+	cancel()
+	<-done
+	if n := h.count("a/x"); n != 3 {
+		t.Errorf("%d passes: want 3 (poll, trigger, one retry that saw the commit)", n)
+	}
+}
+
 func TestAFailedPassIsRetriedWithBackoff(t *testing.T) {
 	p := newCounting(0)
 	p.err = context.DeadlineExceeded // transient

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
@@ -41,6 +43,21 @@ type runtime struct {
 	store   *store.Store
 	engines []*docker.Engine
 	rec     *reconciler.Reconciler
+	// gitlab is set when the config has a GitLab source.
+	gitlab *gitlab.Service
+}
+
+// readSecret reads a secret from a file, without surrounding space.
+func readSecret(what, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s %s is empty", what, path)
+	}
+	return s, nil
 }
 
 // newRuntime connects to the Docker hosts, opens the state store and
@@ -68,14 +85,34 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 		}))
 	}
 	if cfg.Registry.PasswordFile != "" {
-		pw, err := os.ReadFile(cfg.Registry.PasswordFile)
+		pw, err := readSecret("registry.passwordFile", cfg.Registry.PasswordFile)
 		if err != nil {
 			rt.Close()
-			return nil, fmt.Errorf("read registry.passwordFile: %w", err)
+			return nil, err
 		}
-		opts = append(opts, reconciler.WithRegistryAuth(&docker.Auth{Username: cfg.Registry.Username, Password: strings.TrimSpace(string(pw))}))
+		opts = append(opts, reconciler.WithRegistryAuth(&docker.Auth{Username: cfg.Registry.Username, Password: pw}))
 	}
-	git := gitsource.New(filepath.Join(cfg.StateDir, "git"))
+	cache := filepath.Join(cfg.StateDir, "git")
+	var git reconciler.GitSource = gitsource.New(cache)
+	if g := cfg.Sources.GitLab; g != nil {
+		token, err := readSecret("sources.gitlab.tokenFile", g.TokenFile)
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		client, err := gitlab.New(*g, token, nil, log)
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		rt.gitlab = gitlab.NewService(client, *g, cfg.Policy.Quota, log)
+		opts = append(opts, reconciler.WithReporter(rt.gitlab.Reporter()))
+		// The token goes to GitLab's own URLs only.
+		git = reconciler.GitRouter{
+			Routes:  []reconciler.GitRoute{{Prefix: g.URL + "/", Source: gitsource.New(cache, gitsource.WithBasicAuth("oauth2", token))}},
+			Default: git,
+		}
+	}
 	rt.rec, err = reconciler.New(cfg, git, engines, st, opts...)
 	if err != nil {
 		rt.Close()
@@ -84,14 +121,24 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 	return rt, nil
 }
 
-// repos lists the repos of the config's sources, warning about skipped
-// ones on log.
+// repos lists the repos of every source of the config: the static list,
+// the folders and GitLab. Any source failing fails the listing, so that a
+// caller never takes a partial list for the whole.
 func (rt *runtime) repos(log *slog.Logger) ([]reconciler.Repo, error) {
 	repos, skipped, err := reconciler.Repos(rt.cfg)
 	for _, s := range skipped {
 		log.Warn("repo skipped", "why", s)
 	}
-	return repos, err
+	if err != nil || rt.gitlab == nil {
+		return repos, err
+	}
+	more, err := rt.gitlab.Repos()
+	if err != nil {
+		return nil, err
+	}
+	repos = append(repos, more...)
+	slices.SortFunc(repos, func(a, b reconciler.Repo) int { return strings.Compare(a.Key, b.Key) })
+	return repos, nil
 }
 
 // Close releases the store and the engine connections.

@@ -10,12 +10,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/webhook"
 )
 
 // statusPath is where wm serve answers with every repo's state as JSON.
@@ -52,23 +58,43 @@ SIGTERM or SIGINT lets the passes under way finish, then exits.`,
 	return cmd
 }
 
-// serveLoop runs the poll loop, and the HTTP API when ln is not nil,
-// until ctx is done.
+// serveLoop runs the poll loop, the GitLab service when configured, and
+// the HTTP API when ln is not nil, until ctx is done.
 func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ln net.Listener) error {
 	log := newLogger(cmd.ErrOrStderr(), false)
 	discover := func() ([]reconciler.Repo, error) { return rt.repos(log) }
 	loop := reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	passes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wm_passes_total", Help: "Reconcile passes by outcome (Ready, NotReady, Waiting, Stalled, Transient).",
+	}, []string{"outcome"})
+	reg.MustRegister(passes)
 	loop.OnResult = func(res reconciler.Result, err error) {
 		if err != nil {
 			outcome, reason := reconciler.Classify(err)
+			passes.WithLabelValues(outcome.String()).Inc()
 			log.Info("pass", "repo", res.Repo.Key, "revision", shortRev(res.Revision), "outcome", outcome.String(), "reason", reason)
 			return
 		}
+		passes.WithLabelValues(map[bool]string{true: "Ready", false: "NotReady"}[res.Ready]).Inc()
 		log.Info("pass", "repo", res.Repo.Key, "revision", shortRev(res.Revision), "ready", res.Ready, "result", res.Message)
+	}
+	var dispatcher webhook.Dispatcher = localDispatcher{loop}
+	var background sync.WaitGroup
+	if rt.gitlab != nil {
+		rt.gitlab.Connect(rt.rec, loop)
+		dispatcher = rt.gitlab
+		background.Go(func() { rt.gitlab.Run(ctx) })
 	}
 	var srv *http.Server
 	if ln != nil {
-		srv = &http.Server{Handler: apiHandler(rt), ReadHeaderTimeout: 5 * time.Second}
+		mux, err := apiHandler(rt, dispatcher, reg, log)
+		if err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
+			return exitError{exitInvalid}
+		}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server stopped", "err", err)
@@ -77,6 +103,7 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ln net.List
 		log.Info("serving", "address", ln.Addr().String())
 	}
 	loop.Run(ctx)
+	background.Wait()
 	if srv != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -86,9 +113,44 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ln net.List
 	return nil
 }
 
-// apiHandler serves the health and status endpoints.
-func apiHandler(rt *runtime) http.Handler {
+// localDispatcher triggers passes for pushes when repos do not come from
+// GitLab discovery (a static list or folders) but GitLab still sends
+// project hooks: the project path is the repo key.
+type localDispatcher struct{ loop *reconciler.Loop }
+
+func (d localDispatcher) Dispatch(_ context.Context, e any) {
+	if p, ok := e.(webhook.Push); ok && p.OnDefaultBranch() && !p.Deleted() {
+		d.loop.TriggerRevision(strings.ToLower(p.Project), p.After)
+	}
+}
+
+// apiHandler serves the webhook, health, metrics and status endpoints.
+func apiHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
+	if path := rt.cfg.Webhook.SecretFile; path != "" {
+		secret, err := readSecret("webhook.secretFile", path)
+		if err != nil {
+			return nil, err
+		}
+		cfg := webhook.Config{Secret: []byte(secret)}
+		if sp := rt.cfg.Webhook.SigningTokenFile; sp != "" {
+			raw, err := readSecret("webhook.signingTokenFile", sp)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.SigningSecret, err = webhook.ParseSigningSecret(raw); err != nil {
+				return nil, fmt.Errorf("webhook.signingTokenFile: %w", err)
+			}
+		}
+		h, err := webhook.NewHandler(cfg, d, reg)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/hooks/gitlab", h)
+	} else {
+		log.Info("no webhook.secretFile: POST /hooks/gitlab is off, repos are polled only")
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -101,14 +163,14 @@ func apiHandler(rt *runtime) http.Handler {
 		}
 		repos, err := rt.store.Repos()
 		if err != nil {
-			slog.Error("status", "err", err)
+			log.Error("status", "err", err)
 			http.Error(w, "cannot read state", http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(repos)
 	})
-	return mux
+	return mux, nil
 }
 
 // fromLoopback reports whether a request comes from this machine.

@@ -1,0 +1,72 @@
+package gitlab
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/schema"
+)
+
+// PlanMarker starts every plan note; it is how the note is found again to
+// be edited in place. GitLab renders it as nothing.
+const PlanMarker = "<!-- whalemountain-plan -->"
+
+var actionIcons = map[reconciler.ActionKind]string{
+	reconciler.ActionCreate: "➕", reconciler.ActionRecreate: "🔁", reconciler.ActionStart: "▶️",
+	reconciler.ActionStop: "⏹️", reconciler.ActionRemove: "➖",
+}
+
+// RenderPlan writes the Markdown of a merge request's plan note: what
+// merging would create, recreate, start, stop and remove, the quota it
+// would use, or every problem that keeps the commit from being rolled out.
+func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Quota) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n### WhaleMountain plan for %s\n\n", PlanMarker, code(short(res.Revision)))
+	if err != nil {
+		outcome, reason := reconciler.Classify(err)
+		fmt.Fprintf(&b, "**This commit cannot be rolled out** (%s, %s):\n\n```\n%s\n```\n", outcome, reason, strings.TrimSpace(err.Error()))
+		fmt.Fprintf(&b, "\nNothing is applied from a merge request.\n")
+		return b.String()
+	}
+	if len(res.Plan.Actions) == 0 {
+		fmt.Fprintf(&b, "Merging would change nothing: %d container(s) stay as they are.\n", res.Plan.Unchanged)
+	} else {
+		fmt.Fprintf(&b, "Merging into %s would:\n\n| | action | container | host | image | ports |\n|---|---|---|---|---|---|\n", code(branch))
+		for _, a := range res.Plan.Actions {
+			image, ports := "", ""
+			if a.Spec != nil {
+				image = code(a.Spec.Image)
+				var ps []string
+				for _, p := range a.Spec.Ports {
+					host := "new"
+					if p.Host != 0 {
+						host = fmt.Sprint(p.Host)
+					}
+					ps = append(ps, fmt.Sprintf("%d → %s", p.Guest, host))
+				}
+				ports = strings.Join(ps, ", ")
+				if !a.Spec.Running && a.Kind != reconciler.ActionStop {
+					ports += " (stopped)"
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", actionIcons[a.Kind], a.Kind, code(a.Name), a.Host, image, ports)
+		}
+		if res.Plan.Unchanged > 0 {
+			fmt.Fprintf(&b, "\n%d other container(s) stay as they are.\n", res.Plan.Unchanged)
+		}
+		if res.HeldRemovals > 0 {
+			fmt.Fprintf(&b, "\n⚠️ %d removal(s) would be held by the prune limit until an admin allows them.\n", res.HeldRemovals)
+		}
+	}
+	u := res.OwnerUsage
+	fmt.Fprintf(&b, "\n**Quota** (all your repos, with this one as merged): %d of %d containers, %d of %d GPUs, %g of %g CPUs, %s of %s memory.\n",
+		u.Containers, quota.Containers, u.GPUs, quota.GPUs, u.CPUs, quota.CPUs,
+		resource.NewQuantity(u.MemoryBytes, resource.BinarySI), quota.Memory)
+	fmt.Fprintf(&b, "\nNothing is applied from a merge request; merging rolls this out.\n")
+	return b.String()
+}
+
+func code(s string) string { return "`" + strings.ReplaceAll(s, "`", "'") + "`" }

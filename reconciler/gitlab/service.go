@@ -1,0 +1,320 @@
+package gitlab
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	gl "gitlab.com/gitlab-org/api/client-go"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/webhook"
+	"github.com/whalemountain/wm/schema"
+)
+
+// Loop is what Service needs of the reconcile loop; *reconciler.Loop is one.
+type Loop interface {
+	TriggerRevision(key, rev string) bool
+	Rediscover()
+	Known(key string) bool
+}
+
+// Planner is what Service needs of the reconciler.
+type Planner interface {
+	Plan(ctx context.Context, repo reconciler.Repo) (reconciler.Result, error)
+	Retire(ctx context.Context, repo reconciler.Repo) (reconciler.Result, error)
+}
+
+// mrKey names one merge request.
+type mrKey struct {
+	project string // path_with_namespace, lower case
+	iid     int64
+}
+
+// Service runs WhaleMountain's side of GitLab: it keeps the list of
+// discovered projects, turns webhook events into work, posts plans on
+// merge requests and retires repos GitLab says are gone. It implements
+// webhook.Dispatcher without ever blocking: the work is done by Run.
+type Service struct {
+	client   *Client
+	cfg      schema.GitLabSource
+	quota    schema.Quota
+	log      *slog.Logger
+	reporter *Reporter
+
+	mu       sync.Mutex
+	rec      Planner
+	loop     Loop
+	projects map[string]Project // by key
+	byID     map[int64]string   // project id → key
+	listed   time.Time
+	stale    bool
+
+	jobs   chan func(context.Context)
+	plans  workqueue.TypedInterface[mrKey]
+	runCtx context.Context
+}
+
+var _ webhook.Dispatcher = (*Service)(nil)
+
+// NewService returns the GitLab service; Connect must be called before
+// Run or Dispatch.
+func NewService(client *Client, cfg schema.GitLabSource, quota schema.Quota, log *slog.Logger) *Service {
+	s := &Service{
+		client: client, cfg: cfg, quota: quota, log: log,
+		projects: map[string]Project{}, byID: map[int64]string{}, stale: true,
+		jobs:   make(chan func(context.Context), 256),
+		plans:  workqueue.NewTyped[mrKey](),
+		runCtx: context.Background(),
+	}
+	s.reporter = NewReporter(client, cfg.DashboardURL, s.path, log)
+	return s
+}
+
+// Reporter is the commit status reporter to give the reconciler.
+func (s *Service) Reporter() *Reporter { return s.reporter }
+
+// Connect gives the service the reconciler it plans and retires with and
+// the loop webhooks trigger. (They are built after the service, since the
+// reconciler reports through the service's Reporter.)
+func (s *Service) Connect(rec Planner, l Loop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rec, s.loop = rec, l
+}
+
+func (s *Service) path(key string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.projects[key]
+	return p.Path, ok
+}
+
+// Repos lists the discovered projects as repos, listing GitLab again when
+// the last listing is older than the discover interval. When GitLab cannot
+// be listed the error is returned, and the loop keeps the repos it knows.
+func (s *Service) Repos() ([]reconciler.Repo, error) {
+	s.mu.Lock()
+	due := s.stale || time.Since(s.listed) >= s.cfg.DiscoverInterval.Std()
+	ctx := s.runCtx
+	s.mu.Unlock()
+	if due {
+		if err := s.refresh(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repos := make([]reconciler.Repo, 0, len(s.projects))
+	for _, p := range s.projects {
+		repos = append(repos, p.Repo())
+	}
+	return repos, nil
+}
+
+// refresh lists GitLab and takes the result for the truth. A project seen
+// under a new path (same id: renamed or transferred) has its old repo
+// retired first, so that its containers move to the new owner or name.
+func (s *Service) refresh(ctx context.Context) error {
+	projects, skipped, err := s.client.Discover(ctx)
+	if err != nil {
+		return err
+	}
+	for _, why := range skipped {
+		s.log.Debug("project skipped", "why", why)
+	}
+	var moved []Project
+	next := make(map[string]Project, len(projects))
+	byID := make(map[int64]string, len(projects))
+	s.mu.Lock()
+	for _, p := range projects {
+		key := p.Repo().Key
+		if old, ok := s.byID[p.ID]; ok && old != key {
+			moved = append(moved, s.projects[old])
+		}
+		next[key], byID[p.ID] = p, key
+	}
+	s.mu.Unlock()
+	for _, old := range moved {
+		s.retire(ctx, old)
+	}
+	s.mu.Lock()
+	s.projects, s.byID, s.listed, s.stale = next, byID, time.Now(), false
+	s.mu.Unlock()
+	return nil
+}
+
+// retire removes what a project that GitLab says is gone had applied.
+func (s *Service) retire(ctx context.Context, p Project) {
+	res, err := s.rec.Retire(ctx, p.Repo())
+	if err != nil {
+		s.log.Warn("retiring a moved or deleted repo failed", "repo", p.Repo().Key, "err", err)
+		return
+	}
+	s.log.Info("retired", "repo", p.Repo().Key, "result", res.Message)
+}
+
+// Dispatch takes a webhook event; it never blocks.
+func (s *Service) Dispatch(_ context.Context, e any) {
+	switch e := e.(type) {
+	case webhook.Push:
+		if !e.OnDefaultBranch() || e.Deleted() {
+			return
+		}
+		key := strings.ToLower(e.Project)
+		s.enqueue(func(ctx context.Context) { s.push(ctx, key, e.After) })
+	case webhook.MergeRequest:
+		if e.WantsPlan() {
+			s.plans.Add(mrKey{strings.ToLower(e.Project), int64(e.IID)})
+		}
+	case webhook.ProjectChange:
+		s.enqueue(func(ctx context.Context) { s.projectChanged(ctx, e) })
+	}
+}
+
+func (s *Service) enqueue(job func(context.Context)) {
+	select {
+	case s.jobs <- job:
+	default:
+		s.log.Warn("webhook work queue full; the next poll will catch up")
+	}
+}
+
+// push says the commit is queued and triggers the repo's pass, which
+// looks again shortly when the commit is not visible yet.
+func (s *Service) push(ctx context.Context, key, sha string) {
+	s.mu.Lock()
+	l := s.loop
+	_, known := s.projects[key]
+	s.mu.Unlock()
+	if !known {
+		// A new project, or one that just got its wm.yaml.
+		s.markStale()
+		l.Rediscover()
+	}
+	if l.TriggerRevision(key, sha) {
+		s.reporter.Pending(ctx, key, sha)
+	}
+}
+
+// projectChanged follows a system hook: the old path of a destroyed,
+// renamed or transferred project is retired, and GitLab is listed again.
+func (s *Service) projectChanged(ctx context.Context, e webhook.ProjectChange) {
+	gone := ""
+	switch e.EventName {
+	case "project_destroy":
+		gone = e.Project
+	case "project_rename", "project_transfer":
+		gone = e.OldProject
+	}
+	if gone != "" {
+		s.mu.Lock()
+		p, ok := s.projects[strings.ToLower(gone)]
+		if ok {
+			delete(s.projects, strings.ToLower(gone))
+			delete(s.byID, p.ID)
+		}
+		s.mu.Unlock()
+		if ok {
+			s.retire(ctx, p)
+		}
+	}
+	s.markStale()
+	s.mu.Lock()
+	l := s.loop
+	s.mu.Unlock()
+	l.Rediscover()
+}
+
+func (s *Service) markStale() {
+	s.mu.Lock()
+	s.stale = true
+	s.mu.Unlock()
+}
+
+// Run does the work webhooks ask for until ctx is done.
+func (s *Service) Run(ctx context.Context) {
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for s.planNext(ctx) {
+		}
+	})
+	go func() {
+		<-ctx.Done()
+		s.plans.ShutDownWithDrain()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case job := <-s.jobs:
+			job(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// planNext plans one merge request.
+func (s *Service) planNext(ctx context.Context) bool {
+	k, shutdown := s.plans.Get()
+	if shutdown {
+		return false
+	}
+	defer s.plans.Done(k)
+	if err := s.planMR(context.WithoutCancel(ctx), k); err != nil {
+		s.log.Warn("merge request not planned", "project", k.project, "iid", k.iid, "err", err)
+	}
+	return true
+}
+
+// planMR computes what merging the MR would change and writes it in the
+// MR's plan note and its whalemountain/plan status. Nothing is applied.
+func (s *Service) planMR(ctx context.Context, k mrKey) error {
+	s.mu.Lock()
+	p, ok := s.projects[k.project]
+	s.mu.Unlock()
+	if !ok {
+		return nil // not a student repo WhaleMountain knows
+	}
+	mr, err := s.client.GetMergeRequest(ctx, p.Path, k.iid)
+	if err != nil || mr.State != "opened" || mr.SHA == "" {
+		return err
+	}
+	repo := p.Repo()
+	repo.Branch, repo.Revision = mr.SourceBranch, mr.SHA
+	if mr.SourceProjectID != p.ID {
+		if repo.URL, err = s.client.ProjectHTTPURL(ctx, mr.SourceProjectID); err != nil {
+			return err
+		}
+	}
+	res, perr := s.rec.Plan(ctx, repo)
+	res.Revision = mr.SHA
+	if err := s.client.UpsertNote(ctx, p.Path, k.iid, PlanMarker, RenderPlan(res, perr, p.DefaultBranch, s.quota)); err != nil {
+		return err
+	}
+	state, desc := planStatus(res, perr)
+	return s.client.SetStatus(ctx, p.Path, mr.SHA, PlanStatusName, state, desc, "")
+}
+
+// planStatus is the whalemountain/plan status of a plan.
+func planStatus(res reconciler.Result, err error) (gl.BuildStateValue, string) {
+	if err == nil {
+		n := len(res.Plan.Actions)
+		if n == 0 {
+			return StateSuccess, "plan: no changes"
+		}
+		return StateSuccess, fmt.Sprintf("plan: %d change(s) on merge, see the plan note", n)
+	}
+	state, desc := StatusOf(res, err)
+	if state == StateRunning {
+		state = StateFailed
+	}
+	return state, "plan: " + desc
+}
