@@ -293,6 +293,8 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 		return stalled("BranchNotFound", "branch %s not found in %s", p.repo.Branch, gitsource.ScrubURL(p.repo.URL))
 	case errors.Is(err, gitsource.ErrUnreachable):
 		return waiting("SourceUnreachable", "cannot reach the repo; everything stays as it is: %v", err)
+	case errors.Is(err, gitsource.ErrRepoNotFound), errors.Is(err, gitsource.ErrAccessDenied):
+		return stalled("RepoNotAccessible", "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
 	case err != nil:
 		return fmt.Errorf("read branch head: %w", err)
 	}
@@ -322,6 +324,13 @@ func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 		return stalled("NoWmYaml", "no %s at %s: nothing was changed (to remove everything, commit a %s with only \"version: 1\")", WmFile, short(p.rev), WmFile)
 	case errors.Is(err, gitsource.ErrTooLarge):
 		// Parse reports the size with its usual message.
+	case errors.Is(err, gitsource.ErrRevisionNotFound):
+		// Force-pushed away, or announced before it could be fetched.
+		return waiting("RevisionNotVisible", "commit %s cannot be fetched (yet); everything stays as it is", short(p.rev))
+	case errors.Is(err, gitsource.ErrUnreachable):
+		return waiting("SourceUnreachable", "cannot reach the repo; everything stays as it is: %v", err)
+	case errors.Is(err, gitsource.ErrRepoNotFound), errors.Is(err, gitsource.ErrAccessDenied):
+		return stalled("RepoNotAccessible", "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
 	case err != nil:
 		return fmt.Errorf("read %s: %w", WmFile, err)
 	}

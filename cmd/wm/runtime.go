@@ -93,7 +93,8 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 		opts = append(opts, reconciler.WithRegistryAuth(&docker.Auth{Username: cfg.Registry.Username, Password: pw}))
 	}
 	cache := filepath.Join(cfg.StateDir, "git")
-	var git reconciler.GitSource = gitsource.New(cache)
+	// One Source per cache folder: each keeps its own per-repo locks.
+	var git reconciler.GitSource = gitsource.New(filepath.Join(cache, "plain"))
 	if g := cfg.Sources.GitLab; g != nil {
 		token, err := readSecret("sources.gitlab.tokenFile", g.TokenFile)
 		if err != nil {
@@ -109,7 +110,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 		opts = append(opts, reconciler.WithReporter(rt.gitlab.Reporter()))
 		// The token goes to GitLab's own URLs only.
 		git = reconciler.GitRouter{
-			Routes:  []reconciler.GitRoute{{Prefix: g.URL + "/", Source: gitsource.New(cache, gitsource.WithBasicAuth("oauth2", token))}},
+			Routes:  []reconciler.GitRoute{{Prefix: g.URL + "/", Source: gitsource.New(filepath.Join(cache, "gitlab"), gitsource.WithBasicAuth("oauth2", token))}},
 			Default: git,
 		}
 	}

@@ -6,85 +6,146 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 )
 
-// BenchmarkNoopPoll measures a poll in which nothing changed, Head on each
-// of 1,000 repos served by git http-backend at 8 workers, beside what
-// bounds it: raw GETs of info/refs at the same concurrency (the server's
-// own limit) and a sequential `git ls-remote` loop (what a naive poller
-// does). It also reports a first pass that fills the cache (Head and
-// ReadFile of wm.yaml on every repo), the growth of the process's peak RSS
-// over that pass and the polls, and the CPU this process spends per repo
-// (a bound on Source's own cost, whatever the server's speed). One op is
-// one poll of all the repos.
+// BenchmarkNoopPoll measures a poll in which nothing changed: Head on each
+// of 1,000 repos at 8 workers, one op being one poll of all of them.
+//
+// The repos are served by git http-backend through net/http/cgi, which
+// forks processes for every request and so bounds any client; beside wm
+// stand raw GETs of info/refs at the same concurrency (that bound) and a
+// sequential `git ls-remote` loop (the naive poller). The same three run
+// again against a replaying front that answers a ref listing it has seen
+// from memory, as a server with no process per request would (GitLab's
+// Gitaly is long-running), to show wm's own ceiling.
+//
+// It also reports a first pass that fills the cache (Head and ReadFile of
+// wm.yaml on every repo) and the growth of the process's peak RSS over that
+// pass and the polls.
 func BenchmarkNoopPoll(b *testing.B) {
 	const repos, workers, cliRepos = 1000, 8, 200
 	root := b.TempDir()
-	base := gittest.Serve(b, root)
-	urls := copies(b, root, repos)
-	for i := range urls {
-		urls[i] = base + "/" + urls[i]
-	}
+	names := copies(b, root, repos)
+	backend := gittest.Handler(b, root)
+	urls := urlsOf(serve(b, backend), names)
+	replayed := urlsOf(serve(b, replay(backend)), names)
 	ctx := b.Context()
+	head := func(src *Source) func(string) error {
+		return func(url string) error { _, err := src.Head(ctx, url, "main"); return err }
+	}
+	client := &http.Client{Transport: keepAlive()}
+	rawGet := func(url string) error { return getInfoRefs(ctx, client, url) }
+	cliLsRemote := func(urls []string) float64 {
+		start := time.Now()
+		for _, url := range urls[:cliRepos] {
+			gittest.Git(b, "", "ls-remote", url, "refs/heads/main")
+		}
+		return float64(cliRepos) / time.Since(start).Seconds()
+	}
 
 	rssBefore := procStatus(b, "VmRSS")
-	peakReset := resetPeakRSS()
+	if !resetPeakRSS() {
+		b.Log("could not reset VmHWM: the RSS growth includes the setup")
+	}
 	src := New(b.TempDir())
-	start := time.Now()
-	pool(b, urls, workers, func(url string) error {
-		head, err := src.Head(ctx, url, "main")
+	cold := rate(b, urls, workers, func(url string) error {
+		rev, err := src.Head(ctx, url, "main")
 		if err == nil {
-			_, err = src.ReadFile(ctx, url, "main", head, "wm.yaml", 64<<10)
+			_, err = src.ReadFile(ctx, url, "main", rev, "wm.yaml", 64<<10)
 		}
 		return err
 	})
-	cold := float64(repos) / time.Since(start).Seconds()
-
-	cpu := selfCPU()
 	for b.Loop() {
-		pool(b, urls, workers, func(url string) error {
-			_, err := src.Head(ctx, url, "main")
-			return err
-		})
+		pool(b, urls, workers, head(src))
 	}
 	wm := float64(b.N*repos) / b.Elapsed().Seconds()
-	wmCPU := float64(selfCPU()-cpu) / float64(time.Microsecond) / float64(b.N*repos)
 	growth := float64(procStatus(b, "VmHWM")-rssBefore) / (1 << 10) // KiB to MiB
-	if !peakReset {
-		b.Log("could not reset VmHWM: the RSS growth includes the setup")
-	}
+	raw := rate(b, urls, workers, rawGet)
+	cli := cliLsRemote(urls)
 
-	client := &http.Client{Transport: keepAlive()}
-	start, cpu = time.Now(), selfCPU()
-	pool(b, urls, workers, func(url string) error { return getInfoRefs(ctx, client, url) })
-	raw := float64(repos) / time.Since(start).Seconds()
-	rawCPU := float64(selfCPU()-cpu) / float64(time.Microsecond) / repos
-
-	start = time.Now()
-	for _, url := range urls[:cliRepos] {
-		gittest.Git(b, "", "ls-remote", url, "refs/heads/main")
-	}
-	cli := float64(cliRepos) / time.Since(start).Seconds()
+	pool(b, replayed, workers, rawGet) // let the front see every listing once
+	replayWM := rate(b, replayed, workers, head(New(b.TempDir())))
+	replayRaw := rate(b, replayed, workers, rawGet)
+	replayCLI := cliLsRemote(replayed)
 
 	b.ReportMetric(wm, "wm-repos/s")
 	b.ReportMetric(raw, "rawget-repos/s")
 	b.ReportMetric(cli, "cli-repos/s")
 	b.ReportMetric(wm/raw, "wm/rawget")
 	b.ReportMetric(wm/cli, "wm/cli")
-	b.ReportMetric(wmCPU, "wm-cpu-us/repo")
-	b.ReportMetric(rawCPU, "rawget-cpu-us/repo")
+	b.ReportMetric(replayWM, "replay-wm-repos/s")
+	b.ReportMetric(replayRaw, "replay-rawget-repos/s")
+	b.ReportMetric(replayCLI, "replay-cli-repos/s")
+	b.ReportMetric(replayWM/replayCLI, "replay-wm/cli")
 	b.ReportMetric(cold, "first-pass-repos/s")
 	b.ReportMetric(growth, "peak-rss-growth-MiB")
+}
+
+// replay answers a ref listing (GET info/refs) from memory once it has
+// read it through h, and passes every other request to h.
+func replay(h http.Handler) http.Handler {
+	var (
+		mu   sync.Mutex
+		seen = make(map[string][]byte)
+	)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/info/refs") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		key := r.URL.RequestURI()
+		mu.Lock()
+		body, ok := seen[key]
+		mu.Unlock()
+		if !ok {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != http.StatusOK {
+				http.Error(w, rec.Body.String(), rec.Code)
+				return
+			}
+			body = rec.Body.Bytes()
+			mu.Lock()
+			seen[key] = body
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(body)
+	})
+}
+
+func serve(b *testing.B, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	b.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func urlsOf(base string, names []string) []string {
+	urls := make([]string, len(names))
+	for i, name := range names {
+		urls[i] = base + "/" + name
+	}
+	return urls
+}
+
+// rate runs fn on every url as pool does and returns the urls done per
+// second.
+func rate(b *testing.B, urls []string, workers int, fn func(url string) error) float64 {
+	b.Helper()
+	start := time.Now()
+	pool(b, urls, workers, fn)
+	return float64(len(urls)) / time.Since(start).Seconds()
 }
 
 // copies makes n bare repos under root, each with one small commit, by
@@ -179,17 +240,6 @@ func procStatus(b *testing.B, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/self/status", field)
 	return 0
-}
-
-// selfCPU is the CPU time this process has used, user and system, its
-// children (the CGI server's git processes) left out. The in-process side
-// of the test server (net/http and net/http/cgi) is counted in.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // resetPeakRSS sets VmHWM back to the current RSS (Linux 4.0 and later),

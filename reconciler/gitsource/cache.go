@@ -29,7 +29,7 @@ const maxPacks = 64
 // the cache lacks it. A failure that may come from a broken cache (any
 // failure but the package's outcomes) empties the cache and tries once more.
 func (s *Source) atRev(ctx context.Context, url, branch, rev string, fn func(*object.Commit) error) error {
-	r, err := s.remote(url)
+	r, err := s.resolve(url)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,8 @@
 // for people ("3f2a9c0d1e7b5a64-alice-web.git"). It can be read with git
 // itself, survives restarts, and may be deleted at any time: it is refilled
 // on demand. Calls on one URL take turns on a per-URL lock, calls on
-// different URLs run in parallel. A read that fails for a reason other than
+// different URLs run in parallel; the locks live in the Source, so a cache
+// folder belongs to one Source at a time. A read that fails for a reason other than
 // the outcomes below (a corrupt pack, a half-written folder) empties that
 // repo's cache and tries once more. Every fetch adds one pack; at 64 packs
 // the cache of that repo is emptied and starts again from one shallow

@@ -82,7 +82,7 @@ func New(cacheDir string, opts ...Option) *Source {
 // info/refs?service=git-upload-pack over HTTP, one git-upload-pack process
 // for file://) and returns the commit sha of refs/heads/<branch>.
 func (s *Source) Head(ctx context.Context, url, branch string) (string, error) {
-	r, err := s.remote(url)
+	r, err := s.resolve(url)
 	if err != nil {
 		return "", err
 	}
@@ -144,10 +144,10 @@ type remote struct {
 	auth transport.AuthMethod
 }
 
-// remote parses url. Credentials in the URL are used as basic auth when no
+// resolve parses url. Credentials in the URL are used as basic auth when no
 // WithBasicAuth was given, and removed from the endpoint so that no go-git
 // message can show them.
-func (s *Source) remote(url string) (*remote, error) {
+func (s *Source) resolve(url string) (*remote, error) {
 	r := &remote{url: ScrubURL(url)}
 	ep, err := transport.NewEndpoint(url)
 	if err != nil { // the parser's message would quote the URL whole
@@ -206,8 +206,11 @@ func readFile(c *object.Commit, name string, maxSize int64) ([]byte, error) {
 		return nil, err
 	}
 	name = strings.TrimPrefix(path.Clean("/"+name), "/")
+	if name == "" {
+		return nil, ErrFileNotFound
+	}
 	entry, err := tree.FindEntry(name)
-	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) || name == "" {
+	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
 		return nil, ErrFileNotFound
 	}
 	if err != nil {
