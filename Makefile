@@ -37,6 +37,10 @@ lint: ## go vet and a gofmt check
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
 
+.PHONY: bench
+bench: ## run the benchmarks (ratios against baselines run side by side)
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./reconciler/gitsource/ ./reconciler/webhook/
+
 .PHONY: fuzz
 fuzz: ## fuzz the wm.yaml parser for FUZZTIME (default 30s)
 	$(GO) test ./schema -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
