@@ -565,3 +565,27 @@ func TestTheReporterHearsOfEveryPassButNotOfUnchangedStalledOnes(t *testing.T) {
 		t.Errorf("got %q\nwant %q", rep.events, want)
 	}
 }
+
+func TestGPUContainersGoToTheHostWithFreeGPUsAndStayThere(t *testing.T) {
+	w := newWorld(t, func(c *schema.ServerConfig) {
+		c.Docker.Hosts = []schema.DockerHost{{Name: "cpu", Endpoint: "unix:///cpu.sock"}, {Name: "gpu", Endpoint: "unix:///gpu.sock", GPUs: 1}}
+		c.Policy.Quota.GPUs = 2
+	})
+	repo := w.push("alice/ml", "version: 1\ncontainers:\n  train: {image: self, gpus: 1}\n  web: {image: self}\n")
+	res := w.mustReconcile(repo)
+	hosts := map[string]string{}
+	for _, a := range res.Plan.Actions {
+		hosts[a.Name] = a.Host
+	}
+	if hosts["alice-train"] != "gpu" {
+		t.Errorf("placement: %v", hosts)
+	}
+	// The only GPU is taken: a second GPU container has nowhere to go.
+	_, err := w.reconcile(w.push("bob/ml", "version: 1\ncontainers:\n  train: {image: self, gpus: 1}\n"))
+	wantReason(t, err, Waiting, "NoCapacity")
+	// A later pass keeps alice's containers where they are.
+	res = w.mustReconcile(repo)
+	if len(res.Plan.Actions) != 0 {
+		t.Errorf("containers moved: %+v", res.Plan.Actions)
+	}
+}
