@@ -42,12 +42,10 @@ type Client struct {
 	log *slog.Logger
 }
 
-// New returns a client for the configured GitLab. httpClient may be nil.
-func New(cfg schema.GitLabSource, token string, httpClient *http.Client, log *slog.Logger) (*Client, error) {
-	opts := []gl.ClientOptionFunc{gl.WithBaseURL(cfg.URL + "/api/v4"), gl.WithCustomRetryMax(2)}
-	if httpClient != nil {
-		opts = append(opts, gl.WithHTTPClient(httpClient))
-	}
+// New returns a client for the configured GitLab; extra client-go options
+// come last (tests shorten the retry backoff with them).
+func New(cfg schema.GitLabSource, token string, log *slog.Logger, extra ...gl.ClientOptionFunc) (*Client, error) {
+	opts := append([]gl.ClientOptionFunc{gl.WithBaseURL(cfg.URL + "/api/v4"), gl.WithCustomRetryMax(2)}, extra...)
 	c, err := gl.NewClient(token, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("gitlab client: %w", err)

@@ -193,8 +193,7 @@ func (s *Service) push(ctx context.Context, key, sha string) {
 	s.mu.Unlock()
 	if !known {
 		// A new project, or one that just got its wm.yaml.
-		s.markStale()
-		l.Rediscover()
+		s.Rediscover()
 	}
 	if l.TriggerRevision(key, sha) {
 		s.reporter.Pending(ctx, key, sha)
@@ -223,17 +222,16 @@ func (s *Service) projectChanged(ctx context.Context, e webhook.ProjectChange) {
 			s.retire(ctx, p)
 		}
 	}
-	s.markStale()
+	s.Rediscover()
+}
+
+// Rediscover lists GitLab again now and has the loop pick up the result.
+func (s *Service) Rediscover() {
 	s.mu.Lock()
+	s.stale = true
 	l := s.loop
 	s.mu.Unlock()
 	l.Rediscover()
-}
-
-func (s *Service) markStale() {
-	s.mu.Lock()
-	s.stale = true
-	s.mu.Unlock()
 }
 
 // Run does the work webhooks ask for until ctx is done.

@@ -1,0 +1,796 @@
+package gitlabtest_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	gogit "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"github.com/go-git/go-git/v5/storage/memory"
+	gitlab "gitlab.com/gitlab-org/api/client-go"
+
+	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
+	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
+)
+
+const token = "glpat-gitlabtest-token"
+
+func TestGroupProjects(t *testing.T) {
+	t.Parallel()
+	t.Run("a group's projects are listed across nested subgroups page by page, 20 unless asked", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		var want []string
+		for i := range 12 {
+			want = append(want, g.AddProject(t, fmt.Sprintf("students/2026/a/p%02d", i)).Path())
+		}
+		for i := range 8 {
+			want = append(want, g.AddProject(t, fmt.Sprintf("students/2026/b/c/q%02d", i)).Path())
+		}
+		for i := range 5 {
+			want = append(want, g.AddProject(t, fmt.Sprintf("students/2026/r%02d", i)).Path())
+		}
+		g.AddProject(t, "students/2025/old")
+		g.AddProject(t, "teachers/exam")
+		c := g.Client(t)
+
+		opt := &gitlab.ListGroupProjectsOptions{
+			ListOptions:      gitlab.ListOptions{PerPage: 10},
+			IncludeSubGroups: gitlab.Ptr(true),
+			OrderBy:          gitlab.Ptr("path"),
+			Sort:             gitlab.Ptr("asc"),
+		}
+		var got []string
+		var sizes []int
+		for page := int64(1); page != 0; {
+			opt.Page = page
+			ps, resp, err := c.Groups.ListGroupProjects("students/2026", opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.TotalItems != 25 || resp.TotalPages != 3 || resp.ItemsPerPage != 10 || resp.CurrentPage != page {
+				t.Fatalf("page %d: total %d, pages %d, per page %d, current %d; want 25, 3, 10, %d",
+					page, resp.TotalItems, resp.TotalPages, resp.ItemsPerPage, resp.CurrentPage, page)
+			}
+			for _, p := range ps {
+				got = append(got, p.PathWithNamespace)
+			}
+			sizes = append(sizes, len(ps))
+			page = resp.NextPage
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) || !slices.Equal(sizes, []int{10, 10, 5}) {
+			t.Fatalf("got %v in pages of %v, want %v in pages of 10, 10, 5", got, sizes, want)
+		}
+
+		// gitlab.Scan follows the Link header's next page, as keyset
+		// pagination would.
+		all, err := gitlab.ScanAndCollect(func(p gitlab.PaginationOptionFunc) ([]*gitlab.Project, *gitlab.Response, error) {
+			return c.Groups.ListGroupProjects(g.AddGroup(t, "students/2026").ID(), &gitlab.ListGroupProjectsOptions{
+				ListOptions: gitlab.ListOptions{PerPage: 7}, IncludeSubGroups: gitlab.Ptr(true),
+			}, p)
+		})
+		if err != nil || len(all) != 25 {
+			t.Fatalf("scanning pages of 7: %d projects, %v; want 25", len(all), err)
+		}
+
+		direct, _, err := c.Groups.ListGroupProjects("students/2026", nil)
+		if err != nil || len(direct) != 5 {
+			t.Fatalf("without include_subgroups: %d projects, %v; want the 5 direct ones", len(direct), err)
+		}
+
+		// Pages hold 20 projects unless asked, never more than 100, newest
+		// first unless asked.
+		ps, resp, err := c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{IncludeSubGroups: gitlab.Ptr(true)})
+		if err != nil || len(ps) != 20 || resp.ItemsPerPage != 20 || resp.NextPage != 2 || resp.TotalItems != 26 {
+			t.Fatalf("default page: %d projects, per page %d, next %d, total %d, %v; want 20, 20, 2, 26",
+				len(ps), resp.ItemsPerPage, resp.NextPage, resp.TotalItems, err)
+		}
+		if ps[0].PathWithNamespace != "students/2025/old" {
+			t.Fatalf("first project %s, want the newest, students/2025/old", ps[0].PathWithNamespace)
+		}
+		_, resp, err = c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{
+			ListOptions: gitlab.ListOptions{PerPage: 500}, IncludeSubGroups: gitlab.Ptr(true),
+		})
+		if err != nil || resp.ItemsPerPage != 100 || resp.NextPage != 0 || resp.TotalPages != 1 {
+			t.Fatalf("per_page 500: per page %d, next %d, pages %d, %v; want 100, 0, 1",
+				resp.ItemsPerPage, resp.NextPage, resp.TotalPages, err)
+		}
+	})
+
+	t.Run("the archived parameter keeps only archived or only active projects", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		g.AddProject(t, "students/active")
+		g.AddProject(t, "students/old", gitlabtest.Archived())
+		g.AddProject(t, "students/later")
+		g.Archive(t, "students/later")
+		c := g.Client(t)
+		for _, tc := range []struct {
+			archived *bool
+			want     []string
+		}{
+			{nil, []string{"students/active", "students/later", "students/old"}},
+			{gitlab.Ptr(true), []string{"students/later", "students/old"}},
+			{gitlab.Ptr(false), []string{"students/active"}},
+		} {
+			ps, _, err := c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{
+				Archived: tc.archived, OrderBy: gitlab.Ptr("path"), Sort: gitlab.Ptr("asc"),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := paths(ps); !slices.Equal(got, tc.want) {
+				t.Errorf("archived=%v: got %v, want %v", show(tc.archived), got, tc.want)
+			}
+			for _, p := range ps {
+				if p.Archived != (p.PathWithNamespace != "students/active") {
+					t.Errorf("%s: archived %v", p.PathWithNamespace, p.Archived)
+				}
+			}
+		}
+		// Like GitLab's BasicProjectDetails, a simple listing has no
+		// archived field: it cannot tell archived projects apart.
+		ps, _, err := c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{
+			Simple: gitlab.Ptr(true), Archived: gitlab.Ptr(true),
+		})
+		if err != nil || len(ps) != 2 || ps[0].Archived || ps[1].Archived {
+			t.Fatalf("simple archived listing: %+v, %v; want two projects without the archived field", ps, err)
+		}
+	})
+
+	t.Run("the topic parameter keeps projects having every topic", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		g.AddProject(t, "students/both", gitlabtest.Topics("web", "go"))
+		g.AddProject(t, "students/go", gitlabtest.Topics("go"))
+		g.AddProject(t, "students/none")
+		c := g.Client(t)
+		for topic, want := range map[string][]string{
+			"go":     {"students/both", "students/go"},
+			"GO":     {"students/both", "students/go"},
+			"go,web": {"students/both"},
+			"rust":   nil,
+		} {
+			ps, _, err := c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{
+				Topic: gitlab.Ptr(topic), OrderBy: gitlab.Ptr("path"), Sort: gitlab.Ptr("asc"),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := paths(ps); !slices.Equal(got, want) {
+				t.Errorf("topic=%s: got %v, want %v", topic, got, want)
+			}
+		}
+		p, _, err := c.Projects.GetProject("students/both", nil)
+		if err != nil || !slices.Equal(p.Topics, []string{"go", "web"}) {
+			t.Fatalf("topics %v, %v; want them sorted: [go web]", p.Topics, err)
+		}
+	})
+
+	t.Run("a group and a project are found by id or by full path", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/2026/alice.b/web.site", gitlabtest.DefaultBranch("trunk"))
+		c := g.Client(t)
+		gr, _, err := c.Groups.GetGroup("students/2026", nil)
+		if err != nil || gr.FullPath != "students/2026" || gr.ParentID != int64(g.AddGroup(t, "students").ID()) {
+			t.Fatalf("group %+v, %v", gr, err)
+		}
+		for _, id := range []any{p.ID(), "students/2026/alice.b/web.site", "Students/2026/Alice.B/Web.Site"} {
+			got, _, err := c.Projects.GetProject(id, nil)
+			if err != nil {
+				t.Fatalf("get project %v: %v", id, err)
+			}
+			if got.ID != int64(p.ID()) || got.PathWithNamespace != p.Path() || got.DefaultBranch != "trunk" ||
+				!got.EmptyRepo || got.HTTPURLToRepo != g.URL()+"/students/2026/alice.b/web.site.git" ||
+				got.Namespace.FullPath != "students/2026/alice.b" || got.Namespace.Kind != "group" {
+				t.Fatalf("get project %v: %+v", id, got)
+			}
+		}
+		if _, _, err := c.Projects.GetProject("students/nobody", nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("missing project: %v, want gitlab.ErrNotFound", err)
+		}
+	})
+}
+
+func TestRepositoryFiles(t *testing.T) {
+	t.Parallel()
+	g := gitlabtest.New(t, token)
+	p := g.AddProject(t, "students/alice/web")
+	first := p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n", "conf/app.env": "A=1\n"}, "add wm.yaml")
+	head := p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n", "conf/app.env": "A=2\n"}, "change app.env")
+	c := g.Client(t)
+	blob := gittest.Git(t, p.GitDir(), "rev-parse", head+":wm.yaml")
+	sum := sha256.Sum256([]byte("version: 1\n"))
+
+	t.Run("a file is read at a branch with GitLab's fields", func(t *testing.T) {
+		f, resp, err := c.RepositoryFiles.GetFile(p.Path(), "wm.yaml", &gitlab.GetFileOptions{Ref: gitlab.Ptr("main")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, _ := base64.StdEncoding.DecodeString(f.Content)
+		want := gitlab.File{
+			FileName: "wm.yaml", FilePath: "wm.yaml", Size: 11, Encoding: "base64", Content: f.Content,
+			Ref: "main", BlobID: blob, CommitID: head, SHA256: hex.EncodeToString(sum[:]), LastCommitID: first,
+		}
+		if *f != want || string(content) != "version: 1\n" {
+			t.Fatalf("got %+v (content %q), want %+v", *f, content, want)
+		}
+		if resp.Header.Get("X-Gitlab-Last-Commit-Id") != first {
+			t.Fatalf("GET headers %v", resp.Header)
+		}
+	})
+
+	t.Run("a HEAD of a file gives its metadata in X-Gitlab headers", func(t *testing.T) {
+		f, resp, err := c.RepositoryFiles.GetFileMetaData(p.ID(), "conf/app.env", &gitlab.GetFileMetaDataOptions{Ref: gitlab.Ptr(first)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.FileName != "app.env" || f.FilePath != "conf/app.env" || f.Ref != first || f.CommitID != first ||
+			f.LastCommitID != first || f.Size != 4 || f.Encoding != "base64" || f.Content != "" {
+			t.Fatalf("got %+v", *f)
+		}
+		if resp.Request.Method != http.MethodHead || resp.Header.Get("X-Gitlab-Blob-Id") == "" {
+			t.Fatalf("%s with headers %v", resp.Request.Method, resp.Header)
+		}
+		if got := g.Requests(); got[len(got)-1] != "HEAD /api/v4/projects/"+fmt.Sprint(p.ID())+"/repository/files/conf%2Fapp%2Eenv" {
+			t.Fatalf("last request %q", got[len(got)-1])
+		}
+	})
+
+	t.Run("a missing file, ref or project is not found", func(t *testing.T) {
+		for _, tc := range []struct{ project, file, ref string }{
+			{p.Path(), "nope.yaml", "main"},
+			{p.Path(), "conf", "main"},
+			{p.Path(), "wm.yaml", "no-such-branch"},
+			{"students/bob/web", "wm.yaml", "main"},
+		} {
+			_, _, err := c.RepositoryFiles.GetFile(tc.project, tc.file, &gitlab.GetFileOptions{Ref: &tc.ref})
+			_, _, herr := c.RepositoryFiles.GetFileMetaData(tc.project, tc.file, &gitlab.GetFileMetaDataOptions{Ref: &tc.ref})
+			if !errors.Is(err, gitlab.ErrNotFound) || !errors.Is(herr, gitlab.ErrNotFound) {
+				t.Errorf("%+v: GET %v, HEAD %v; want gitlab.ErrNotFound", tc, err, herr)
+			}
+		}
+		_, _, err := c.RepositoryFiles.GetFile(p.Path(), "wm.yaml", nil)
+		if !gitlab.HasStatusCode(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "ref is missing") {
+			t.Fatalf("no ref: %v, want 400 ref is missing", err)
+		}
+	})
+
+	t.Run("a branch gives its head commit", func(t *testing.T) {
+		b, _, err := c.Branches.GetBranch(p.Path(), "main")
+		if err != nil || b.Commit.ID != head || b.Commit.Title != "change app.env" || !b.Default || !b.Protected {
+			t.Fatalf("got %+v, %v", b, err)
+		}
+		if _, _, err := c.Branches.GetBranch(p.Path(), "feature/x"); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("missing branch: %v", err)
+		}
+	})
+}
+
+func TestCommitStatuses(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T) (*gitlabtest.GitLab, *gitlabtest.Project, *gitlab.Client, string) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		sha := p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		return g, p, g.Client(t), sha
+	}
+	post := func(c *gitlab.Client, p *gitlabtest.Project, sha string, state gitlab.BuildStateValue, name string) (*gitlab.CommitStatus, error) {
+		st, _, err := c.Commits.SetCommitStatus(p.Path(), sha, &gitlab.SetCommitStatusOptions{
+			State: state, Name: gitlab.Ptr(name), Ref: gitlab.Ptr("main"),
+			Description: gitlab.Ptr(string(state)), TargetURL: gitlab.Ptr("https://wm.example/alice"),
+		})
+		return st, err
+	}
+
+	t.Run("a status moves from pending to running to success in one record", func(t *testing.T) {
+		g, p, c, sha := setup(t)
+		var ids []int64
+		for _, state := range []gitlab.BuildStateValue{gitlab.Pending, gitlab.Running, gitlab.Success} {
+			st, err := post(c, p, sha, state, "wm/deploy")
+			if err != nil {
+				t.Fatalf("%s: %v", state, err)
+			}
+			if st.Status != string(state) || st.SHA != sha || st.Ref != "main" || st.Name != "wm/deploy" ||
+				st.Description != string(state) || st.Author.Username != g.BotUsername() || st.PipelineID == 0 {
+				t.Fatalf("%s: got %+v", state, st)
+			}
+			ids = append(ids, st.ID)
+		}
+		if ids[0] != ids[1] || ids[1] != ids[2] {
+			t.Fatalf("ids %v, want one record", ids)
+		}
+		history := g.Statuses(p.Path(), sha)
+		if len(history) != 3 || history[0].Status != "pending" || history[1].Status != "running" ||
+			history[2].Status != "success" || history[1].StartedAt == nil || history[2].FinishedAt == nil {
+			t.Fatalf("history %+v", history)
+		}
+		list, _, err := c.Commits.GetCommitStatuses(p.Path(), sha, nil)
+		if err != nil || len(list) != 1 || list[0].Status != "success" || list[0].ID != ids[0] {
+			t.Fatalf("list %+v, %v", list, err)
+		}
+	})
+
+	t.Run("a finished status posted again is a new record and hides the older one", func(t *testing.T) {
+		_, p, c, sha := setup(t)
+		for _, s := range []gitlab.BuildStateValue{gitlab.Success, gitlab.Failed} {
+			if _, err := post(c, p, sha, s, "wm/deploy"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := post(c, p, sha, gitlab.Success, "wm/health"); err != nil {
+			t.Fatal(err)
+		}
+		latest, _, err := c.Commits.GetCommitStatuses(p.Path(), sha, nil)
+		if err != nil || len(latest) != 2 || latest[0].Status != "failed" || latest[1].Name != "wm/health" {
+			t.Fatalf("latest %+v, %v", latest, err)
+		}
+		all, _, err := c.Commits.GetCommitStatuses(p.Path(), sha, &gitlab.GetCommitStatusesOptions{All: gitlab.Ptr(true)})
+		if err != nil || len(all) != 3 {
+			t.Fatalf("all %+v, %v", all, err)
+		}
+		named, _, err := c.Commits.GetCommitStatuses(p.Path(), sha, &gitlab.GetCommitStatusesOptions{Name: gitlab.Ptr("wm/health")})
+		if err != nil || len(named) != 1 || named[0].Name != "wm/health" {
+			t.Fatalf("named %+v, %v", named, err)
+		}
+		short, _, err := c.Commits.GetCommitStatuses(p.Path(), sha[:8], nil)
+		if err != nil || len(short) != 0 {
+			t.Fatalf("by short sha: %+v, %v; GitLab lists nothing", short, err)
+		}
+	})
+
+	t.Run("posting the state a status already has is refused as GitLab refuses it", func(t *testing.T) {
+		g, p, c, sha := setup(t)
+		for _, tc := range []struct {
+			state gitlab.BuildStateValue
+			want  string
+		}{
+			{gitlab.Pending, `Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via "enqueue")`},
+			{gitlab.Running, `Cannot transition status via :run from :running (Reason(s): Status cannot transition via "run")`},
+		} {
+			if _, err := post(c, p, sha, tc.state, "wm/"+string(tc.state)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := post(c, p, sha, tc.state, "wm/"+string(tc.state))
+			var e *gitlab.ErrorResponse
+			if !errors.As(err, &e) || e.Response.StatusCode != http.StatusBadRequest || e.Message != "{message: "+tc.want+"}" {
+				t.Fatalf("%s twice: %v, want 400 %q", tc.state, err, tc.want)
+			}
+		}
+		if _, err := post(c, p, sha, gitlab.Pending, "wm/running"); !gitlab.HasStatusCode(err, http.StatusBadRequest) {
+			t.Fatalf("running back to pending: %v, want 400", err)
+		}
+		if n := len(g.Statuses(p.Path(), sha)); n != 2 {
+			t.Fatalf("%d statuses recorded, want the 2 accepted", n)
+		}
+	})
+
+	t.Run("an unknown state, commit or ref is refused", func(t *testing.T) {
+		_, p, c, sha := setup(t)
+		_, err := post(c, p, sha, "bogus", "wm/deploy")
+		var e *gitlab.ErrorResponse
+		if !errors.As(err, &e) || e.Response.StatusCode != http.StatusBadRequest || e.Message != "{error: state does not have a valid value}" {
+			t.Fatalf("unknown state: %v", err)
+		}
+		if _, err := post(c, p, strings.Repeat("1", 40), gitlab.Success, "wm/deploy"); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("unknown commit: %v", err)
+		}
+		st, _, err := c.Commits.SetCommitStatus(p.ID(), sha, &gitlab.SetCommitStatusOptions{State: gitlab.Success})
+		if err != nil || st.Ref != "main" || st.Name != "default" {
+			t.Fatalf("without ref and name: %+v, %v; want ref main, name default", st, err)
+		}
+	})
+
+	t.Run("an archived project refuses statuses", func(t *testing.T) {
+		g, p, c, sha := setup(t)
+		g.Archive(t, p.Path())
+		if _, err := post(c, p, sha, gitlab.Success, "wm/deploy"); !gitlab.HasStatusCode(err, http.StatusForbidden) {
+			t.Fatalf("got %v, want 403", err)
+		}
+	})
+}
+
+func TestMergeRequests(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T) (*gitlabtest.GitLab, *gitlabtest.Project, *gitlabtest.MergeRequest, *gitlab.Client) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 2\n"}, "try v2")
+		return g, p, g.OpenMergeRequest(t, p.Path(), "feature", "main"), g.Client(t)
+	}
+
+	t.Run("a merge request reports its source branch's head", func(t *testing.T) {
+		g, p, mr, c := setup(t)
+		if second := g.OpenMergeRequest(t, p.Path(), "feature", "main"); mr.IID() != 1 || second.IID() != 2 {
+			t.Fatalf("iids %d, %d; want 1, 2", mr.IID(), second.IID())
+		}
+		m, _, err := c.MergeRequests.GetMergeRequest(p.Path(), int64(mr.IID()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.IID != 1 || m.ProjectID != int64(p.ID()) || m.SourceProjectID != m.ProjectID ||
+			m.TargetProjectID != m.ProjectID || m.SourceBranch != "feature" || m.TargetBranch != "main" ||
+			m.State != "opened" || m.SHA != mr.SHA() || m.WebURL != g.URL()+"/students/alice/web/-/merge_requests/1" {
+			t.Fatalf("got %+v", m.BasicMergeRequest)
+		}
+		next := p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 3\n"}, "try v3")
+		m, _, err = c.MergeRequests.GetMergeRequest(p.ID(), 1, nil)
+		if err != nil || m.SHA != next || m.DiffRefs.HeadSha != next {
+			t.Fatalf("after a push: %+v, %v; want sha %s", m, err, next)
+		}
+		if _, _, err := c.MergeRequests.GetMergeRequest(p.ID(), 99, nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("missing merge request: %v", err)
+		}
+	})
+
+	t.Run("a note is created, listed newest first and updated", func(t *testing.T) {
+		g, p, mr, c := setup(t)
+		iid := int64(mr.IID())
+		mine, _, err := c.Notes.CreateMergeRequestNote(p.Path(), iid, &gitlab.CreateMergeRequestNoteOptions{Body: gitlab.Ptr("plan v1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mine.Body != "plan v1" || mine.Author.Username != g.BotUsername() || mine.System ||
+			mine.NoteableType != "MergeRequest" || mine.NoteableIID != iid || mine.NoteableID != int64(mr.ID()) {
+			t.Fatalf("created %+v", mine)
+		}
+		theirs := g.AddNote(t, p.Path(), mr.IID(), "teacher", "looks good")
+
+		list, resp, err := c.Notes.ListMergeRequestNotes(p.Path(), iid, nil)
+		if err != nil || len(list) != 2 || list[0].ID != theirs.ID || list[1].ID != mine.ID || resp.TotalItems != 2 {
+			t.Fatalf("list %+v, %v; want the teacher's note first", list, err)
+		}
+		asc, _, err := c.Notes.ListMergeRequestNotes(p.Path(), iid, &gitlab.ListMergeRequestNotesOptions{Sort: gitlab.Ptr("asc")})
+		if err != nil || asc[0].ID != mine.ID {
+			t.Fatalf("ascending %+v, %v", asc, err)
+		}
+
+		updated, _, err := c.Notes.UpdateMergeRequestNote(p.Path(), iid, mine.ID, &gitlab.UpdateMergeRequestNoteOptions{Body: gitlab.Ptr("plan v2")})
+		if err != nil || updated.ID != mine.ID || updated.Body != "plan v2" {
+			t.Fatalf("updated %+v, %v", updated, err)
+		}
+		notes := g.Notes(p.Path(), mr.IID())
+		if len(notes) != 2 || notes[0].Body != "plan v2" || notes[1].Author.Username != "teacher" {
+			t.Fatalf("notes %+v", notes)
+		}
+		if _, _, err := c.Notes.UpdateMergeRequestNote(p.Path(), iid, 1, &gitlab.UpdateMergeRequestNoteOptions{Body: gitlab.Ptr("x")}); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("missing note: %v", err)
+		}
+		if _, _, err := c.Notes.CreateMergeRequestNote(p.Path(), iid, &gitlab.CreateMergeRequestNoteOptions{Body: gitlab.Ptr(" ")}); !gitlab.HasStatusCode(err, http.StatusBadRequest) {
+			t.Fatalf("blank note: %v", err)
+		}
+	})
+}
+
+func TestAccess(t *testing.T) {
+	t.Parallel()
+	t.Run("a wrong token is unauthorized and a bearer token is accepted", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		g.AddProject(t, "students/alice/web")
+		wrong, err := gitlab.NewClient("glpat-wrong", gitlab.WithBaseURL(g.URL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = wrong.Projects.GetProject("students/alice/web", nil)
+		var e *gitlab.ErrorResponse
+		if !errors.As(err, &e) || e.Response.StatusCode != http.StatusUnauthorized || e.Message != "{message: 401 Unauthorized}" {
+			t.Fatalf("wrong token: %v", err)
+		}
+		bearer, err := gitlab.NewClient("", gitlab.WithBaseURL(g.URL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := bearer.Projects.GetProject("students/alice/web", nil, gitlab.WithToken(gitlab.OAuthToken, token)); err != nil {
+			t.Fatalf("bearer token: %v", err)
+		}
+		u, _, err := g.Client(t).Users.CurrentUser()
+		if err != nil || u.Username != g.BotUsername() {
+			t.Fatalf("current user %+v, %v", u, err)
+		}
+	})
+
+	t.Run("a clone over smart HTTP needs the token as password", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		sha := p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+
+		heads, err := lsRemote(p.HTTPURL(), &githttp.BasicAuth{Username: "oauth2", Password: token})
+		if err != nil || heads["refs/heads/main"] != sha {
+			t.Fatalf("ls-remote with the token: %v, %v", heads, err)
+		}
+		for _, auth := range []*githttp.BasicAuth{nil, {Username: "oauth2", Password: "wrong"}} {
+			if _, err := lsRemote(p.HTTPURL(), auth); !errors.Is(err, transport.ErrAuthenticationRequired) {
+				t.Fatalf("ls-remote with %v: %v, want authentication required", auth, err)
+			}
+		}
+
+		dir := filepath.Join(t.TempDir(), "web")
+		authed := strings.Replace(p.HTTPURL(), "http://", "http://oauth2:"+token+"@", 1)
+		if out, err := gitCLI("clone", "--quiet", authed, dir); err != nil {
+			t.Fatalf("clone with the token: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "wm.yaml")); err != nil || string(b) != "version: 1\n" {
+			t.Fatalf("cloned wm.yaml %q, %v", b, err)
+		}
+		if out, err := gitCLI("ls-remote", p.HTTPURL()); err == nil {
+			t.Fatalf("ls-remote without the token worked:\n%s", out)
+		}
+	})
+
+	t.Run("a renamed or transferred project keeps its id and its old path", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		sha := p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		c := g.Client(t)
+		g.Rename(t, "students/alice/web", "site")
+		g.Transfer(t, "students/alice/site", "archive/2025")
+		if p.Path() != "archive/2025/site" {
+			t.Fatalf("path %s", p.Path())
+		}
+		for _, id := range []string{"students/alice/web", "students/alice/site", "archive/2025/site"} {
+			got, _, err := c.Projects.GetProject(id, nil)
+			if err != nil || got.ID != int64(p.ID()) || got.PathWithNamespace != "archive/2025/site" {
+				t.Fatalf("get %s: %+v, %v", id, got, err)
+			}
+		}
+		old := strings.Replace(g.URL()+"/students/alice/web.git", "http://", "http://oauth2:"+token+"@", 1)
+		if out, err := gitCLI("ls-remote", old, "refs/heads/main"); err != nil || !strings.Contains(out, sha+"\trefs/heads/main") {
+			t.Fatalf("ls-remote of the old path: %v\n%s", err, out)
+		}
+		ps, _, err := c.Groups.ListGroupProjects("students", &gitlab.ListGroupProjectsOptions{IncludeSubGroups: gitlab.Ptr(true)})
+		if err != nil || len(ps) != 0 {
+			t.Fatalf("students still lists %v, %v", paths(ps), err)
+		}
+	})
+
+	t.Run("a deleted project is gone from the API and git", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		url := p.HTTPURL()
+		g.Delete(t, p.Path())
+		if _, _, err := g.Client(t).Projects.GetProject(p.ID(), nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("get: %v", err)
+		}
+		if _, err := lsRemote(url, &githttp.BasicAuth{Username: "oauth2", Password: token}); !errors.Is(err, transport.ErrRepositoryNotFound) {
+			t.Fatalf("ls-remote: %v, want repository not found", err)
+		}
+	})
+}
+
+func TestFailures(t *testing.T) {
+	t.Parallel()
+	t.Run("a GitLab set down fails client-go calls and git until it is back", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		c := g.Client(t)
+		g.SetDown(true)
+		before := len(g.Requests())
+		if _, _, err := c.Projects.GetProject(p.ID(), nil); !gitlab.HasStatusCode(err, http.StatusServiceUnavailable) {
+			t.Fatalf("get project while down: %v, want 503", err)
+		}
+		if n := len(g.Requests()) - before; n != 6 {
+			t.Fatalf("%d requests, want client-go's 1 + 5 retries", n)
+		}
+		if _, err := lsRemote(p.HTTPURL(), &githttp.BasicAuth{Username: "oauth2", Password: token}); err == nil {
+			t.Fatal("ls-remote worked while down")
+		}
+		g.SetDown(false)
+		if _, _, err := c.Projects.GetProject(p.ID(), nil); err != nil {
+			t.Fatalf("get project once back: %v", err)
+		}
+	})
+
+	t.Run("unimplemented endpoints answer 404 and are recorded", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		c := g.Client(t)
+		if _, _, err := c.Projects.GetProject(p.ID(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.UnimplementedRequests(); len(got) != 0 {
+			t.Fatalf("unimplemented %v after an implemented call", got)
+		}
+		if _, _, err := c.Projects.ListProjects(nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("list projects: %v", err)
+		}
+		if _, _, err := c.Pipelines.ListProjectPipelines(p.ID(), nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("list pipelines: %v", err)
+		}
+		want := []string{"GET /api/v4/projects", fmt.Sprintf("GET /api/v4/projects/%d/pipelines", p.ID())}
+		if got := g.UnimplementedRequests(); !slices.Equal(got, want) {
+			t.Fatalf("unimplemented %v, want %v", got, want)
+		}
+		if got := g.Requests(); len(got) != 3 {
+			t.Fatalf("requests %v", got)
+		}
+	})
+}
+
+func TestWebhooks(t *testing.T) {
+	t.Parallel()
+	t.Run("a push payload decodes with client-go and lists the newest 20 commits", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		shas := commitMany(t, p, "main", 21)
+		body := gitlabtest.PushHook(p, "main", strings.Repeat("0", 40), shas[20])
+		ev, err := gitlab.ParseWebhook(gitlab.EventTypePush, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		push := ev.(*gitlab.PushEvent)
+		if push.ObjectKind != "push" || push.EventName != "push" || push.Ref != "refs/heads/main" ||
+			push.After != shas[20] || push.CheckoutSHA != shas[20] || push.ProjectID != int64(p.ID()) ||
+			push.Project.PathWithNamespace != p.Path() || push.Project.GitHTTPURL != p.HTTPURL() ||
+			push.Project.DefaultBranch != "main" || push.TotalCommitsCount != 21 || len(push.Commits) != 20 ||
+			push.Commits[0].ID != shas[1] || push.Commits[19].ID != shas[20] || push.UserUsername != "student" {
+			t.Fatalf("push %+v", push)
+		}
+		if !slices.Equal(push.Commits[19].Modified, []string{"wm.yaml"}) || push.Commits[19].Timestamp == nil {
+			t.Fatalf("last commit %+v", push.Commits[19])
+		}
+		ev, _ = gitlab.ParseWebhook(gitlab.EventTypePush, gitlabtest.PushHook(p, "refs/heads/main", shas[19], shas[20]))
+		if push := ev.(*gitlab.PushEvent); push.TotalCommitsCount != 1 || push.Before != shas[19] {
+			t.Fatalf("one-commit push %+v", push)
+		}
+	})
+
+	t.Run("a merge request payload reports the action, the head and the old head", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		old := p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 2\n"}, "v2")
+		mr := g.OpenMergeRequest(t, p.Path(), "feature", "main")
+		ev, err := gitlab.ParseWebhook(gitlab.EventTypeMergeRequest, gitlabtest.MergeRequestHook(mr, "open"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := ev.(*gitlab.MergeEvent)
+		a := open.ObjectAttributes
+		if open.ObjectKind != "merge_request" || a.Action != "open" || a.IID != 1 || a.State != "opened" ||
+			a.LastCommit.ID != old || a.SourceProjectID != int64(p.ID()) || a.TargetProjectID != int64(p.ID()) ||
+			a.SourceBranch != "feature" || a.OldRev != "" || open.Project.PathWithNamespace != p.Path() ||
+			open.User.Username != "student" {
+			t.Fatalf("open %+v", open)
+		}
+		head := p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 3\n"}, "v3")
+		ev, _ = gitlab.ParseWebhook(gitlab.EventTypeMergeRequest, gitlabtest.MergeRequestHook(mr, "update"))
+		if a := ev.(*gitlab.MergeEvent).ObjectAttributes; a.LastCommit.ID != head || a.OldRev != old {
+			t.Fatalf("update %+v", a)
+		}
+	})
+
+	t.Run("system hook payloads for moved projects carry the old path", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		g.Transfer(t, p.Path(), "archive")
+		ev, err := gitlab.ParseSystemhook(gitlabtest.SystemHook("project_transfer", p, "students/alice/web"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := ev.(*gitlab.ProjectSystemEvent)
+		if e.EventName != "project_transfer" || e.PathWithNamespace != "archive/web" ||
+			e.OldPathWithNamespace != "students/alice/web" || e.ProjectID != int64(p.ID()) || e.ProjectVisibility != "private" {
+			t.Fatalf("transfer %+v", e)
+		}
+		ev, _ = gitlab.ParseSystemhook(gitlabtest.SystemHook("project_destroy", p, "ignored"))
+		if e := ev.(*gitlab.ProjectSystemEvent); e.EventName != "project_destroy" || e.OldPathWithNamespace != "" {
+			t.Fatalf("destroy %+v", e)
+		}
+	})
+
+	t.Run("a delivery carries GitLab's headers", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		got := make(chan http.Header, 2)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			got <- r.Header.Clone()
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte("queued"))
+		}))
+		defer srv.Close()
+		body := gitlabtest.SystemHook("project_create", p, "")
+		resp := gitlabtest.PostHook(t, srv.URL, "System Hook", body, http.Header{"X-Gitlab-Token": {"s3cret"}})
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusAccepted || !bytes.Equal(b, []byte("queued")) {
+			t.Fatalf("response %d %q", resp.StatusCode, b)
+		}
+		h := <-got
+		uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+		if h.Get("X-Gitlab-Event") != "System Hook" || h.Get("X-Gitlab-Token") != "s3cret" ||
+			h.Get("Content-Type") != "application/json" || !strings.HasPrefix(h.Get("User-Agent"), "GitLab/") ||
+			!uuid.MatchString(h.Get("Idempotency-Key")) || !uuid.MatchString(h.Get("X-Gitlab-Event-UUID")) ||
+			!uuid.MatchString(h.Get("X-Gitlab-Webhook-UUID")) {
+			t.Fatalf("headers %v", h)
+		}
+		push := gitlabtest.PostHook(t, srv.URL, "Push Hook", gitlabtest.PushHook(p, "main", strings.Repeat("0", 40), strings.Repeat("0", 40)),
+			http.Header{"Idempotency-Key": {h.Get("Idempotency-Key")}})
+		if h2 := <-got; push.StatusCode != http.StatusAccepted || h2.Get("Idempotency-Key") != h.Get("Idempotency-Key") ||
+			h2.Get("X-Gitlab-Instance") != g.URL() {
+			t.Fatalf("retried delivery headers %v", h2)
+		}
+	})
+}
+
+// paths returns the projects' paths with namespace.
+func paths(ps []*gitlab.Project) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.PathWithNamespace)
+	}
+	return out
+}
+
+func show(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*b)
+}
+
+// lsRemote lists a remote's refs with go-git, as a poller does.
+func lsRemote(url string, auth *githttp.BasicAuth) (map[string]string, error) {
+	remote := gogit.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{url}})
+	opts := &gogit.ListOptions{}
+	if auth != nil {
+		opts.Auth = auth
+	}
+	refs, err := remote.List(opts)
+	if err != nil {
+		return nil, err
+	}
+	heads := map[string]string{}
+	for _, r := range refs {
+		heads[r.Name().String()] = r.Hash().String()
+	}
+	return heads, nil
+}
+
+// commitMany makes n commits on branch with one git fast-import, each
+// setting wm.yaml to "n: <i>", and returns their shas, oldest first.
+func commitMany(t *testing.T, p *gitlabtest.Project, branch string, n int) []string {
+	t.Helper()
+	var in strings.Builder
+	for i := range n {
+		msg, content := fmt.Sprintf("c%d\n", i), fmt.Sprintf("n: %d\n", i)
+		fmt.Fprintf(&in, "commit refs/heads/%s\nmark :%d\ncommitter gittest <gittest@example.invalid> 1735689600 +0000\n", branch, i+1)
+		fmt.Fprintf(&in, "data %d\n%s", len(msg), msg)
+		if i > 0 {
+			fmt.Fprintf(&in, "from :%d\n", i)
+		}
+		fmt.Fprintf(&in, "M 100644 inline wm.yaml\ndata %d\n%s\n", len(content), content)
+	}
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir = p.GitDir()
+	cmd.Stdin = strings.NewReader(in.String())
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("git fast-import: %v\n%s", err, out)
+	}
+	return strings.Fields(gittest.Git(t, p.GitDir(), "rev-list", "--reverse", branch))
+}
+
+// gitCLI runs the git command line without configuration or prompts.
+func gitCLI(args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
