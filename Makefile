@@ -19,6 +19,15 @@ build: ## build the wm binary into bin/wm (static, no cgo)
 demo: build ## the main job: example repos → containers on the local Docker Engine (offline)
 	bash ci/demo
 
+IMAGE ?= whalemountain/wm:$(VERSION)
+IMAGE_BASE ?= wm-demo/busybox:1
+
+.PHONY: image
+image: build ## the wm image for CI's validate job (needs a Docker Engine; offline base by default)
+	bash ci/busybox-base $(IMAGE_BASE)
+	DOCKER_BUILDKIT=0 docker build -q --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) .
+	docker run --rm $(IMAGE) wm --version
+
 .PHONY: setup
 setup: ## install what the tests need on this machine (idempotent)
 	bash ci/setup

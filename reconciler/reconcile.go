@@ -28,6 +28,12 @@ type GitSource interface {
 	ReadFile(ctx context.Context, url, branch, rev, path string, maxSize int64) ([]byte, error)
 }
 
+// Registry answers whether the configured registry has an image, without
+// pulling it; *registry.Client is one.
+type Registry interface {
+	Exists(ctx context.Context, ref string) (bool, error)
+}
+
 // Engine is one Docker host as a pass uses it.
 type Engine interface {
 	Name() string
@@ -72,6 +78,7 @@ type Reconciler struct {
 	// Progress, when set, is told the stage of a pass before each slow one.
 	progress func(repo, stage string)
 	reporter Reporter
+	registry Registry
 
 	ownerLocks sync.Map // owner → *sync.Mutex
 }
@@ -100,6 +107,12 @@ type Reporter interface {
 
 // WithReporter sets the reporter of passes (not of plans).
 func WithReporter(rep Reporter) Option { return func(r *Reconciler) { r.reporter = rep } }
+
+// WithRegistry gates rollouts on the registry: an image of the configured
+// registry that is not on a host is first looked up there, and a commit
+// whose image CI has not pushed yet waits, without the engine ever trying
+// (and failing) to pull it.
+func WithRegistry(reg Registry) Option { return func(r *Reconciler) { r.registry = reg } }
 
 // WithRegistryAuth sets the credentials used to pull from the configured
 // registry (and only from it).
@@ -591,8 +604,20 @@ func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 			continue
 		}
 		var auth *docker.Auth
-		if r.cfg.Registry.Host != "" && strings.HasPrefix(a.Spec.Image, r.cfg.Registry.Host+"/") {
+		own := r.cfg.Registry.Host != "" && strings.HasPrefix(a.Spec.Image, r.cfg.Registry.Host+"/")
+		if own {
 			auth = r.auth
+		}
+		if own && r.registry != nil {
+			exists, err := r.registry.Exists(ctx, a.Spec.Image)
+			switch {
+			case err != nil:
+				return waiting("RegistryUnreachable", "cannot ask the registry for %s; what runs stays as it is: %v", a.Spec.Image, err)
+			case !exists && strings.HasSuffix(a.Spec.Image, ":"+p.rev):
+				return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", a.Spec.Image)
+			case !exists:
+				return waiting("ImageNotFound", "image %s not found; what runs stays as it is", a.Spec.Image)
+			}
 		}
 		if r.progress != nil {
 			r.progress(p.repo.Key, "pull "+a.Spec.Image)

@@ -589,3 +589,22 @@ func TestGPUContainersGoToTheHostWithFreeGPUsAndStayThere(t *testing.T) {
 		t.Errorf("containers moved: %+v", res.Plan.Actions)
 	}
 }
+
+func TestASharedImageIsUsedOnlyWhenItsRepoSharesIt(t *testing.T) {
+	w := newWorld(t)
+	tools := w.push("bob/tools", "version: 1\nimage: {description: tools, share: true}\n")
+	toolsRev := w.mustReconcile(tools).Revision
+	for _, h := range w.hosts {
+		h.AddRemoteImage(testRegistry + "/bob/tools:" + toolsRev)
+	}
+	w.mustReconcile(w.push("alice/web", "version: 1\ncontainers:\n  t: {image: shared/bob/tools}\n"))
+	if _, s, _ := w.container("alice-t"); s.Image != testRegistry+"/bob/tools:"+toolsRev {
+		t.Errorf("shared image resolved to %q", s.Image)
+	}
+	w.mustReconcile(w.push("bob/tools", "version: 1\nimage: {description: tools, share: false}\n"))
+	_, err := w.reconcile(w.push("carol/web", "version: 1\ncontainers:\n  t: {image: shared/bob/tools}\n"))
+	wantReason(t, err, Stalled, "ImageNotShared")
+	if !strings.Contains(err.Error(), `containers.t.image: shared/bob/tools is not shared`) {
+		t.Errorf("message: %v", err)
+	}
+}

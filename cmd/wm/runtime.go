@@ -15,6 +15,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitsource"
+	"github.com/whalemountain/wm/reconciler/registry"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -84,13 +85,18 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 			fmt.Fprintf(progress, "  %s: %s\n", repo, stage)
 		}))
 	}
+	var auth docker.Auth
 	if cfg.Registry.PasswordFile != "" {
 		pw, err := readSecret("registry.passwordFile", cfg.Registry.PasswordFile)
 		if err != nil {
 			rt.Close()
 			return nil, err
 		}
-		opts = append(opts, reconciler.WithRegistryAuth(&docker.Auth{Username: cfg.Registry.Username, Password: pw}))
+		auth = docker.Auth{Username: cfg.Registry.Username, Password: pw}
+		opts = append(opts, reconciler.WithRegistryAuth(&auth))
+	}
+	if cfg.Registry.Host != "" {
+		opts = append(opts, reconciler.WithRegistry(registry.New(cfg.Registry.Host, cfg.Registry.Insecure, auth.Username, auth.Password)))
 	}
 	cache := filepath.Join(cfg.StateDir, "git")
 	// One Source per cache folder: each keeps its own per-repo locks.
@@ -101,7 +107,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 			rt.Close()
 			return nil, err
 		}
-		client, err := gitlab.New(*g, token, nil, log)
+		client, err := gitlab.New(*g, token, log)
 		if err != nil {
 			rt.Close()
 			return nil, err
