@@ -18,6 +18,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/health"
+	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -32,6 +33,13 @@ type GitSource interface {
 // pulling it; *registry.Client is one.
 type Registry interface {
 	Exists(ctx context.Context, ref string) (bool, error)
+}
+
+// Cluster is the Kubernetes backend as a pass uses it; *kube.Backend is
+// one.
+type Cluster interface {
+	EnsureOwner(ctx context.Context, owner string) (int, error)
+	SyncPods(ctx context.Context, owner, repo string, pods []kube.Pod) (kube.SyncResult, error)
 }
 
 // Engine is one Docker host as a pass uses it.
@@ -79,6 +87,7 @@ type Reconciler struct {
 	progress func(repo, stage string)
 	reporter Reporter
 	registry Registry
+	cluster  Cluster
 
 	ownerLocks sync.Map // owner → *sync.Mutex
 }
@@ -107,6 +116,9 @@ type Reporter interface {
 
 // WithReporter sets the reporter of passes (not of plans).
 func WithReporter(rep Reporter) Option { return func(r *Reconciler) { r.reporter = rep } }
+
+// WithCluster runs wm.yaml's pods on a Kubernetes cluster.
+func WithCluster(c Cluster) Option { return func(r *Reconciler) { r.cluster = c } }
 
 // WithRegistry gates rollouts on the registry: an image of the configured
 // registry that is not on a host is first looked up there, and a commit
@@ -167,6 +179,8 @@ type Result struct {
 	// Usage is what the repo's wm.yaml counts against the quota, and
 	// OwnerUsage what all the owner's repos would count with it.
 	Usage, OwnerUsage store.Usage
+	// Pods is the state of the repo's Kubernetes pods after the pass.
+	Pods []store.PodStatus
 	// Message says in a line what happened or why not.
 	Message string
 }
@@ -181,6 +195,7 @@ type pass struct {
 	allLive []Live // every managed container on every host
 	live    []Live // this repo's
 	desired []Desired
+	pods    []kube.Pod
 	usage   store.Usage
 	expired bool
 	res     Result
@@ -211,6 +226,7 @@ func (r *Reconciler) steps(dryRun bool) []step {
 	return append(steps,
 		step{"pull images", r.pullImages},
 		step{"apply", r.apply},
+		step{"sync pods", r.syncPods},
 		step{"check health", r.checkHealth},
 	)
 }
@@ -458,19 +474,65 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			p.usage.MemoryBytes += spec.MemoryBytes
 		}
 	}
+	for _, name := range sortedKeys(p.file.Pods) {
+		pod := p.file.Pods[name]
+		image, err := r.images.resolve(p.repo, p.rev, "pods."+name+".image", pod.Image)
+		if err != nil {
+			return err
+		}
+		p.usage.Pods++
+		if p.expired {
+			continue // a pod cannot be stopped: after expiry it is not run
+		}
+		cpus, memory := r.limits(pod.CPUs, pod.Memory)
+		p.pods = append(p.pods, kube.Pod{Owner: p.repo.Owner, Repo: p.repo.Key, Name: name, Image: image,
+			Entrypoint: pod.Entrypoint, Command: pod.Command, Env: pod.Env, Workdir: pod.Workdir,
+			GPUs: pod.GPUs, CPUs: cpus, MemoryBytes: quantityBytes(memory), Restart: pod.Restart})
+	}
 	return nil
+}
+
+// limits returns a workload's CPUs and memory, or the policy's defaults.
+func (r *Reconciler) limits(cpus *float64, memory string) (float64, string) {
+	c := r.cfg.Policy.Defaults.CPUs
+	if cpus != nil {
+		c = *cpus
+	}
+	if memory == "" {
+		memory = r.cfg.Policy.Defaults.Memory
+	}
+	return c, memory
+}
+
+// syncPods makes the repo's Kubernetes pods match wm.yaml. A student who
+// declares no pods keeps their namespace; one whose pods the cluster
+// refuses (quota, Pod Security) hears why, pod by pod.
+func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
+	if r.cluster == nil {
+		if len(p.file.Pods) > 0 {
+			return stalled("NoKubernetes", "pods: this WhaleMountain has no Kubernetes cluster configured, so pods cannot run (ask the admins)")
+		}
+		return nil
+	}
+	if len(p.pods) > 0 {
+		if _, err := r.cluster.EnsureOwner(ctx, p.repo.Owner); err != nil {
+			return fmt.Errorf("prepare the namespace of %s: %w", p.repo.Owner, err)
+		}
+	}
+	res, err := r.cluster.SyncPods(ctx, p.repo.Owner, p.repo.Key, p.pods)
+	p.res.Pods = nil
+	for _, s := range append(res.Pods, res.Refused...) {
+		p.res.Pods = append(p.res.Pods, store.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
+	}
+	if errors.Is(err, kube.ErrRefused) {
+		return stalled("PodRefused", "%v", err)
+	}
+	return err
 }
 
 // containerSpec builds the engine spec of one wm.yaml container.
 func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []docker.PortBinding, running bool) docker.Spec {
-	cpus := r.cfg.Policy.Defaults.CPUs
-	if c.CPUs != nil {
-		cpus = *c.CPUs
-	}
-	memory := r.cfg.Policy.Defaults.Memory
-	if c.Memory != "" {
-		memory = c.Memory
-	}
+	cpus, memory := r.limits(c.CPUs, c.Memory)
 	var mounts []docker.Mount
 	for _, vol := range sortedKeys(c.Volumes) {
 		mounts = append(mounts, docker.Mount{Volume: repo.Owner + "-" + vol, Target: c.Volumes[vol]})
@@ -804,6 +866,17 @@ func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
 		}
 		p.res.Containers = append(p.res.Containers, st)
 	}
+	for _, pod := range p.res.Pods {
+		switch pod.Phase {
+		case "Running", "Succeeded":
+		case "Failed":
+			p.res.Ready = false
+			problems = append(problems, "pod "+pod.Name+": failed: "+pod.Message)
+		default:
+			p.res.Ready = false
+			problems = append(problems, "pod "+pod.Name+": "+strings.ToLower(pod.Phase)+": "+pod.Message)
+		}
+	}
 	switch {
 	case p.expired:
 		p.res.Message = fmt.Sprintf("expired on %s: everything is stopped, nothing was deleted", p.file.Expires)
@@ -847,6 +920,7 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		st.AppliedRevision = p.rev
 		st.Usage = p.usage
 		st.Containers = p.res.Containers
+		st.Pods = p.res.Pods
 		st.Inventory = inventory(p)
 		if p.file.Image != nil {
 			st.ImageDescription, st.ImageShared = p.file.Image.Description, p.file.Image.Share

@@ -138,6 +138,24 @@ type Kubernetes struct {
 	// UserPrefix is put before a student's account in RoleBindings, such
 	// as "oidc:" when the cluster's OIDC users are prefixed.
 	UserPrefix string `yaml:"userPrefix"`
+	// GPUNodeSelector and GPUTolerations place pods that ask for GPUs on
+	// the GPU nodes.
+	GPUNodeSelector map[string]string `yaml:"gpuNodeSelector"`
+	GPUTolerations  []Toleration      `yaml:"gpuTolerations"`
+	// DenyDNS, when true, leaves DNS out of the egress the default-deny
+	// network policy allows (by default pods may resolve names).
+	DenyDNS bool `yaml:"denyDNS"`
+	// PruneNamespaces lets WhaleMountain delete the namespace of a student
+	// who declares no pods any more. Default false: namespaces stay.
+	PruneNamespaces bool `yaml:"pruneNamespaces"`
+}
+
+// Toleration is a Kubernetes toleration of a node taint.
+type Toleration struct {
+	Key      string `yaml:"key"`
+	Operator string `yaml:"operator"` // Exists or Equal
+	Value    string `yaml:"value"`
+	Effect   string `yaml:"effect"` // NoSchedule, PreferNoSchedule, NoExecute, or empty for all
 }
 
 // Registry is the container registry CI pushes to.
@@ -418,6 +436,17 @@ func (c *ServerConfig) validate(report reporter) {
 		}
 		if errs := validation.IsQualifiedName(k.GPUResource); len(errs) > 0 || !strings.Contains(k.GPUResource, "/") {
 			report("kubernetes.gpuResource", false, "%s is not an extended resource name such as nvidia.com/gpu", quote(k.GPUResource))
+		}
+		for i, tol := range k.GPUTolerations {
+			p := fmt.Sprintf("kubernetes.gpuTolerations[%d]", i)
+			if tol.Operator != "" && tol.Operator != "Exists" && tol.Operator != "Equal" {
+				report(p+".operator", false, "%s is not Exists or Equal", quote(tol.Operator))
+			}
+			switch tol.Effect {
+			case "", "NoSchedule", "PreferNoSchedule", "NoExecute":
+			default:
+				report(p+".effect", false, "%s is not NoSchedule, PreferNoSchedule or NoExecute", quote(tol.Effect))
+			}
 		}
 	}
 	if c.Registry.Host != "" {

@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 )
 
 // wm runs the command in-process and returns its exit code and output.
@@ -126,5 +134,38 @@ func TestShellCompletionIsGenerated(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "wm") || len(out) < 500 {
 			t.Errorf("%s: exit %d, %d bytes", shell, code, len(out))
 		}
+	}
+}
+
+func TestTheStudentKubeconfigReachesTheirNamespaceWithTLSVerified(t *testing.T) {
+	cluster := kubetest.Env(t)
+	student := cluster.Students()[0]
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "wm.yaml", "kubernetes: {kubeconfig: "+cluster.Kubeconfig()+", namespacePrefix: wmk-}\n")
+	token := writeFile(t, dir, "token", "token-"+student+"\n")
+	code, out, errOut := wm(t, "kubeconfig", "--owner", student, "--config", cfg, "--token-file", token)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Contains(out, "insecure-skip-tls-verify") || !strings.Contains(out, "certificate-authority-data") || !strings.Contains(out, "namespace: wmk-"+student) {
+		t.Fatalf("kubeconfig:\n%s", out)
+	}
+	kc := writeFile(t, dir, "student.kubeconfig", out)
+	rc, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The student is who the cluster sees: a namespace without their
+	// RoleBinding answers 403, not 401.
+	_, err = client.CoreV1().Pods("wmk-"+student).List(context.Background(), metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `User "`+student+`"`) {
+		t.Errorf("as the student: %v", err)
+	}
+	if code, _, _ := wm(t, "kubeconfig", "--owner", "Not_An_Account", "--config", cfg); code != exitUsage {
+		t.Errorf("a bad owner: exit %d", code)
 	}
 }

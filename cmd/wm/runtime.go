@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,11 +12,14 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitsource"
+	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/registry"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
@@ -98,6 +103,14 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 	if cfg.Registry.Host != "" {
 		opts = append(opts, reconciler.WithRegistry(registry.New(cfg.Registry.Host, cfg.Registry.Insecure, auth.Username, auth.Password)))
 	}
+	if k := cfg.Kubernetes; k != nil {
+		backend, err := kubeBackend(cfg, auth)
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		opts = append(opts, reconciler.WithCluster(backend))
+	}
 	cache := filepath.Join(cfg.StateDir, "git")
 	// One Source per cache folder: each keeps its own per-repo locks.
 	var git reconciler.GitSource = gitsource.New(filepath.Join(cache, "plain"))
@@ -163,4 +176,28 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// kubeBackend connects to the configured cluster. With registry
+// credentials, every student namespace gets a pull secret for them.
+func kubeBackend(cfg *schema.ServerConfig, auth docker.Auth) (*kube.Backend, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubernetes.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes.kubeconfig: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	set := kube.Settings{Kubernetes: *cfg.Kubernetes, Quota: cfg.Policy.Quota, Defaults: cfg.Policy.Defaults}
+	if auth.Username != "" && cfg.Registry.Host != "" {
+		creds := base64.StdEncoding.EncodeToString([]byte(auth.Username + ":" + auth.Password))
+		set.PullSecret, err = json.Marshal(map[string]any{"auths": map[string]any{
+			cfg.Registry.Host: map[string]string{"username": auth.Username, "password": auth.Password, "auth": creds},
+		}})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return kube.New(client, set), nil
 }

@@ -438,4 +438,3 @@ func TestATransferRetiresTheOldOwnersContainerAndCreatesTheNewOwners(t *testing.
 		t.Error("the old repo's state is left")
 	}
 }
-

@@ -60,6 +60,13 @@ type ContainerStatus struct {
 	Labels map[string]string `json:"-"`
 }
 
+// PodStatus is what a student sees of one Kubernetes pod.
+type PodStatus struct {
+	Name    string `json:"name"`
+	Phase   string `json:"phase"`
+	Message string `json:"message,omitempty"`
+}
+
 // RepoState is everything remembered about one repo.
 type RepoState struct {
 	Key              string            `json:"key"`
@@ -71,6 +78,7 @@ type RepoState struct {
 	Conditions       []Condition       `json:"conditions,omitempty"`
 	Inventory        []Object          `json:"inventory,omitempty"`
 	Containers       []ContainerStatus `json:"containers,omitempty"`
+	Pods             []PodStatus       `json:"pods,omitempty"`
 	// Image is what the repo's wm.yaml said of its image at the applied
 	// revision, for sharing and the catalogue.
 	ImageDescription string `json:"imageDescription,omitempty"`

@@ -1,0 +1,269 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ErrRefused is wrapped by errors for pods the cluster refused at
+// admission (quota, Pod Security): the student must change wm.yaml.
+var ErrRefused = errors.New("refused by the cluster")
+
+// Backend applies owners' namespaces and pods to one cluster.
+type Backend struct {
+	client kubernetes.Interface
+	set    Settings
+}
+
+// New returns a backend talking to the cluster through client.
+func New(client kubernetes.Interface, set Settings) *Backend {
+	return &Backend{client: client, set: set}
+}
+
+// Settings returns what the backend was configured with.
+func (b *Backend) Settings() Settings { return b.set }
+
+var apply = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+
+// liveHash reads the applied-hash of an object, "" when it does not exist.
+func (b *Backend) liveHash(ctx context.Context, ns string, o object) (string, error) {
+	var (
+		meta metav1.Object
+		err  error
+	)
+	c := b.client
+	switch o.kind {
+	case "Namespace":
+		meta, err = c.CoreV1().Namespaces().Get(ctx, o.name, metav1.GetOptions{})
+	case "Role":
+		meta, err = c.RbacV1().Roles(ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "RoleBinding":
+		meta, err = c.RbacV1().RoleBindings(ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "ResourceQuota":
+		meta, err = c.CoreV1().ResourceQuotas(ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "LimitRange":
+		meta, err = c.CoreV1().LimitRanges(ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "NetworkPolicy":
+		meta, err = c.NetworkingV1().NetworkPolicies(ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "Secret":
+		meta, err = c.CoreV1().Secrets(ns).Get(ctx, o.name, metav1.GetOptions{})
+	default:
+		return "", fmt.Errorf("unknown kind %s", o.kind)
+	}
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return meta.GetAnnotations()[AnnotationHash], nil
+}
+
+// send applies one object with server-side apply.
+func (b *Backend) send(ctx context.Context, ns string, o object) error {
+	c := b.client
+	var err error
+	switch ac := o.apply.(type) {
+	case *corev1ac.NamespaceApplyConfiguration:
+		_, err = c.CoreV1().Namespaces().Apply(ctx, ac, apply)
+	case *rbacv1ac.RoleApplyConfiguration:
+		_, err = c.RbacV1().Roles(ns).Apply(ctx, ac, apply)
+	case *rbacv1ac.RoleBindingApplyConfiguration:
+		_, err = c.RbacV1().RoleBindings(ns).Apply(ctx, ac, apply)
+	case *corev1ac.ResourceQuotaApplyConfiguration:
+		_, err = c.CoreV1().ResourceQuotas(ns).Apply(ctx, ac, apply)
+	case *corev1ac.LimitRangeApplyConfiguration:
+		_, err = c.CoreV1().LimitRanges(ns).Apply(ctx, ac, apply)
+	case *netv1ac.NetworkPolicyApplyConfiguration:
+		_, err = c.NetworkingV1().NetworkPolicies(ns).Apply(ctx, ac, apply)
+	case *corev1ac.SecretApplyConfiguration:
+		_, err = c.CoreV1().Secrets(ns).Apply(ctx, ac, apply)
+	case *corev1ac.PodApplyConfiguration:
+		_, err = c.CoreV1().Pods(ns).Apply(ctx, ac, apply)
+	default:
+		return fmt.Errorf("cannot apply %T", o.apply)
+	}
+	return err
+}
+
+// EnsureOwner makes owner's namespace, RBAC, quota, limit range, network
+// policy (and pull secret) match the settings. Objects whose applied hash
+// already matches are not sent: nothing changed, no mutating request.
+func (b *Backend) EnsureOwner(ctx context.Context, owner string) (changed int, err error) {
+	ns := b.set.Namespace(owner)
+	for _, o := range b.set.ownerObjects(owner) {
+		live, err := b.liveHash(ctx, ns, o)
+		if err != nil {
+			return changed, fmt.Errorf("read %s: %w", o.describe(ns), err)
+		}
+		if live == o.hash {
+			continue
+		}
+		if err := b.send(ctx, ns, o); err != nil {
+			return changed, fmt.Errorf("apply %s: %w", o.describe(ns), err)
+		}
+		changed++
+	}
+	return changed, nil
+}
+
+// PodStatus is what a student sees of one pod.
+type PodStatus struct {
+	Name    string
+	Phase   string // Pending, Running, Succeeded, Failed, or Refused
+	Message string
+}
+
+// SyncResult says what SyncPods did.
+type SyncResult struct {
+	Created, Recreated, Removed []string
+	Pods                        []PodStatus
+	// Refused lists pods the cluster would not admit, with its reason in
+	// plain words.
+	Refused []PodStatus
+}
+
+// SyncPods makes repo's pods in owner's namespace be exactly pods: new
+// ones are created, changed ones recreated (pods are immutable), pods of
+// the repo nothing declares any more deleted. Pods of the owner's other
+// repos are never touched; a name another repo of the owner already uses
+// is refused. A pod the cluster refuses (quota, Pod Security) does not stop
+// the others; it is reported in Refused and the error wraps ErrRefused.
+func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) (SyncResult, error) {
+	var res SyncResult
+	ns := b.set.Namespace(owner)
+	live, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return res, fmt.Errorf("list pods of %s: %w", ns, err)
+	}
+	byName := map[string]*corev1.Pod{}
+	if live != nil {
+		for i := range live.Items {
+			byName[live.Items[i].Name] = &live.Items[i]
+		}
+	}
+	declared := map[string]bool{}
+	for _, p := range pods {
+		declared[p.Name] = true
+		o := b.set.podObject(p)
+		cur := byName[p.Name]
+		if cur != nil && cur.Annotations[AnnotationRepo] != repo {
+			res.Refused = append(res.Refused, PodStatus{Name: p.Name, Phase: "Refused",
+				Message: fmt.Sprintf("the pod name %s is already used by your repo %s", p.Name, cur.Annotations[AnnotationRepo])})
+			continue
+		}
+		if cur != nil && cur.Annotations[AnnotationHash] == o.hash {
+			continue
+		}
+		if cur != nil {
+			zero := int64(0)
+			if err := b.client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+				return res, fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, err)
+			}
+		}
+		if err := b.send(ctx, ns, o); err != nil {
+			if refused := admissionRefusal(err); refused != "" {
+				res.Refused = append(res.Refused, PodStatus{Name: p.Name, Phase: "Refused", Message: refused})
+				continue
+			}
+			return res, fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, err)
+		}
+		if cur != nil {
+			res.Recreated = append(res.Recreated, p.Name)
+		} else {
+			res.Created = append(res.Created, p.Name)
+		}
+	}
+	for name, cur := range byName {
+		if declared[name] || cur.Annotations[AnnotationRepo] != repo {
+			continue
+		}
+		if err := b.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return res, fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+		}
+		res.Removed = append(res.Removed, name)
+	}
+	slices.Sort(res.Removed)
+	res.Pods, err = b.statuses(ctx, ns, repo)
+	if err != nil {
+		return res, err
+	}
+	if len(res.Refused) > 0 {
+		var msgs []string
+		for _, r := range res.Refused {
+			msgs = append(msgs, "pods."+r.Name+": "+r.Message)
+		}
+		return res, fmt.Errorf("%w: %s", ErrRefused, strings.Join(msgs, "; "))
+	}
+	return res, nil
+}
+
+// statuses reads back the repo's pods.
+func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]PodStatus, error) {
+	list, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRepo + "=" + repoLabel(repo)})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", ns, err)
+	}
+	var out []PodStatus
+	for _, p := range list.Items {
+		msg := p.Status.Message
+		if msg == "" && p.Status.Phase == corev1.PodPending {
+			msg = "waiting to be scheduled"
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
+					msg = c.Message
+				}
+			}
+		}
+		out = append(out, PodStatus{Name: p.Name, Phase: string(p.Status.Phase), Message: msg})
+	}
+	slices.SortFunc(out, func(a, b PodStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// admissionRefusal turns a refusal by admission into words a student
+// understands, or "" when err is not one.
+func admissionRefusal(err error) string {
+	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		return ""
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "exceeded quota"):
+		_, detail, _ := strings.Cut(msg, "exceeded quota: ")
+		return "refused by your quota: it asks for more than is left (" + detail + ")"
+	case strings.Contains(msg, "violates PodSecurity"):
+		_, detail, _ := strings.Cut(msg, "violates PodSecurity ")
+		return "refused by Pod Security: " + detail
+	}
+	return "refused by the cluster: " + msg
+}
+
+// RemoveOwner deletes owner's namespace and everything in it. Only the
+// admins' pruneNamespaces allows it; the reconciler never calls it
+// otherwise.
+func (b *Backend) RemoveOwner(ctx context.Context, owner string) error {
+	ns := b.set.Namespace(owner)
+	cur, err := b.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Labels[LabelManagedBy] != ManagedByValue || cur.Labels[LabelOwner] != owner {
+		return fmt.Errorf("namespace %s is not WhaleMountain's: left alone", ns)
+	}
+	return b.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+}

@@ -1,0 +1,27 @@
+// Package kube is WhaleMountain's Kubernetes backend: GPU pods in a
+// namespace per student.
+//
+// For every owner it keeps a namespace "<prefix><owner>" labelled as
+// WhaleMountain's with Pod Security "restricted" enforced; a Role letting
+// the student get, list and watch pods, get pods/log, and get and create
+// pods/exec (kubectl 1.30+ execs over a WebSocket GET, hence get as well
+// as create), bound to the student's user name; a ResourceQuota from the
+// policy (GPUs as requests of the configured extended resource, CPU,
+// memory, pod count); a LimitRange giving containers the policy's default
+// CPU and memory; and a default-deny NetworkPolicy that allows DNS egress
+// unless the admins say otherwise.
+//
+// A wm.yaml's pods become bare Pods, not Jobs: admission (the quota, Pod
+// Security) then answers at creation, so a refusal reaches the student's
+// status in plain words in the same pass, and restart: Never or OnFailure
+// is the pod's own restartPolicy. A finished pod stays, with its logs,
+// until its spec changes or wm.yaml drops it. Pods are immutable: a changed
+// spec deletes and recreates the pod.
+//
+// Everything is applied with server-side apply under the field manager
+// "whalemountain". Each object carries the hash of what was applied in an
+// annotation, and an object whose live hash equals the desired one is not
+// sent again: a resync where nothing changed sends no mutating request.
+// Only objects with WhaleMountain's labels are ever pruned, and a
+// student's namespace is deleted only when the admins allow it.
+package kube

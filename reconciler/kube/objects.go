@@ -1,0 +1,238 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+
+	"github.com/whalemountain/wm/schema"
+)
+
+// Labels and annotations WhaleMountain puts on every object.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedByValue = "whalemountain"
+	LabelOwner     = "whalemountain.dev/owner"
+	LabelRepo      = "whalemountain.dev/repo" // the repo key with "/" as "."
+	LabelName      = "whalemountain.dev/name"
+	AnnotationHash = "whalemountain.dev/applied-hash"
+	AnnotationRepo = "whalemountain.dev/repo"
+	FieldManager   = "whalemountain"
+)
+
+// Names of the per-owner objects.
+const (
+	RoleName          = "wm-student"
+	QuotaName         = "wm-quota"
+	LimitRangeName    = "wm-defaults"
+	NetworkPolicyName = "wm-default-deny"
+	PullSecretName    = "wm-registry"
+)
+
+// Pod is one wm.yaml pod, with every choice made.
+type Pod struct {
+	Owner, Repo, Name   string
+	Image               string
+	Entrypoint, Command []string
+	Env                 map[string]string
+	Workdir             string
+	GPUs                int
+	CPUs                float64
+	MemoryBytes         int64
+	Restart             string // Never or OnFailure
+}
+
+// Settings is what the backend needs of the server config.
+type Settings struct {
+	Kubernetes schema.Kubernetes
+	Quota      schema.Quota
+	Defaults   schema.Limits
+	// PullSecret, when set, is a .dockerconfigjson put in every namespace
+	// and used to pull images.
+	PullSecret []byte
+}
+
+// Namespace is the name of owner's namespace.
+func (s Settings) Namespace(owner string) string { return s.Kubernetes.NamespacePrefix + owner }
+
+func labels(owner string) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedByValue, LabelOwner: owner}
+}
+
+// repoLabel turns a repo key ("alice/web") into a label value.
+func repoLabel(key string) string { return strings.ReplaceAll(key, "/", ".") }
+
+// hashOf is the applied-hash of an apply configuration.
+func hashOf(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // apply configurations always marshal
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// object is one desired object: its kind and name, the apply
+// configuration, and the hash that tells whether it must be sent.
+type object struct {
+	kind, name string
+	hash       string
+	apply      any
+}
+
+// ownerObjects are the namespace-level objects of one owner, in the order
+// they are applied (the namespace first).
+func (s Settings) ownerObjects(owner string) []object {
+	ns := s.Namespace(owner)
+	k := s.Kubernetes
+	var out []object
+	add := func(kind, name string, ac any, setHash func(string)) {
+		h := hashOf(ac)
+		setHash(h)
+		out = append(out, object{kind: kind, name: name, hash: h, apply: ac})
+	}
+
+	nsAC := corev1ac.Namespace(ns).WithLabels(labels(owner)).WithLabels(map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+		"pod-security.kubernetes.io/warn":            "restricted",
+		"pod-security.kubernetes.io/audit":           "restricted",
+	})
+	add("Namespace", ns, nsAC, func(h string) { nsAC.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	role := rbacv1ac.Role(RoleName, ns).WithLabels(labels(owner)).WithRules(
+		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods").WithVerbs("get", "list", "watch"),
+		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods/log").WithVerbs("get"),
+		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods/exec").WithVerbs("get", "create"),
+	)
+	add("Role", RoleName, role, func(h string) { role.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	binding := rbacv1ac.RoleBinding(RoleName, ns).WithLabels(labels(owner)).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("Role").WithName(RoleName)).
+		WithSubjects(rbacv1ac.Subject().WithAPIGroup("rbac.authorization.k8s.io").WithKind("User").WithName(k.UserPrefix + owner))
+	add("RoleBinding", RoleName, binding, func(h string) { binding.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	q := s.Quota
+	hard := corev1.ResourceList{
+		corev1.ResourceName("requests." + k.GPUResource): *resource.NewQuantity(int64(q.GPUs), resource.DecimalSI),
+		corev1.ResourceRequestsCPU:                       cpuQuantity(q.CPUs),
+		corev1.ResourceLimitsCPU:                         cpuQuantity(q.CPUs),
+		corev1.ResourceRequestsMemory:                    resource.MustParse(q.Memory),
+		corev1.ResourceLimitsMemory:                      resource.MustParse(q.Memory),
+		corev1.ResourcePods:                              *resource.NewQuantity(int64(q.Pods), resource.DecimalSI),
+	}
+	quota := corev1ac.ResourceQuota(QuotaName, ns).WithLabels(labels(owner)).WithSpec(corev1ac.ResourceQuotaSpec().WithHard(hard))
+	add("ResourceQuota", QuotaName, quota, func(h string) { quota.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	def := corev1.ResourceList{corev1.ResourceCPU: cpuQuantity(s.Defaults.CPUs), corev1.ResourceMemory: resource.MustParse(s.Defaults.Memory)}
+	lr := corev1ac.LimitRange(LimitRangeName, ns).WithLabels(labels(owner)).WithSpec(corev1ac.LimitRangeSpec().WithLimits(
+		corev1ac.LimitRangeItem().WithType(corev1.LimitTypeContainer).WithDefault(def).WithDefaultRequest(def)))
+	add("LimitRange", LimitRangeName, lr, func(h string) { lr.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	np := netv1ac.NetworkPolicy(NetworkPolicyName, ns).WithLabels(labels(owner))
+	spec := netv1ac.NetworkPolicySpec().WithPodSelector(metav1ac.LabelSelector()).WithPolicyTypes("Ingress", "Egress")
+	if !k.DenyDNS {
+		udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+		dns := intstr.FromInt32(53)
+		spec.WithEgress(netv1ac.NetworkPolicyEgressRule().WithPorts(
+			netv1ac.NetworkPolicyPort().WithProtocol(udp).WithPort(dns),
+			netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(dns)))
+	}
+	np.WithSpec(spec)
+	add("NetworkPolicy", NetworkPolicyName, np, func(h string) { np.WithAnnotations(map[string]string{AnnotationHash: h}) })
+
+	if len(s.PullSecret) > 0 {
+		sec := corev1ac.Secret(PullSecretName, ns).WithLabels(labels(owner)).WithType(corev1.SecretTypeDockerConfigJson).
+			WithData(map[string][]byte{corev1.DockerConfigJsonKey: s.PullSecret})
+		add("Secret", PullSecretName, sec, func(h string) { sec.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	}
+	return out
+}
+
+// podObject is the apply configuration of one pod, hardened to pass Pod
+// Security "restricted": non-root (uid 1000 unless the image says
+// otherwise is not known here, so 1000), no privilege escalation, every
+// capability dropped, the runtime's default seccomp profile.
+func (s Settings) podObject(p Pod) object {
+	k := s.Kubernetes
+	ns := s.Namespace(p.Owner)
+	lim := corev1.ResourceList{
+		corev1.ResourceCPU:    cpuQuantity(p.CPUs),
+		corev1.ResourceMemory: *resource.NewQuantity(p.MemoryBytes, resource.BinarySI),
+	}
+	if p.GPUs > 0 {
+		lim[corev1.ResourceName(k.GPUResource)] = *resource.NewQuantity(int64(p.GPUs), resource.DecimalSI)
+	}
+	ctr := corev1ac.Container().WithName(p.Name).WithImage(p.Image).
+		WithResources(corev1ac.ResourceRequirements().WithLimits(lim).WithRequests(lim)).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+	// wm.yaml's entrypoint is Kubernetes' command, wm.yaml's command its args.
+	if len(p.Entrypoint) > 0 {
+		ctr.WithCommand(p.Entrypoint...)
+	}
+	if len(p.Command) > 0 {
+		ctr.WithArgs(p.Command...)
+	}
+	if p.Workdir != "" {
+		ctr.WithWorkingDir(p.Workdir)
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Env)) {
+		ctr.WithEnv(corev1ac.EnvVar().WithName(name).WithValue(p.Env[name]))
+	}
+	spec := corev1ac.PodSpec().WithContainers(ctr).
+		WithRestartPolicy(corev1.RestartPolicy(p.Restart)).
+		WithAutomountServiceAccountToken(false).
+		WithEnableServiceLinks(false).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).WithRunAsUser(1000).WithRunAsGroup(1000).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+	if p.GPUs > 0 {
+		if len(k.GPUNodeSelector) > 0 {
+			spec.WithNodeSelector(k.GPUNodeSelector)
+		}
+		for _, t := range k.GPUTolerations {
+			tol := corev1ac.Toleration().WithKey(t.Key).WithValue(t.Value)
+			if t.Operator != "" {
+				tol.WithOperator(corev1.TolerationOperator(t.Operator))
+			}
+			if t.Effect != "" {
+				tol.WithEffect(corev1.TaintEffect(t.Effect))
+			}
+			spec.WithTolerations(tol)
+		}
+	}
+	if len(s.PullSecret) > 0 {
+		spec.WithImagePullSecrets(corev1ac.LocalObjectReference().WithName(PullSecretName))
+	}
+	l := labels(p.Owner)
+	l[LabelRepo] = repoLabel(p.Repo)
+	l[LabelName] = p.Name
+	pod := corev1ac.Pod(p.Name, ns).WithLabels(l).WithSpec(spec)
+	h := hashOf(pod)
+	pod.WithAnnotations(map[string]string{AnnotationHash: h, AnnotationRepo: p.Repo})
+	return object{kind: "Pod", name: p.Name, hash: h, apply: pod}
+}
+
+func cpuQuantity(cores float64) resource.Quantity {
+	return *resource.NewMilliQuantity(int64(math.Round(cores*1000)), resource.DecimalSI)
+}
+
+// describe names an object for messages.
+func (o object) describe(ns string) string { return fmt.Sprintf("%s %s/%s", o.kind, ns, o.name) }

@@ -1,0 +1,89 @@
+package reconciler
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
+)
+
+const trainPod = `version: 1
+pods:
+  train:
+    image: self
+    command: ["python", "train.py"]
+    gpus: 1
+    cpus: 2
+    memory: 4Gi
+    restart: OnFailure
+`
+
+func TestPodsWithoutAClusterAreAnAdminMatter(t *testing.T) {
+	w := newWorld(t)
+	_, err := w.reconcile(w.push("alice/ml", trainPod))
+	wantReason(t, err, Stalled, "NoKubernetes")
+}
+
+// TestAOneGPUPodOnARealControlPlane: a wm.yaml with a 1-GPU pod produces
+// the student's namespace, RBAC, quota and the pod; a second GPU pod is
+// refused by the quota and the status says so.
+func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
+	cluster := kubetest.Env(t)
+	prefix := cluster.Namespace(t, "wmr") + "-"
+	student := cluster.Students()[0]
+	w := newWorld(t)
+	backend := kube.New(cluster.AdminClient(t), kube.Settings{
+		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
+		Quota:      w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults,
+	})
+	w.rec.cluster = backend
+	ns := prefix + student
+	t.Cleanup(func() {
+		_ = cluster.AdminClient(t).CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+
+	repo := w.push(student+"/ml", trainPod)
+	res, err := w.reconcile(repo)
+	if err != nil {
+		t.Fatalf("pass: %v", err)
+	}
+	// No kubelet runs here: the pod is admitted and stays Pending.
+	if res.Ready || len(res.Pods) != 1 || res.Pods[0].Phase != "Pending" || !strings.Contains(res.Message, "pod train: pending") {
+		t.Errorf("result: ready %v, pods %+v, message %q", res.Ready, res.Pods, res.Message)
+	}
+	admin := cluster.AdminClient(t)
+	ctx := context.Background()
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	if _, err := admin.RbacV1().RoleBindings(ns).Get(ctx, kube.RoleName, metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	}
+	if q, err := admin.CoreV1().ResourceQuotas(ns).Get(ctx, kube.QuotaName, metav1.GetOptions{}); err != nil || q.Spec.Hard.Name("requests.nvidia.com/gpu", "").Value() != 1 {
+		t.Errorf("quota: %v", err)
+	}
+	p, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
+	if err != nil || p.Spec.RestartPolicy != "OnFailure" || p.Spec.Containers[0].Image != testRegistry+"/"+student+"/ml:"+res.Revision {
+		t.Fatalf("pod: %+v, %v", p, err)
+	}
+	if !cluster.Can(t, student, "create", "pods", "exec", ns) {
+		t.Error("the student cannot exec into their pod")
+	}
+
+	w.push(student+"/ml", trainPod+"  second:\n    image: self\n    gpus: 1\n")
+	_, err = w.reconcile(repo)
+	wantReason(t, err, Stalled, "PodRefused")
+	if !strings.Contains(err.Error(), "pods.second: refused by your quota") {
+		t.Errorf("message: %v", err)
+	}
+	st, _, _ := w.store.Repo(student + "/ml")
+	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") {
+		t.Errorf("status: %+v", st.Conditions)
+	}
+}
