@@ -39,6 +39,34 @@ type ServerConfig struct {
 	Policy Policy `yaml:"policy"`
 	// Webhook configures `POST /hooks/gitlab`.
 	Webhook Webhook `yaml:"webhook"`
+	// SIF configures the Singularity image builds.
+	SIF SIFConfig `yaml:"sif"`
+	// Artifacts configures who may download artifacts from wm serve.
+	Artifacts Artifacts `yaml:"artifacts"`
+}
+
+// SIFConfig configures the builds of Singularity images.
+type SIFConfig struct {
+	// Compression of the squashfs: gzip (default), lz4, zstd or xz.
+	Compression string `yaml:"compression"`
+	// Timeout bounds one build; default 10m.
+	Timeout Duration `yaml:"timeout"`
+	// Concurrency is how many builds run at once; default 2.
+	Concurrency int `yaml:"concurrency"`
+	// GracePeriod is how long a SIF no longer declared is kept before it
+	// is removed; default 168h (a week).
+	GracePeriod Duration `yaml:"gracePeriod"`
+	// SharedDir, when set, receives a copy of every SIF as
+	// <sharedDir>/<owner>/<name>.sif (the blade servers mount it).
+	SharedDir string `yaml:"sharedDir"`
+}
+
+// Artifacts configures downloads of artifacts (SIF files).
+type Artifacts struct {
+	// TokensFile holds one "TOKEN OWNER" pair a line; the owner "*" marks
+	// an admin, who may download every artifact. Without it, downloads are
+	// off.
+	TokensFile string `yaml:"tokensFile"`
 }
 
 // Poll sets the polling of sources.
@@ -297,6 +325,7 @@ func newServerConfig() ServerConfig {
 		StateDir: "wm-state",
 		Listen:   "127.0.0.1:8080",
 		Poll:     Poll{Interval: Duration(time.Minute), Concurrency: 4},
+		SIF:      SIFConfig{Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour)},
 		Policy: Policy{
 			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"},
 			Defaults:        Limits{CPUs: 1, Memory: "2Gi"},
@@ -409,6 +438,20 @@ func (c *ServerConfig) validate(report reporter) {
 				report("sources.gitlab.dashboardURL", false, "%s is not a URL", quote(g.DashboardURL))
 			}
 		}
+	}
+	switch c.SIF.Compression {
+	case "gzip", "lz4", "zstd", "xz":
+	default:
+		report("sif.compression", false, "%s is not gzip, lz4, zstd or xz", quote(c.SIF.Compression))
+	}
+	if c.SIF.Timeout.Std() < time.Second {
+		report("sif.timeout", false, "%v is too short: at least 1s", c.SIF.Timeout.Std())
+	}
+	if c.SIF.Concurrency < 1 || c.SIF.Concurrency > 64 {
+		report("sif.concurrency", false, "%d is not between 1 and 64", c.SIF.Concurrency)
+	}
+	if c.SIF.GracePeriod < 0 {
+		report("sif.gracePeriod", false, "%v is negative", c.SIF.GracePeriod.Std())
 	}
 	seenHost := map[string]int{}
 	for i, h := range c.Docker.Hosts {
@@ -542,6 +585,8 @@ func (c *ServerConfig) resolvePaths(dir string) {
 	abs(&c.ArtifactsDir)
 	abs(&c.Webhook.SecretFile)
 	abs(&c.Webhook.SigningTokenFile)
+	abs(&c.SIF.SharedDir)
+	abs(&c.Artifacts.TokensFile)
 	if c.Sources.GitLab != nil {
 		abs(&c.Sources.GitLab.TokenFile)
 	}

@@ -62,6 +62,6 @@ wm.yaml reference: schema/README.md`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newValidateCmd(), newSchemaCmd(), newReconcileCmd(), newPlanCmd(), newStatusCmd(), newServeCmd(), newImagesCmd(), newKubeconfigCmd())
+	root.AddCommand(newValidateCmd(), newSchemaCmd(), newReconcileCmd(), newPlanCmd(), newStatusCmd(), newServeCmd(), newImagesCmd(), newKubeconfigCmd(), newSIFCmd())
 	return root
 }

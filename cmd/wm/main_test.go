@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 )
 
 // wm runs the command in-process and returns its exit code and output.
@@ -167,5 +170,62 @@ func TestTheStudentKubeconfigReachesTheirNamespaceWithTLSVerified(t *testing.T) 
 	}
 	if code, _, _ := wm(t, "kubeconfig", "--owner", "Not_An_Account", "--config", cfg); code != exitUsage {
 		t.Errorf("a bad owner: exit %d", code)
+	}
+}
+
+func TestSIFBuildWritesASIFThatSiftoolAccepts(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := registrytest.BusyboxImage(t, map[string]string{"/opt/tool/README": "hello"}, map[string]string{"/opt/tool/README": "<whiteout>", "/opt/tool/run": "#!/bin/sh\necho run\n"})
+	ref := reg.Ref("alice/tool", "v1")
+	reg.Push(t, ref, img)
+	out := filepath.Join(t.TempDir(), "tool.sif")
+	code, stdout, stderr := wm(t, "sif", "build", ref, "-o", out, "--insecure", reg.Host(), "-q")
+	if code != 0 || !strings.Contains(stdout, "built") {
+		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
+	}
+	list, err := exec.Command("siftool", "list", out).CombinedOutput()
+	if err != nil || !strings.Contains(string(list), "Squashfs") {
+		t.Errorf("siftool list: %v\n%s", err, list)
+	}
+	if _, err := os.Stat(out + ".sha256"); err != nil {
+		t.Error(err)
+	}
+	if code, stdout, _ := wm(t, "sif", "build", ref, "-o", out, "--insecure", reg.Host(), "-q"); code != 0 || !strings.Contains(stdout, "up to date") {
+		t.Errorf("rebuild: exit %d: %s", code, stdout)
+	}
+	if code, _, _ := wm(t, "sif", "verify", out); code != 0 {
+		t.Errorf("verify: exit %d", code)
+	}
+}
+
+func TestArtifactTokensLetTheOwnerAndAdminsIn(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "tokens", "# who may download\nalice-token-0123456789 alice\nadmin-token-0123456789 *\n")
+	tok, err := readTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(token string) *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, "/artifacts/alice/env.sif", nil)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name, token, owner string
+		want               bool
+	}{
+		{"the owner gets their own", "alice-token-0123456789", "alice", true},
+		{"the owner does not get another's", "alice-token-0123456789", "bob", false},
+		{"an admin gets anyone's", "admin-token-0123456789", "bob", true},
+		{"no token gets nothing", "", "alice", false},
+		{"a wrong token gets nothing", "alice-token-0123456788", "alice", false},
+	} {
+		if got := tok.authorize(req(tc.token), tc.owner); got != tc.want {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+	}
+	if _, err := readTokens(writeFile(t, t.TempDir(), "bad", "short alice\n")); err == nil {
+		t.Error("a short token was accepted")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/registry"
+	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -51,6 +52,23 @@ type runtime struct {
 	rec     *reconciler.Reconciler
 	// gitlab is set when the config has a GitLab source.
 	gitlab *gitlab.Service
+	sif    *sif.Builder
+}
+
+// sifOptions are the SIF builder's options from the server config: the
+// configured registry's credentials go to it only.
+func sifOptions(cfg *schema.ServerConfig, auth docker.Auth) sif.Options {
+	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency}
+	if h := cfg.Registry.Host; h != "" {
+		host, _, _ := strings.Cut(h, "/")
+		if cfg.Registry.Insecure {
+			o.Insecure = []string{host}
+		}
+		if auth.Username != "" {
+			o.Auth = map[string]sif.Auth{host: {Username: auth.Username, Password: auth.Password}}
+		}
+	}
+	return o
 }
 
 // readSecret reads a secret from a file, without surrounding space.
@@ -103,6 +121,8 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 	if cfg.Registry.Host != "" {
 		opts = append(opts, reconciler.WithRegistry(registry.New(cfg.Registry.Host, cfg.Registry.Insecure, auth.Username, auth.Password)))
 	}
+	rt.sif = sif.NewBuilder(sifOptions(cfg, auth))
+	opts = append(opts, reconciler.WithSIFBuilder(rt.sif))
 	if k := cfg.Kubernetes; k != nil {
 		backend, err := kubeBackend(cfg, auth)
 		if err != nil {
@@ -161,8 +181,11 @@ func (rt *runtime) repos(log *slog.Logger) ([]reconciler.Repo, error) {
 	return repos, nil
 }
 
-// Close releases the store and the engine connections.
+// Close releases the store, the builder and the engine connections.
 func (rt *runtime) Close() {
+	if rt.sif != nil {
+		rt.sif.Close()
+	}
 	for _, e := range rt.engines {
 		e.Close()
 	}

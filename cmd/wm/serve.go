@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/webhook"
 )
 
@@ -151,6 +153,15 @@ func apiHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log
 		log.Info("no webhook.secretFile: POST /hooks/gitlab is off, repos are polled only")
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if path := rt.cfg.Artifacts.TokensFile; path != "" {
+		tokens, err := readTokens(path)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("GET /artifacts/", sif.NewHandler(rt.cfg.ArtifactsDir, tokens.authorize))
+	} else {
+		log.Info("no artifacts.tokensFile: SIF downloads are off")
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -171,6 +182,48 @@ func apiHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log
 		_ = json.NewEncoder(w).Encode(repos)
 	})
 	return mux, nil
+}
+
+// tokens maps bearer tokens to the owner they speak for; "*" is an admin.
+type tokens map[string]string
+
+// readTokens reads "TOKEN OWNER" lines; blank lines and # comments are
+// skipped.
+func readTokens(path string) (tokens, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read artifacts.tokensFile: %w", err)
+	}
+	out := tokens{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 || len(fields[0]) < 16 {
+			return nil, fmt.Errorf("%s:%d: want \"TOKEN OWNER\" with a token of at least 16 characters", path, i+1)
+		}
+		out[fields[0]] = fields[1]
+	}
+	return out, nil
+}
+
+// authorize lets a request through for owner's artifacts when its bearer
+// token speaks for that owner or for an admin. Tokens are compared in
+// constant time.
+func (t tokens) authorize(r *http.Request, owner string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	allowed := false
+	for tok, who := range t {
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) == 1 && (who == owner || who == "*") {
+			allowed = true
+		}
+	}
+	return allowed
 }
 
 // fromLoopback reports whether a request comes from this machine.

@@ -67,6 +67,21 @@ type PodStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// SIFStatus is one built Singularity image.
+type SIFStatus struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"` // on disk, in the artifacts folder
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	Image  string `json:"image"` // the reference it was built from
+}
+
+// RetiredSIF is a SIF file waiting for its grace period to end.
+type RetiredSIF struct {
+	Path  string    `json:"path"`
+	Since time.Time `json:"since"`
+}
+
 // RepoState is everything remembered about one repo.
 type RepoState struct {
 	Key              string            `json:"key"`
@@ -79,6 +94,10 @@ type RepoState struct {
 	Inventory        []Object          `json:"inventory,omitempty"`
 	Containers       []ContainerStatus `json:"containers,omitempty"`
 	Pods             []PodStatus       `json:"pods,omitempty"`
+	SIFs             []SIFStatus       `json:"sifs,omitempty"`
+	// RetiredSIFs are SIF files no longer declared, removed once their
+	// grace period is over.
+	RetiredSIFs []RetiredSIF `json:"retiredSIFs,omitempty"`
 	// Image is what the repo's wm.yaml said of its image at the applied
 	// revision, for sharing and the catalogue.
 	ImageDescription string `json:"imageDescription,omitempty"`
