@@ -1,0 +1,145 @@
+package sif
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Defaults of Options.
+const (
+	DefaultMksquashfs  = "mksquashfs"
+	DefaultCompression = "gzip"
+	DefaultTimeout     = 10 * time.Minute
+	DefaultConcurrency = 2
+)
+
+// DefaultPlatform is the platform picked from a multi-platform image: what
+// the clusters that run the SIFs are.
+var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
+
+// Compressions are the squashfs compressions Options accepts. gzip is the
+// one every kernel and squashfuse reads; the others need a kernel built
+// with them on the machines that run the SIF.
+var Compressions = []string{"gzip", "lz4", "zstd", "xz"}
+
+// SourceKind picks where Build reads images from.
+type SourceKind int
+
+const (
+	// SourceAuto reads from the registry the reference names and, when that
+	// registry cannot be reached at all (ErrUnreachable), from the local
+	// Docker daemon, for images built on this host and never pushed.
+	SourceAuto SourceKind = iota
+	// SourceRegistry reads from registries only.
+	SourceRegistry
+	// SourceDaemon reads from the local Docker daemon only.
+	SourceDaemon
+)
+
+// Auth is a username and password for one registry.
+type Auth struct {
+	Username, Password string
+}
+
+// Options configure a Builder. The zero value works: gzip, 10 minutes a
+// build, 2 builds at once, anonymous pulls over HTTPS, registry then local
+// daemon.
+type Options struct {
+	// Tools.
+
+	// Mksquashfs is the mksquashfs binary, a path or a name looked up in
+	// PATH; default "mksquashfs" (Debian's squashfs-tools).
+	Mksquashfs string
+	// Compression is passed to mksquashfs -comp: gzip (default), lz4, zstd
+	// or xz.
+	Compression string
+	// Processors is passed to mksquashfs -processors; default all cores.
+	Processors int
+	// AllRoot makes every file of the SIF owned by root (mksquashfs
+	// -all-root). It is forced on when the process does not run as root,
+	// since it cannot then give files the image's owners; as root, files
+	// keep the owners the image gives them, as apptainer's own builds do.
+	AllRoot bool
+	// Squasher replaces mksquashfs altogether (tests); Mksquashfs,
+	// Compression, Processors and AllRoot are then unused.
+	Squasher Squasher
+
+	// Limits.
+
+	// Timeout bounds each build, from when it gets a slot; default 10
+	// minutes. Resolving the image (a cache check) is bounded by it too.
+	Timeout time.Duration
+	// Concurrency is how many builds run at once; default 2. More wait
+	// for a slot (and their context).
+	Concurrency int
+	// TempDir holds each build's root file system and squashfs while it
+	// runs; default os.TempDir(). It needs room for the unpacked image and
+	// its squashfs.
+	TempDir string
+
+	// Image sources.
+
+	// Source is where images are read from; default SourceAuto.
+	Source SourceKind
+	// Keychain finds registry credentials (e.g. authn.DefaultKeychain,
+	// which reads ~/.docker/config.json); nil is anonymous.
+	Keychain authn.Keychain
+	// Auth are credentials by registry host ("host" or "host:port"), sent
+	// to that host only. They come before Keychain.
+	Auth map[string]Auth
+	// Insecure lists registry hosts ("host:port") reached over plain HTTP.
+	Insecure []string
+	// Platform is picked from multi-platform images; default
+	// DefaultPlatform.
+	Platform *v1.Platform
+	// DockerHost is the Docker daemon for SourceAuto and SourceDaemon;
+	// default DOCKER_HOST, else the local socket.
+	DockerHost string
+	// Images replaces the sources above altogether (tests, or a caller
+	// with its own): Build resolves and opens every reference through it.
+	Images Source
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	if o.Mksquashfs == "" {
+		o.Mksquashfs = DefaultMksquashfs
+	}
+	if o.Compression == "" {
+		o.Compression = DefaultCompression
+	}
+	if o.Processors <= 0 {
+		o.Processors = runtime.NumCPU()
+	}
+	if os.Geteuid() != 0 {
+		o.AllRoot = true
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.TempDir == "" {
+		o.TempDir = os.TempDir()
+	}
+	if o.Platform == nil {
+		p := DefaultPlatform
+		o.Platform = &p
+	}
+	return o
+}
+
+// validate reports an option no build can run with.
+func (o Options) validate() error {
+	if !slices.Contains(Compressions, o.Compression) {
+		return fmt.Errorf("compression %q: want one of %v", o.Compression, Compressions)
+	}
+	return nil
+}
