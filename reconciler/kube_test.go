@@ -86,4 +86,25 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") {
 		t.Errorf("status: %+v", st.Conditions)
 	}
+
+	// No pods any more: they go, the namespace stays (the admins decide).
+	w.push(student+"/ml", "version: 1\n")
+	if _, err := w.reconcile(repo); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := admin.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("pods left: %v", err)
+	}
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+		t.Errorf("the namespace went without the admins' word: %v", err)
+	}
+	// With pruneNamespaces, it goes too.
+	w.cfg.Kubernetes = &schema.Kubernetes{PruneNamespaces: true}
+	w.push(student+"/ml", "version: 1\n# again\n")
+	if _, err := w.reconcile(repo); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && n.DeletionTimestamp == nil {
+		t.Error("the namespace stays despite pruneNamespaces")
+	}
 }

@@ -45,6 +45,7 @@ type Registry interface {
 type Cluster interface {
 	EnsureOwner(ctx context.Context, owner string) (int, error)
 	SyncPods(ctx context.Context, owner, repo string, pods []kube.Pod) (kube.SyncResult, error)
+	RemoveOwner(ctx context.Context, owner string) error
 }
 
 // SIFBuilder builds Singularity images; *sif.Builder is one.
@@ -554,7 +555,21 @@ func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
 	if errors.Is(err, kube.ErrRefused) {
 		return stalled("PodRefused", "%v", err)
 	}
-	return err
+	if err != nil || len(p.pods) > 0 || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
+		return err
+	}
+	// The admins let namespaces go: this one goes once none of the
+	// owner's repos declares a pod.
+	repos, err := r.store.Repos()
+	if err != nil {
+		return err
+	}
+	for _, other := range repos {
+		if other.Owner == p.repo.Owner && other.Key != p.repo.Key && other.Usage.Pods > 0 {
+			return nil
+		}
+	}
+	return r.cluster.RemoveOwner(ctx, p.repo.Owner)
 }
 
 // containerSpec builds the engine spec of one wm.yaml container.
