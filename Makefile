@@ -34,6 +34,7 @@ setup: ## install what the tests need on this machine (idempotent)
 
 .PHONY: test
 test: setup ## run every test, the real engines included
+	bash ci/kube-up >/dev/null
 	$(GO) test -count=1 -timeout 25m ./...
 
 .PHONY: lint

@@ -555,6 +555,9 @@ func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
 	if errors.Is(err, kube.ErrRefused) {
 		return stalled("PodRefused", "%v", err)
 	}
+	if errors.Is(err, kube.ErrQuotaNotReady) {
+		return waiting("QuotaNotReady", "%v", err)
+	}
 	if err != nil || len(p.pods) > 0 || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
 		return err
 	}

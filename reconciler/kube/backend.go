@@ -20,6 +20,11 @@ import (
 // admission (quota, Pod Security): the student must change wm.yaml.
 var ErrRefused = errors.New("refused by the cluster")
 
+// ErrQuotaNotReady is wrapped when a new ResourceQuota has no status yet:
+// until the quota controller writes it, admission refuses every pod. It
+// is a matter of seconds: try again.
+var ErrQuotaNotReady = errors.New("the namespace's quota is not ready yet")
+
 // Backend applies owners' namespaces and pods to one cluster.
 type Backend struct {
 	client kubernetes.Interface
@@ -173,6 +178,9 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 			}
 		}
 		if err := b.send(ctx, ns, o); err != nil {
+			if strings.Contains(err.Error(), "status unknown for quota") {
+				return res, fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, ErrQuotaNotReady)
+			}
 			if refused := admissionRefusal(err); refused != "" {
 				res.Refused = append(res.Refused, PodStatus{Name: p.Name, Phase: "Refused", Message: refused})
 				continue
