@@ -25,15 +25,9 @@ description from wm.yaml's image block, whether other students may use it
 its image was built (asked from the registry).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cfgPath)
+			cfg, repos, err := loadState(cmd, cfgPath)
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), err)
-				return exitError{exitInvalid}
-			}
-			repos, err := readStatus(cmd.Context(), cfg)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
-				return exitError{exitInvalid}
+				return err
 			}
 			user, pw := cfg.Registry.Username, ""
 			if cfg.Registry.PasswordFile != "" {

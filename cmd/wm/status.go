@@ -28,15 +28,9 @@ of its containers with the address its ports are reached at (host:port).
 It reads only the state directory: it works while wm serve runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cfgPath)
+			cfg, repos, err := loadState(cmd, cfgPath)
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), err)
-				return exitError{exitInvalid}
-			}
-			repos, err := readStatus(cmd.Context(), cfg)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
-				return exitError{exitInvalid}
+				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "OWNER\tREPO\tREVISION\tCONDITION\tCONTAINER\tSTATE\tADDRESS")
@@ -58,6 +52,22 @@ It reads only the state directory: it works while wm serve runs.`,
 	}
 	configFlag(cmd, &cfgPath)
 	return cmd
+}
+
+// loadState loads the config and every repo's state, printing what went
+// wrong and returning exitError{1} on failure.
+func loadState(cmd *cobra.Command, cfgPath string) (*schema.ServerConfig, []store.RepoState, error) {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), err)
+		return nil, nil, exitError{exitInvalid}
+	}
+	repos, err := readStatus(cmd.Context(), cfg)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
+		return nil, nil, exitError{exitInvalid}
+	}
+	return cfg, repos, nil
 }
 
 // readStatus reads every repo's state from the store or, while wm serve

@@ -96,6 +96,19 @@ policy: {maxPrunePercent: 100}
 	return s
 }
 
+// rollOut commits a first wm.yaml to p, has CI push its image, lets the
+// service discover the project and waits until the commit is green.
+func (s *stack) rollOut(p *gitlabtest.Project) string {
+	s.t.Helper()
+	first := p.Commit(s.t, "main", wmYAML("dev"), "init")
+	s.ci(p.Path(), first)
+	s.svc.Rediscover()
+	eventually(s.t, "the first commit is green", func() bool {
+		return slices.Contains(s.statuses(p.Path(), first, gitlab.StatusName), "success")
+	})
+	return first
+}
+
 // ci makes the image CI would push for a commit available to the engine.
 func (s *stack) ci(project, sha string) {
 	s.t.Helper()
@@ -227,12 +240,7 @@ func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
 	g := gitlabtest.New(t, token)
 	p := g.AddProject(t, "students/"+owner+"/web")
 	s := newStack(t, engine, g)
-	first := p.Commit(t, "main", wmYAML("dev"), "init")
-	s.ci(p.Path(), first)
-	s.svc.Rediscover()
-	eventually(t, "the first commit is green", func() bool {
-		return slices.Contains(s.statuses(p.Path(), first, gitlab.StatusName), "success")
-	})
+	first := s.rollOut(p)
 	before, _ := s.container(owner + "-web")
 
 	second := p.Commit(t, "main", wmYAML("prod"), "prod")
@@ -274,12 +282,7 @@ func TestWebhooksWithoutTheSecretChangeNothing(t *testing.T) {
 	p := g.AddProject(t, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
-	first := p.Commit(t, "main", wmYAML("dev"), "init")
-	s.ci(p.Path(), first)
-	s.svc.Rediscover()
-	eventually(t, "the first commit is green", func() bool {
-		return slices.Contains(s.statuses(p.Path(), first, gitlab.StatusName), "success")
-	})
+	first := s.rollOut(p)
 	second := p.Commit(t, "main", wmYAML("prod"), "prod")
 	s.ci(p.Path(), second)
 	fake.ResetCalls()
@@ -329,12 +332,7 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 	p := g.AddProject(t, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
-	first := p.Commit(t, "main", wmYAML("dev"), "init")
-	s.ci(p.Path(), first)
-	s.svc.Rediscover()
-	eventually(t, "the first commit is green", func() bool {
-		return slices.Contains(s.statuses(p.Path(), first, gitlab.StatusName), "success")
-	})
+	s.rollOut(p)
 	fake.ResetCalls()
 
 	files := wmYAML("prod")
@@ -394,12 +392,7 @@ func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 	p := g.AddProject(t, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
-	first := p.Commit(t, "main", wmYAML("dev"), "init")
-	s.ci(p.Path(), first)
-	s.svc.Rediscover()
-	eventually(t, "the first commit is green", func() bool {
-		return slices.Contains(s.statuses(p.Path(), first, gitlab.StatusName), "success")
-	})
+	first := s.rollOut(p)
 	g.SetDown(true)
 	fake.ResetCalls()
 	// A rediscovery that fails and a pass that cannot read the repo.
@@ -421,10 +414,7 @@ func TestATransferRetiresTheOldOwnersContainerAndCreatesTheNewOwners(t *testing.
 	p := g.AddProject(t, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
-	first := p.Commit(t, "main", wmYAML("dev"), "init")
-	s.ci(p.Path(), first)
-	s.svc.Rediscover()
-	eventually(t, "alice's container", func() bool { _, ok := s.container("alice-web"); return ok })
+	first := s.rollOut(p)
 
 	g.Transfer(t, "students/alice/web", "students/bob")
 	s.ci("students/bob/web", first)
