@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"log/slog"
@@ -916,12 +915,14 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 			return waiting("ImageNotFound", "singularity.%s: image %s not found", name, ref)
 		case errors.Is(err, sif.ErrUnreachable):
 			return waiting("ImageSourceUnreachable", "singularity.%s: cannot read %s: %v", name, ref, err)
-		case errors.Is(err, sif.ErrInvalidImage), errors.Is(err, sif.ErrAccessDenied):
+		case errors.Is(err, sif.ErrInvalidImage), errors.Is(err, sif.ErrInvalidRef), errors.Is(err, sif.ErrAccessDenied):
 			return stalled("SIFBuildFailed", "singularity.%s: %v", name, err)
+		case errors.Is(err, sif.ErrToolMissing):
+			return stalled("SIFBuilderBroken", "singularity.%s: the server cannot build SIFs (ask the admins): %v", name, err)
 		case err != nil:
 			return fmt.Errorf("build SIF %s: %w", name, err)
 		}
-		if shared := r.cfg.SIF.SharedDir; shared != "" && !res.Cached {
+		if shared := r.cfg.SIF.SharedDir; shared != "" && (!res.Cached || !exists(filepath.Join(shared, p.repo.Owner, name+".sif"))) {
 			if err := copyAtomically(dst, filepath.Join(shared, p.repo.Owner, name+".sif")); err != nil {
 				return fmt.Errorf("copy SIF %s to the shared folder: %w", name, err)
 			}
@@ -978,10 +979,8 @@ func (r *Reconciler) retireSIFs(p *pass) error {
 		case now.Sub(rs.Since) < r.cfg.SIF.GracePeriod.Std():
 			keep = append(keep, rs)
 		default:
-			for _, f := range []string{rs.Path, rs.Path + ".sha256", rs.Path + ".json"} {
-				if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return fmt.Errorf("remove retired SIF: %w", err)
-				}
+			if err := sif.Remove(rs.Path); err != nil {
+				return fmt.Errorf("remove retired SIF: %w", err)
 			}
 			if shared := r.cfg.SIF.SharedDir; shared != "" {
 				rel, err := filepath.Rel(r.cfg.ArtifactsDir, rs.Path)
@@ -993,6 +992,11 @@ func (r *Reconciler) retireSIFs(p *pass) error {
 	}
 	p.state.RetiredSIFs = keep
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // copyAtomically copies src to dst through a temporary file in dst's

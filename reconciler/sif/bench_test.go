@@ -68,11 +68,13 @@ func benchImage(b *testing.B) v1.Image {
 // BenchmarkBuild measures a SIF build from a registry on loopback against
 // a raw mksquashfs of the same root file system with the same flags, run
 // side by side in each iteration, and a cache hit. Results in BENCH.md.
+// WM_SIF_BENCH_TMPDIR sets the builder's TempDir (default: the test's
+// temporary folder), e.g. /dev/shm to unpack into memory.
 func BenchmarkBuild(b *testing.B) {
 	reg := registrytest.Start(b)
 	ref := reg.Ref("bench/app", "1")
 	reg.Push(b, ref, benchImage(b))
-	builder := newBuilder(b, reg, sif.Options{Source: sif.SourceRegistry})
+	builder := newBuilder(b, reg, sif.Options{Source: sif.SourceRegistry, TempDir: os.Getenv("WM_SIF_BENCH_TMPDIR")})
 	dir := b.TempDir()
 
 	// The root file system the builder squashes, unpacked from a first
@@ -87,7 +89,7 @@ func BenchmarkBuild(b *testing.B) {
 	if os.Geteuid() != 0 {
 		raw.AllRoot = true
 	}
-	b.Logf("image %s: SIF of %.1f MB", res.ImageID, float64(res.Size)/1e6)
+	b.Logf("image %s: SIF of %.1f MB, TempDir %q", res.ImageID, float64(res.Size)/1e6, os.Getenv("WM_SIF_BENCH_TMPDIR"))
 
 	b.Run("fresh", func(b *testing.B) {
 		var sifTime, rawTime time.Duration

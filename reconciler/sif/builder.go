@@ -255,6 +255,12 @@ func cachedAt(dst, imageID, version string) (Result, bool) {
 // squash, write the SIF and its sidecars.
 func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(context.Context) (v1.Image, error),
 	report func(string, int64, int64)) (Result, error) {
+	// Fail before any work on what would fail after all of it.
+	if fi, err := os.Stat(filepath.Dir(dst)); err != nil {
+		return Result{}, fmt.Errorf("destination folder: %w", err)
+	} else if !fi.IsDir() {
+		return Result{}, fmt.Errorf("destination folder %s: not a folder", filepath.Dir(dst))
+	}
 	if c, ok := b.squasher.(interface{ Check() error }); ok {
 		if err := c.Check(); err != nil {
 			return Result{}, err

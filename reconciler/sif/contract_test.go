@@ -119,6 +119,22 @@ func contract(t *testing.T, h harness) {
 		}
 	})
 
+	t.Run("Remove removes the SIF and its sidecars", func(t *testing.T) {
+		dir := t.TempDir()
+		dst := filepath.Join(dir, "removed.sif")
+		if _, err := h.b.Build(t.Context(), h.publish(t, "removed", 1), dst, nil); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // removing what is gone is no error
+			if err := sif.Remove(dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			t.Errorf("%d files left after Remove", len(entries))
+		}
+	})
+
 	t.Run("a missing image is ErrImageNotFound and writes nothing", func(t *testing.T) {
 		dir := t.TempDir()
 		_, err := h.b.Build(t.Context(), h.missing, filepath.Join(dir, "missing.sif"), nil)

@@ -50,6 +50,14 @@ type extractor struct {
 	links []*tar.Header
 	notes *notes
 	buf   []byte
+	// open is the folder last written into, kept open: entries come
+	// folder by folder, and creating a file relative to its folder's
+	// descriptor is one system call where a walk from the root is one
+	// per path component.
+	open struct {
+		name string
+		f    *os.File
+	}
 }
 
 // dirMeta is what a folder gets when it is finished.
@@ -76,6 +84,7 @@ func newExtractor(root *os.Root, owners, readable bool, defTime time.Time, n *no
 func (x *extractor) extract(ctx context.Context, img v1.Image) error {
 	rc := mutate.Extract(fastGunzip(img))
 	defer rc.Close()
+	defer x.closeDir()
 	tr := tar.NewReader(rc)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -99,6 +108,7 @@ func (x *extractor) extract(ctx context.Context, img v1.Image) error {
 			return err
 		}
 	}
+	x.closeDir()
 	return x.hardLinks()
 }
 
@@ -226,15 +236,45 @@ func (x *extractor) dir(name string, h *tar.Header) error {
 	return nil
 }
 
+// dirFD returns a descriptor of the folder dir, which parents made sure
+// is a folder (no symlink on the way, and nothing else writes here), so
+// that an entry is created with one *at system call relative to it.
+func (x *extractor) dirFD(dir string) (int, error) {
+	if x.open.f != nil && x.open.name == dir {
+		return int(x.open.f.Fd()), nil
+	}
+	x.closeDir()
+	f, err := x.root.Open(dir)
+	if err != nil {
+		return -1, err
+	}
+	x.open.name, x.open.f = dir, f
+	return int(f.Fd()), nil
+}
+
+// closeDir closes the folder dirFD kept open.
+func (x *extractor) closeDir() {
+	if x.open.f != nil {
+		x.open.f.Close()
+		x.open.f = nil
+	}
+}
+
 func (x *extractor) file(name string, h *tar.Header, r io.Reader) error {
-	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
+	dirfd, err := x.dirFD(path.Dir(name))
+	if err != nil {
+		return fmt.Errorf("create /%s: %w", name, err)
+	}
+	// O_EXCL|O_NOFOLLOW: never write through something already there.
+	fd, err := unix.Openat(dirfd, path.Base(name), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EEXIST) {
 		x.notes.add("skipped file /%s: already there", name)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("create /%s: %w", name, err)
 	}
+	f := os.NewFile(uintptr(fd), name)
 	// writerOnly hides ReadFrom, so that CopyBuffer uses our buffer.
 	_, err = io.CopyBuffer(writerOnly{f}, r, x.buf)
 	if err != nil {
@@ -261,36 +301,29 @@ func (x *extractor) file(name string, h *tar.Header, r io.Reader) error {
 	return nil
 }
 
+// symlink makes the symlink, its owner and its mtime relative to its
+// folder's descriptor, following nothing. The target is stored as it is:
+// inside the SIF an absolute target resolves within the container.
 func (x *extractor) symlink(name string, h *tar.Header) error {
-	// The target is stored as it is: inside the SIF an absolute target
-	// resolves within the container, and nothing here follows it.
-	err := x.root.Symlink(h.Linkname, name)
-	if errors.Is(err, fs.ErrExist) {
-		x.notes.add("skipped symlink /%s: already there", name)
-		return nil
-	}
+	dirfd, err := x.dirFD(path.Dir(name))
 	if err != nil {
 		return fmt.Errorf("symlink /%s: %w", name, err)
 	}
-	if x.owners {
-		if err := x.root.Lchown(name, h.Uid, h.Gid); err != nil {
-			return fmt.Errorf("symlink /%s: %w", name, err)
-		}
+	base := path.Base(name)
+	err = unix.Symlinkat(h.Linkname, dirfd, base)
+	if errors.Is(err, unix.EEXIST) {
+		x.notes.add("skipped symlink /%s: already there", name)
+		return nil
 	}
-	return x.lutimes(name, h.ModTime)
-}
-
-// lutimes sets the mtime of the symlink name itself, relative to its
-// folder's descriptor so that nothing is followed.
-func (x *extractor) lutimes(name string, mtime time.Time) error {
-	d, err := x.root.Open(path.Dir(name))
+	if err == nil && x.owners {
+		err = unix.Fchownat(dirfd, base, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err == nil {
+		ts := unix.NsecToTimespec(h.ModTime.UnixNano())
+		err = unix.UtimesNanoAt(dirfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	}
 	if err != nil {
-		return fmt.Errorf("date /%s: %w", name, err)
-	}
-	defer d.Close()
-	ts := unix.NsecToTimespec(mtime.UnixNano())
-	if err := unix.UtimesNanoAt(int(d.Fd()), path.Base(name), []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("date /%s: %w", name, err)
+		return fmt.Errorf("symlink /%s: %w", name, err)
 	}
 	return nil
 }

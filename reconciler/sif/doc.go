@@ -1,0 +1,83 @@
+// Package sif builds Singularity/Apptainer images (SIF files) from
+// container images, and serves them for download.
+//
+// # Building
+//
+// A Builder turns the image a reference names into one SIF at a path the
+// caller chooses (see ArtifactPath for the layout Handler serves):
+//
+//  1. Resolve: ask the Source which image the reference names, by its
+//     ImageID (the digest of its configuration, which names its layers and
+//     config whatever their compression). A registry costs one manifest
+//     request, the local Docker daemon one inspect.
+//  2. Cache: if the SIF at the path is a build of that ImageID by the same
+//     builder version (Builder.Version: the format version, compression and
+//     ownership mode), and its sidecars agree with it, stop there.
+//  3. In a build slot (Options.Concurrency) and under Options.Timeout:
+//     flatten the image's layers with go-containerregistry's mutate.Extract
+//     (OCI whiteouts, opaque ones included) and write them into a fresh
+//     folder through an os.Root: no entry is written outside it, none
+//     through a symlink; symlinks are kept as they are (absolute targets
+//     resolve inside the container), hard links too; device nodes and
+//     named pipes are skipped with a note (Singularity provides /dev).
+//  4. Lay down what apptainer's docker:// builds write: /.singularity.d
+//     with runscript (the image's Entrypoint and Cmd, Docker's rules: run
+//     arguments replace Cmd), env/10-docker2singularity.sh (the image's
+//     Env, every value quoted), labels.json, actions/ and libs/; and the
+//     mount points /proc /sys /dev /tmp /home /etc/hosts /etc/resolv.conf
+//     where the image has none.
+//  5. Squash the folder with mksquashfs (an argument list, its own process
+//     group, killed at the deadline), then wrap it with the sif library: a
+//     JSON descriptor "oci-config.json" holding the image's configuration
+//     and the squashfs as the primary system partition, with the image's
+//     architecture.
+//  6. Write atomically: a hidden temporary file beside the destination,
+//     fsynced, renamed over it; then the ".sha256" sidecar (sha256sum's
+//     format) and the ".json" one (Meta), the latter last since a cache hit
+//     trusts it. A failed build leaves what was there.
+//
+// The same image and builder version always give the same bytes: file
+// times come from the image, the squashfs is reproducible (-mkfs-time 0),
+// and the SIF's ID and time derive from the image. So a SIF's sha256 names
+// its content across rebuilds and hosts.
+//
+// # Ownership
+//
+// As root, files keep the owners the image gives them (uid/gid of the
+// layer entries), and mksquashfs records them, as apptainer's own builds
+// do when run as root. Not as root, files cannot be given away, so every
+// file is owned by root in the SIF (mksquashfs -all-root, which
+// Options.AllRoot also asks for as root) and files are made owner-readable
+// so that mksquashfs can read them, as apptainer's own rootless builds do. Inside the
+// container, Singularity runs as the calling user either way.
+//
+// # Sources
+//
+// Registry reads registries with go-containerregistry: credentials per
+// host (Options.Auth, then Options.Keychain), plain HTTP for
+// Options.Insecure hosts, one platform picked from multi-platform images.
+// Daemon reads the local Docker Engine with go-containerregistry's daemon
+// package (for images built on the host and never pushed). Auto, the
+// default, tries the registry and falls back to the daemon only when the
+// registry cannot be reached at all.
+//
+// # Errors
+//
+// Failures wrap a sentinel that says what happens next: ErrImageNotFound
+// (the student must push, or CI has not yet), ErrAccessDenied and
+// ErrToolMissing (an administrator must act), ErrInvalidRef and
+// ErrInvalidImage (the student must fix the reference or the image),
+// ErrUnreachable and ErrSquashFailed (transient), or a context error
+// (context.DeadlineExceeded past Options.Timeout).
+//
+// # Serving
+//
+// NewHandler serves GET /artifacts/<owner>/<name>.sif from
+// <dir>/<owner>/<name>.sif with Range and conditional requests, the
+// sha256 as ETag, after an authorization callback; every other path is a
+// 404. Verify reads a SIF back with the sif library, for tests and for
+// `wm sif verify`.
+//
+// Fake is a stand-in Builder for tests of callers: same caching, atomic
+// writes and sidecars, a stand-in partition, no images or mksquashfs.
+package sif
