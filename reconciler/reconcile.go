@@ -320,6 +320,20 @@ func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
 	if p.res.HeldRemovals > 0 {
 		return p.res, stalled("PruneHeld", "%d container(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
 	}
+	if r.cluster != nil {
+		if _, err := r.cluster.SyncPods(ctx, repo.Owner, repo.Key, nil); err != nil {
+			return p.res, fmt.Errorf("remove the pods of the retired repo %s: %w", repo.Key, err)
+		}
+	}
+	state, _, err := r.store.Repo(repo.Key)
+	if err != nil {
+		return p.res, err
+	}
+	for _, s := range state.SIFs {
+		if err := sif.Remove(s.Path); err != nil {
+			return p.res, fmt.Errorf("remove a SIF of the retired repo %s: %w", repo.Key, err)
+		}
+	}
 	p.res.Message = summary(p.res)
 	return p.res, r.store.DeleteRepo(repo.Key)
 }

@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"context"
 	"strings"
 
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
@@ -69,4 +70,19 @@ func (w *world) mustReconcileAfterCI(repo Repo, fake *sif.Fake) Result {
 func gitHead(t testing.TB, dir string) string {
 	t.Helper()
 	return strings.TrimSpace(gittest.Git(t, dir, "rev-parse", "refs/heads/main"))
+}
+
+func TestRetiringARepoRemovesItsSIFs(t *testing.T) {
+	w := newWorld(t)
+	fake := sif.NewFake()
+	w.rec.sif = fake
+	repo := w.push("alice/tool", "version: 1\nsingularity:\n  env: {image: self}\n")
+	w.mustReconcileAfterCI(repo, fake)
+	path := filepath.Join(w.cfg.ArtifactsDir, "alice", "env.sif")
+	if _, err := w.rec.Retire(context.Background(), repo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the retired repo's SIF is left: %v", err)
+	}
 }
