@@ -196,6 +196,8 @@ type Result struct {
 	Usage, OwnerUsage store.Usage
 	// Pods is the state of the repo's Kubernetes pods after the pass.
 	Pods []store.PodStatus
+	// DeclaredPods are the pods wm.yaml asks for, resolved (plans too).
+	DeclaredPods []kube.Pod
 	// SIFs are the repo's Singularity images after the pass.
 	SIFs []store.SIFStatus
 	// Message says in a line what happened or why not.
@@ -530,6 +532,7 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			Entrypoint: pod.Entrypoint, Command: pod.Command, Env: pod.Env, Workdir: pod.Workdir,
 			GPUs: pod.GPUs, CPUs: cpus, MemoryBytes: quantityBytes(memory), Restart: pod.Restart})
 	}
+	p.res.DeclaredPods = p.pods
 	return nil
 }
 

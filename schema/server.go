@@ -59,6 +59,10 @@ type SIFConfig struct {
 	// SharedDir, when set, receives a copy of every SIF as
 	// <sharedDir>/<owner>/<name>.sif (the blade servers mount it).
 	SharedDir string `yaml:"sharedDir"`
+	// TempDir holds each build's unpacked image and squashfs; a tmpfs
+	// such as /dev/shm makes builds much faster where memory allows.
+	// Default: the system's temporary folder.
+	TempDir string `yaml:"tempDir"`
 }
 
 // Artifacts configures downloads of artifacts (SIF files).
@@ -586,6 +590,7 @@ func (c *ServerConfig) resolvePaths(dir string) {
 	abs(&c.Webhook.SecretFile)
 	abs(&c.Webhook.SigningTokenFile)
 	abs(&c.SIF.SharedDir)
+	abs(&c.SIF.TempDir)
 	abs(&c.Artifacts.TokensFile)
 	if c.Sources.GitLab != nil {
 		abs(&c.Sources.GitLab.TokenFile)

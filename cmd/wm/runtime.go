@@ -58,7 +58,7 @@ type runtime struct {
 // sifOptions are the SIF builder's options from the server config: the
 // configured registry's credentials go to it only.
 func sifOptions(cfg *schema.ServerConfig, auth docker.Auth) sif.Options {
-	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency}
+	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir}
 	if h := cfg.Registry.Host; h != "" {
 		host, _, _ := strings.Cut(h, "/")
 		if cfg.Registry.Insecure {

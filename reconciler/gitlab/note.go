@@ -61,6 +61,13 @@ func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Qu
 			fmt.Fprintf(&b, "\n⚠️ %d removal(s) would be held by the prune limit until an admin allows them.\n", res.HeldRemovals)
 		}
 	}
+	if len(res.DeclaredPods) > 0 {
+		fmt.Fprintf(&b, "\nKubernetes pods wm.yaml declares (applied to your namespace on merge):\n\n| pod | image | GPUs | CPUs | memory | restart |\n|---|---|---|---|---|---|\n")
+		for _, p := range res.DeclaredPods {
+			fmt.Fprintf(&b, "| %s | %s | %d | %g | %s | %s |\n", code(p.Name), code(p.Image), p.GPUs, p.CPUs,
+				resource.NewQuantity(p.MemoryBytes, resource.BinarySI), p.Restart)
+		}
+	}
 	u := res.OwnerUsage
 	fmt.Fprintf(&b, "\n**Quota** (all your repos, with this one as merged): %d of %d containers, %d of %d GPUs, %g of %g CPUs, %s of %s memory.\n",
 		u.Containers, quota.Containers, u.GPUs, quota.GPUs, u.CPUs, quota.CPUs,
