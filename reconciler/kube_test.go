@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -49,7 +50,16 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	})
 
 	repo := w.push(student+"/ml", trainPod)
-	res, err := w.reconcile(repo)
+	// A new namespace's quota refuses pods until its controller has
+	// counted it: the pass waits and the loop would try again.
+	var res Result
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		res, err = w.reconcile(repo)
+		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("pass: %v", err)
 	}

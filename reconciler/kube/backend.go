@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -177,7 +178,7 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 				return res, fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, err)
 			}
 		}
-		if err := b.send(ctx, ns, o); err != nil {
+		if err := b.sendPod(ctx, ns, o, cur != nil); err != nil {
 			if strings.Contains(err.Error(), "status unknown for quota") {
 				return res, fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, ErrQuotaNotReady)
 			}
@@ -215,6 +216,29 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 		return res, fmt.Errorf("%w: %s", ErrRefused, strings.Join(msgs, "; "))
 	}
 	return res, nil
+}
+
+// QuotaReleaseWait bounds how long the recreation of a pod waits for the
+// quota to release what the deleted pod held: the quota controller
+// recounts a namespace's usage a moment after a pod goes.
+const QuotaReleaseWait = 15 * time.Second
+
+// sendPod applies a pod. When it replaces a pod just deleted, a refusal
+// by the quota may only mean that the old pod is still counted: it is
+// tried again until the quota catches up or QuotaReleaseWait passes.
+func (b *Backend) sendPod(ctx context.Context, ns string, o object, replacing bool) error {
+	deadline := time.Now().Add(QuotaReleaseWait)
+	for {
+		err := b.send(ctx, ns, o)
+		if err == nil || !replacing || !strings.Contains(err.Error(), "exceeded quota") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // statuses reads back the repo's pods.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -84,6 +85,8 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 		}
 	}
 	nsA, nsB := prefix+alice, prefix+bob
+	waitForQuota(t, admin, nsA)
+	waitForQuota(t, admin, nsB)
 
 	t.Run("a resync with nothing changed sends no mutating request", func(t *testing.T) {
 		before := m.n.Load()
@@ -214,4 +217,21 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 			t.Errorf("a no-op pod sync mutated: %v", err)
 		}
 	})
+}
+
+// waitForQuota waits until the quota controller has written the status of
+// a new ResourceQuota: until then admission refuses every pod.
+func waitForQuota(t *testing.T, admin kubernetes.Interface, ns string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		q, err := admin.CoreV1().ResourceQuotas(ns).Get(context.Background(), kube.QuotaName, metav1.GetOptions{})
+		if err == nil && len(q.Status.Hard) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the quota of %s has no status: %v", ns, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
