@@ -360,9 +360,10 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 			t.Errorf("plan note lacks %q:\n%s", want, body)
 		}
 	}
-	if got := s.statuses(p.Path(), head1, gitlab.PlanStatusName); !slices.Contains(got, "success") {
-		t.Errorf("plan status: %v", got)
-	}
+	// The status follows the note.
+	eventually(t, "the plan status of the first head", func() bool {
+		return slices.Contains(s.statuses(p.Path(), head1, gitlab.PlanStatusName), "success")
+	})
 
 	bad := wmYAML("prod")
 	bad["wm.yaml"] += "    gpus: 99\n"
@@ -379,9 +380,9 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 	if len(g.Notes(p.Path(), mr.IID())) != 2 {
 		t.Errorf("the teacher's note was touched or a note added: %d notes", len(g.Notes(p.Path(), mr.IID())))
 	}
-	if got := s.statuses(p.Path(), head2, gitlab.PlanStatusName); !slices.Contains(got, "failed") {
-		t.Errorf("plan status of the invalid head: %v", got)
-	}
+	eventually(t, "the failed plan status of the invalid head", func() bool {
+		return slices.Contains(s.statuses(p.Path(), head2, gitlab.PlanStatusName), "failed")
+	})
 	for _, c := range fake.Mutations() {
 		t.Errorf("a merge request changed a container: %+v", c)
 	}
