@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,8 @@ import (
 
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
 )
 
 // wm runs the command in-process and returns its exit code and output.
@@ -227,5 +230,23 @@ func TestArtifactTokensLetTheOwnerAndAdminsIn(t *testing.T) {
 	}
 	if _, err := readTokens(writeFile(t, t.TempDir(), "bad", "short alice\n")); err == nil {
 		t.Error("a short token was accepted")
+	}
+}
+
+func TestStatusListsContainersPodsAndSIFs(t *testing.T) {
+	cfg := &schema.ServerConfig{Kubernetes: &schema.Kubernetes{NamespacePrefix: "wm-"},
+		Docker: schema.Docker{Hosts: []schema.DockerHost{{Name: "blade1", Endpoint: "tcp://blade1.example.edu:2376"}}}}
+	r := store.RepoState{Owner: "alice",
+		Containers: []store.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}}},
+		Pods:       []store.PodStatus{{Name: "train", Phase: "Pending"}},
+		SIFs:       []store.SIFStatus{{Name: "env"}}}
+	got := workloads(cfg, r)
+	want := [][3]string{
+		{"web", "Healthy", "blade1.example.edu:49152→8000"},
+		{"pod train", "Pending", "namespace wm-alice"},
+		{"sif env", "Built", "/artifacts/alice/env.sif"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q", got)
 	}
 }

@@ -33,18 +33,18 @@ It reads only the state directory: it works while wm serve runs.`,
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "OWNER\tREPO\tREVISION\tCONDITION\tCONTAINER\tSTATE\tADDRESS")
+			fmt.Fprintln(w, "OWNER\tREPO\tREVISION\tCONDITION\tWORKLOAD\tSTATE\tADDRESS")
 			for _, r := range repos {
-				cond := condition(r)
-				if len(r.Containers) == 0 {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t-\t\t\n", r.Owner, r.Key, shortRev(r.AppliedRevision), cond)
+				rows := workloads(cfg, r)
+				if len(rows) == 0 {
+					rows = [][3]string{{"-", "", ""}}
 				}
-				for i, c := range r.Containers {
+				for i, row := range rows {
+					lead := fmt.Sprintf("%s\t%s\t%s\t%s", r.Owner, r.Key, shortRev(r.AppliedRevision), condition(r))
 					if i > 0 {
-						fmt.Fprintf(w, "\t\t\t\t%s\t%s\t%s\n", c.Name, c.Health, addresses(cfg, c))
-						continue
+						lead = "\t\t\t"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Owner, r.Key, shortRev(r.AppliedRevision), cond, c.Name, c.Health, addresses(cfg, c))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", lead, row[0], row[1], row[2])
 				}
 			}
 			return w.Flush()
@@ -102,6 +102,27 @@ func fetchStatus(ctx context.Context, listen string) ([]store.RepoState, error) 
 	}
 	var repos []store.RepoState
 	return repos, json.NewDecoder(resp.Body).Decode(&repos)
+}
+
+// workloads are the rows of a repo in wm status: its containers with their
+// addresses, its Kubernetes pods with their namespace, and its SIFs with
+// the path they are downloaded at.
+func workloads(cfg *schema.ServerConfig, r store.RepoState) [][3]string {
+	var rows [][3]string
+	for _, c := range r.Containers {
+		rows = append(rows, [3]string{c.Name, c.Health, addresses(cfg, c)})
+	}
+	for _, p := range r.Pods {
+		where := ""
+		if cfg.Kubernetes != nil {
+			where = "namespace " + cfg.Kubernetes.NamespacePrefix + r.Owner
+		}
+		rows = append(rows, [3]string{"pod " + p.Name, p.Phase, where})
+	}
+	for _, s := range r.SIFs {
+		rows = append(rows, [3]string{"sif " + s.Name, "Built", "/artifacts/" + r.Owner + "/" + s.Name + ".sif"})
+	}
+	return rows
 }
 
 // condition summarizes a repo's conditions in one word and a reason.
