@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -409,17 +410,14 @@ func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 // listLive lists every managed container on every host, and adopts the
 // host ports it sees into the store, which rebuilds a lost store.
 func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
-	for _, e := range r.engines {
-		cs, err := e.ListManaged(ctx)
-		if err != nil {
-			return fmt.Errorf("list containers on %s: %w", e.Name(), err)
-		}
-		for _, c := range cs {
-			l := Live{Host: e.Name(), Container: c}
-			p.allLive = append(p.allLive, l)
-			if c.Labels[docker.LabelOwner] == p.repo.Owner && c.Labels[docker.LabelRepo] == p.repo.Key {
-				p.live = append(p.live, l)
-			}
+	all, err := r.listAll(ctx)
+	if err != nil {
+		return err
+	}
+	p.allLive = all
+	for _, l := range all {
+		if p.repo.owns(l.Container) {
+			p.live = append(p.live, l)
 		}
 	}
 	if p.dryRun {
@@ -440,6 +438,27 @@ func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
 		}
 	}
 	return nil
+}
+
+// listAll lists the managed containers of every host.
+func (r *Reconciler) listAll(ctx context.Context) ([]Live, error) {
+	var all []Live
+	for _, e := range r.engines {
+		cs, err := e.ListManaged(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list containers on %s: %w", e.Name(), err)
+		}
+		for _, c := range cs {
+			all = append(all, Live{Host: e.Name(), Container: c})
+		}
+	}
+	return all, nil
+}
+
+// owns reports whether a live container carries the repo's labels: the
+// only containers a pass of the repo may change.
+func (repo Repo) owns(c docker.Container) bool {
+	return c.Labels[docker.LabelOwner] == repo.Owner && c.Labels[docker.LabelRepo] == repo.Key
 }
 
 // resolve turns every container of wm.yaml into a placed docker.Spec with
@@ -714,16 +733,14 @@ func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 
 // checkHealth reads back the repo's containers and judges each.
 func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
+	all, err := r.listAll(ctx)
+	if err != nil {
+		return err
+	}
 	byName := map[string]*Live{}
-	for _, e := range r.engines {
-		cs, err := e.ListManaged(ctx)
-		if err != nil {
-			return fmt.Errorf("list containers on %s: %w", e.Name(), err)
-		}
-		for _, c := range cs {
-			if c.Labels[docker.LabelOwner] == p.repo.Owner && c.Labels[docker.LabelRepo] == p.repo.Key {
-				byName[c.Name] = &Live{Host: e.Name(), Container: c}
-			}
+	for i := range all {
+		if p.repo.owns(all[i].Container) {
+			byName[all[i].Name] = &all[i]
 		}
 	}
 	p.res.Ready = true
@@ -894,11 +911,5 @@ func firstLine(s string) string {
 	return line
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+// sortedKeys returns a map's keys in order, so passes are deterministic.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -5,6 +5,7 @@ import (
 	_ "crypto/sha256" // registers sha256 for image references pinned by digest
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"path"
 	"regexp"
@@ -287,11 +288,5 @@ func checkMemory(report reporter, p, memory string) {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+// sortedKeys returns a map's keys in order, so errors come in file order.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
