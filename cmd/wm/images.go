@@ -29,13 +29,11 @@ its image was built (asked from the registry).`,
 			if err != nil {
 				return err
 			}
-			user, pw := cfg.Registry.Username, ""
-			if cfg.Registry.PasswordFile != "" {
-				if pw, err = readSecret("registry.passwordFile", cfg.Registry.PasswordFile); err != nil {
-					return err
-				}
+			auth, err := registryAuth(cfg)
+			if err != nil {
+				return err
 			}
-			reg := registry.New(cfg.Registry.Host, cfg.Registry.Insecure, user, pw)
+			reg := registry.New(cfg.Registry.Host, cfg.Registry.Insecure, auth.Username, auth.Password)
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "OWNER\tREPO\tSHARED\tCOMMIT\tBUILT\tDESCRIPTION")
 			for _, r := range repos {

@@ -71,6 +71,19 @@ func sifOptions(cfg *schema.ServerConfig, auth docker.Auth) sif.Options {
 	return o
 }
 
+// registryAuth is the configured registry's credentials, empty unless
+// registry.passwordFile is set (the schema then requires a username).
+func registryAuth(cfg *schema.ServerConfig) (docker.Auth, error) {
+	if cfg.Registry.PasswordFile == "" {
+		return docker.Auth{}, nil
+	}
+	pw, err := readSecret("registry.passwordFile", cfg.Registry.PasswordFile)
+	if err != nil {
+		return docker.Auth{}, err
+	}
+	return docker.Auth{Username: cfg.Registry.Username, Password: pw}, nil
+}
+
 // readSecret reads a secret from a file, without surrounding space.
 func readSecret(what, path string) (string, error) {
 	b, err := os.ReadFile(path)
@@ -108,14 +121,12 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 			fmt.Fprintf(progress, "  %s: %s\n", repo, stage)
 		}))
 	}
-	var auth docker.Auth
-	if cfg.Registry.PasswordFile != "" {
-		pw, err := readSecret("registry.passwordFile", cfg.Registry.PasswordFile)
-		if err != nil {
-			rt.Close()
-			return nil, err
-		}
-		auth = docker.Auth{Username: cfg.Registry.Username, Password: pw}
+	auth, err := registryAuth(cfg)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	if auth.Username != "" {
 		opts = append(opts, reconciler.WithRegistryAuth(&auth))
 	}
 	if cfg.Registry.Host != "" {
