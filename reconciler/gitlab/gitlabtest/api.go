@@ -34,9 +34,12 @@ type args struct {
 
 var routes = []route{
 	{"GET", "user", (*GitLab).currentUser},
+	{"GET", "users", (*GitLab).listUsers},
 	{"GET", "groups/:id", (*GitLab).getGroup},
+	{"GET", "groups/:id/members/all/:user_id", (*GitLab).getGroupMember},
 	{"GET", "groups/:id/projects", (*GitLab).listGroupProjects},
 	{"GET", "projects/:id", (*GitLab).getProject},
+	{"GET", "projects/:id/members/all/:user_id", (*GitLab).getProjectMember},
 	{"GET", "projects/:id/repository/files/:file_path", (*GitLab).getFile},
 	{"HEAD", "projects/:id/repository/files/:file_path", (*GitLab).getFile},
 	{"GET", "projects/:id/repository/branches/:branch", (*GitLab).getBranch},

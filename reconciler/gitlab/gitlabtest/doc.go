@@ -24,7 +24,12 @@
 //
 // One token is valid. Its owner, "wm-bot" (BotUsername), is an owner of
 // every group: it sees every project and authors the statuses and notes
-// the code under test posts. Merge requests are opened, and pushes made,
+// the code under test posts. Other accounts exist once a test names them
+// (AddUser, AddMember, AddNote, CreatedBy); AddMember gives one a direct
+// membership of a group or a project with an access level (Guest 10 ...
+// Owner 50), inherited by everything below a group, and CreatedBy sets a
+// project's creator_id (the bot's otherwise). As in GitLab, creating a
+// project or a group makes nobody a member of it. Merge requests are opened, and pushes made,
 // by the user "student"; AddNote adds notes by anyone. Ids come from
 // separate ranges per kind (groups 1000+, projects 2000+, pipelines 3000+,
 // merge requests 5000+, notes 7000+, statuses 9000+), so a test that mixes
@@ -51,10 +56,15 @@
 // without regard to case:
 //
 //	GET  /user
+//	GET  /users                                           username, page, per_page
 //	GET  /groups/:id
+//	GET  /groups/:id/members/all/:user_id
 //	GET  /groups/:id/projects        include_subgroups, archived, topic, simple, search,
 //	                                 visibility, order_by, sort, with_shared, page, per_page
 //	GET  /projects/:id
+//	GET  /projects/:id/members/all/:user_id               the membership with the highest
+//	                                                      access_level, the project's own or
+//	                                                      an ancestor group's; 404 "404 Not found"
 //	GET  /projects/:id/repository/files/:file_path?ref=   (and HEAD)
 //	GET  /projects/:id/repository/branches/:branch
 //	POST /projects/:id/statuses/:sha                      state, name|context, ref, description,
@@ -81,7 +91,8 @@
 //
 // # What is faithful
 //
-//   - JSON field names and types of GitLab's entities (Project, the
+//   - JSON field names and types of GitLab's entities (UserBasic, Member,
+//     Project, the
 //     smaller BasicProjectDetails of simple=true, which has no archived
 //     field, GroupDetail, Branch, Commit, CommitStatus, Note, MergeRequest,
 //     the file JSON), checked by decoding through client-go.
@@ -116,7 +127,11 @@
 //   - A request without a token is refused 401; GitLab would serve it as
 //     an anonymous user (404 for private projects, short lists).
 //   - There is no permission model beyond the one token and archived
-//     projects; visibility is reported, not enforced.
+//     projects: memberships are reported, not enforced, and visibility is
+//     reported, not enforced. User namespaces are not modelled, every
+//     account is active, and GET /users answers every account to the
+//     token (GitLab hides some from non-admins). Group sharing and
+//     invited groups add no members.
 //   - Sharing is not modelled (with_shared has no effect), owned, starred
 //     and min_access_level are ignored, and ordering by similarity or
 //     star_count orders by id. Keyset pagination is not implemented.

@@ -233,7 +233,7 @@ func (g *GitLab) projectLocked(p *Project, single bool) projectEntity {
 		EmailsEnabled:                   true,
 		SharedRunnersEnabled:            true,
 		LFSEnabled:                      true,
-		CreatorID:                       g.bot.id,
+		CreatorID:                       p.creator.id,
 		ImportStatus:                    "none",
 		UpdatedAt:                       iso(p.updated),
 		SharedWithGroups:                []any{},

@@ -404,6 +404,57 @@ func TestCommitStatuses(t *testing.T) {
 	})
 }
 
+func TestUsersAndMembers(t *testing.T) {
+	t.Parallel()
+	g := gitlabtest.New(t, token)
+	p := g.AddProject(t, "students/alice/web", gitlabtest.CreatedBy("alice"))
+	g.AddMember(t, "students/alice", "alice", gitlabtest.Owner)
+	g.AddMember(t, "students/alice/web", "bob", gitlabtest.Reporter, "alice")
+	g.AddMember(t, "students", "alice", gitlabtest.Guest)
+	carol := g.AddUser(t, "carol")
+	c := g.Client(t)
+
+	t.Run("users are found by username without regard to case", func(t *testing.T) {
+		us, _, err := c.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("Alice")})
+		if err != nil || len(us) != 1 || us[0].Username != "alice" || us[0].State != "active" {
+			t.Fatalf("users named Alice: %+v, %v", us, err)
+		}
+		us, _, err = c.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("nobody")})
+		if err != nil || len(us) != 0 {
+			t.Fatalf("users named nobody: %+v, %v", us, err)
+		}
+	})
+
+	t.Run("members/all gives the highest access level, direct or inherited", func(t *testing.T) {
+		us, _, _ := c.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("alice")})
+		m, _, err := c.ProjectMembers.GetInheritedProjectMember(p.ID(), us[0].ID)
+		if err != nil || m.AccessLevel != gitlab.OwnerPermissions || m.Username != "alice" || m.CreatedBy != nil {
+			t.Fatalf("alice in web: %+v, %v", m, err)
+		}
+		us, _, _ = c.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("bob")})
+		m, _, err = c.ProjectMembers.GetInheritedProjectMember("students/alice/web", us[0].ID)
+		if err != nil || m.AccessLevel != gitlab.ReporterPermissions || m.CreatedBy == nil || m.CreatedBy.Username != "alice" {
+			t.Fatalf("bob in web: %+v, %v", m, err)
+		}
+		gm, _, err := c.GroupMembers.GetInheritedGroupMember("students/alice", us[0].ID)
+		if !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("bob in students/alice: %+v, %v", gm, err)
+		}
+		_, resp, err := c.ProjectMembers.GetInheritedProjectMember(p.ID(), int64(carol))
+		if !errors.Is(err, gitlab.ErrNotFound) || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("carol in web: %v, %v", resp, err)
+		}
+		alice, _, _ := c.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("alice")})
+		got, _, err := c.Projects.GetProject(p.ID(), nil)
+		if err != nil || got.CreatorID != alice[0].ID {
+			t.Fatalf("creator_id %d, want alice's", got.CreatorID)
+		}
+	})
+	if u := g.UnimplementedRequests(); len(u) != 0 {
+		t.Errorf("unimplemented: %v", u)
+	}
+}
+
 func TestMergeRequests(t *testing.T) {
 	t.Parallel()
 	setup := func(t *testing.T) (*gitlabtest.GitLab, *gitlabtest.Project, *gitlabtest.MergeRequest, *gitlab.Client) {

@@ -25,6 +25,7 @@ type Group struct {
 	path    string
 	parent  *Group
 	created time.Time
+	members map[*user]*member // direct members
 }
 
 // ID returns the group's numeric id.
@@ -81,6 +82,8 @@ type Project struct {
 	nextIID      int
 	history      map[string][]gitlab.CommitStatus // by full sha, every status as posted
 	deleted      bool
+	creator      *user             // creator_id; the token's owner unless CreatedBy says otherwise
+	members      map[*user]*member // direct members
 }
 
 // ID returns the project's numeric id, which survives renames and
@@ -128,6 +131,7 @@ type projectConfig struct {
 	topics        []string
 	defaultBranch string
 	visibility    string
+	creator       string
 }
 
 // Archived makes the project archived: read-only, and filtered by the
@@ -142,6 +146,13 @@ func Topics(topics ...string) ProjectOption {
 // DefaultBranch sets the branch HEAD names, "main" unless given.
 func DefaultBranch(branch string) ProjectOption {
 	return func(c *projectConfig) { c.defaultBranch = branch }
+}
+
+// CreatedBy makes username (created as needed) the project's creator, its
+// creator_id; the token's owner otherwise. Like GitLab, creating a project
+// in a group adds no membership: use AddMember.
+func CreatedBy(username string) ProjectOption {
+	return func(c *projectConfig) { c.creator = username }
 }
 
 // Visibility sets "private" (the default), "internal" or "public".
@@ -243,6 +254,10 @@ func (g *GitLab) AddProject(t testing.TB, pathWithNamespace string, opts ...Proj
 	}
 	id := g.seq.project
 	g.seq.project++
+	creator := g.bot
+	if cfg.creator != "" {
+		creator = g.userLocked(cfg.creator)
+	}
 	delete(g.redirects, strings.ToLower(pathWithNamespace))
 	g.mu.Unlock()
 
@@ -258,6 +273,7 @@ func (g *GitLab) AddProject(t testing.TB, pathWithNamespace string, opts ...Proj
 		created: created, updated: created, lastActivity: created,
 		mrs: map[int]*MergeRequest{}, nextIID: 1,
 		history: map[string][]gitlab.CommitStatus{},
+		creator: creator,
 	}
 	g.mu.Lock()
 	g.projects[id] = p
