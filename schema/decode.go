@@ -1,19 +1,15 @@
 package schema
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 
-	goyaml "github.com/goccy/go-yaml"
-	goparser "github.com/goccy/go-yaml/parser"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -105,19 +101,20 @@ func decodeStrict(file string, r io.Reader, out any) (*positions, Errors) {
 	if len(data) > MaxFileSize {
 		return p, whole(0, "file is larger than %d KiB", MaxFileSize>>10)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	in := &countingReader{data: data}
+	dec := yaml.NewDecoder(in)
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return p, whole(0, "file is empty")
 		}
-		return p, Errors{syntaxError(file, data, err)}
+		return p, Errors{syntaxError(file, data, in.n, err)}
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return p, Errors{syntaxError(file, data, err)}
+		return p, Errors{syntaxError(file, data, in.n, err)}
 	default:
 		return p, Errors{{File: file, Line: extra.Line, Column: extra.Column, Message: "only one YAML document is allowed, found a second one"}}
 	}
@@ -136,26 +133,6 @@ func decodeStrict(file string, r io.Reader, out any) (*positions, Errors) {
 		return p, d.errs[len(d.errs)-1:]
 	}
 	return p, d.errs
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// syntaxError turns a yaml.v3 parse error into an Error. yaml.v3 tells only
-// the line where the enclosing construct began, often lines above the
-// mistake, so the data is parsed again with goccy/go-yaml, whose syntax
-// errors carry the exact line and column of the offending token; yaml.v3's
-// word is kept when the two parsers disagree.
-func syntaxError(file string, data []byte, err error) *Error {
-	var se *goyaml.SyntaxError
-	if _, gerr := goparser.ParseBytes(data, 0); errors.As(gerr, &se) && se.Token != nil {
-		return &Error{File: file, Line: se.Token.Position.Line, Column: se.Token.Position.Column, Message: "not valid YAML: " + se.Message}
-	}
-	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &Error{File: file, Line: line, Message: "not valid YAML: " + m[2]}
-	}
-	return &Error{File: file, Message: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
 // fail records a problem at node n for path.

@@ -1,0 +1,168 @@
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	goyaml "github.com/goccy/go-yaml"
+	goparser "github.com/goccy/go-yaml/parser"
+)
+
+// MaxParseAlloc is what one parse of the worst input may allocate.
+const maxParseAlloc = 64 << 20
+
+// hostileInput is a file written to make the reader work hard, as large
+// as the size limit allows.
+type hostileInput struct {
+	name string
+	data []byte
+}
+
+// fill repeats unit after head until the file would pass MaxFileSize-len(tail),
+// then appends tail.
+func fill(head, unit func(i int) string, tail string) []byte {
+	var b strings.Builder
+	b.WriteString(head(0))
+	for i := 0; ; i++ {
+		u := unit(i)
+		if b.Len()+len(u)+len(tail) > MaxFileSize {
+			break
+		}
+		b.WriteString(u)
+	}
+	b.WriteString(tail)
+	return []byte(b.String())
+}
+
+func constant(s string) func(int) string { return func(int) string { return s } }
+
+// hostileInputs are the worst inputs known for the reader, each at the size
+// limit: deep nesting, many keys, long flow sequences, syntax errors at the
+// end and many aliases.
+func hostileInputs() []hostileInput {
+	envKey := func(i int) string { return fmt.Sprintf("      K%d: v\n", i) }
+	var in []hostileInput
+	add := func(name string, data []byte) { in = append(in, hostileInput{name, data}) }
+	add("deep flow nesting", fill(constant("version: 1\nx: "), constant("["), ""))
+	add("deep flow nesting of mappings", fill(constant("version: 1\nx: "), constant("{a: "), ""))
+	add("deep flow nesting hidden behind quoted brackets", fill(constant("version: 1\nx: "), constant(`["]", `), ""))
+	add("deep block sequence nesting on one line", fill(constant("version: 1\nx: \n"), constant("- "), "x\n"))
+	add("deep block mapping nesting", fill(constant("version: 1\n"), func(i int) string { return strings.Repeat(" ", i) + "a:\n" }, ""))
+	add("many keys", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"), envKey, ""))
+	add("many keys and a syntax error at the end", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"), envKey, "   ports: [1\n"))
+	add("many keys and a bad indent at the end", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"), envKey, " x: y\n"))
+	add("many top-level keys and a syntax error at the end", fill(constant("version: 1\n"), func(i int) string { return fmt.Sprintf("k%d: v\n", i) }, "x: [1\n"))
+	add("many invalid keys", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"), func(i int) string { return fmt.Sprintf("      %d: v\n", i) }, ""))
+	add("long flow sequence", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    ports: ["), constant("1,"), "1]\n"))
+	add("long flow sequence and a syntax error at the end", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    ports: ["), constant("1,"), "\n: :"))
+	add("long flow sequence over many lines and a syntax error at the end", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    command: [\n"), constant("      a,\n"), "      ]]\n"))
+	add("long block sequence and a syntax error at the end", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    command:\n"), constant("      - a\n"), "     - b\n"))
+	add("many aliases", fill(constant("version: 1\nx:\n- &a0 [x]\n"), func(i int) string { return fmt.Sprintf("- &a%d [*a%d, *a%d]\n", i+1, i, i) }, ""))
+	add("many aliases of a large anchor", fill(constant("version: 1\nx: &a ["+strings.Repeat("x,", 2000)+"x]\ny:\n"), constant("- *a\n"), ""))
+	add("long plain scalar and a syntax error at the end", fill(constant("version: 1\nimage:\n  description: a\n"), constant("    b\n"), "  ]\n"))
+	add("long double-quoted scalar unterminated", fill(constant("version: 1\nimage:\n  description: \""), constant("ab "), ""))
+	add("one long line", fill(constant("version: 1\nimage:\n  description: "), constant("a"), "\n"))
+	return in
+}
+
+func TestEveryHostileInputIsAtTheSizeLimitAndRefusedOrParsed(t *testing.T) {
+	for _, in := range hostileInputs() {
+		if len(in.data) > MaxFileSize || len(in.data) < MaxFileSize-1024 {
+			t.Errorf("%s: %d bytes, want within 1 KiB of %d", in.name, len(in.data), MaxFileSize)
+		}
+	}
+}
+
+// TestParsingAnyInputAllocatesAtMost64MiB holds the memory half of the
+// parser's cost bound; BenchmarkParseHostile measures the time half.
+func TestParsingAnyInputAllocatesAtMost64MiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parses every hostile input")
+	}
+	for _, in := range hostileInputs() {
+		t.Run(in.name, func(t *testing.T) {
+			for _, parse := range []struct {
+				kind string
+				run  func() error
+			}{
+				{"wm.yaml", func() error { _, err := Parse("wm.yaml", bytes.NewReader(in.data)); return err }},
+				{"server config", func() error { _, err := ParseServer("wm-server.yaml", bytes.NewReader(in.data), "/"); return err }},
+			} {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				err := parse.run()
+				runtime.ReadMemStats(&after)
+				if got := after.TotalAlloc - before.TotalAlloc; got > maxParseAlloc {
+					t.Errorf("%s: parsing allocated %d MiB, more than %d MiB", parse.kind, got>>20, maxParseAlloc>>20)
+				}
+				for _, line := range strings.Split(fmt.Sprint(err), "\n")[:1] {
+					t.Logf("%s: %.200s", parse.kind, line)
+				}
+			}
+		})
+	}
+}
+
+// TestASyntaxErrorInALargeFileIsPlacedAsInTheWholeFile checks that showing
+// goccy only a window of a large file places its syntax error where goccy
+// places it in the whole file, with the same message.
+func TestASyntaxErrorInALargeFileIsPlacedAsInTheWholeFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("parses large files with goccy")
+	}
+	envKey := func(i int) string { return fmt.Sprintf("      K%d: v\n", i) }
+	half := func(tail string) []byte {
+		var b strings.Builder
+		b.WriteString("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n")
+		for i := 0; b.Len() < MaxFileSize/2-64; i++ {
+			b.WriteString(envKey(i))
+		}
+		b.WriteString(tail)
+		return []byte(b.String())
+	}
+	inputs := []hostileInput{
+		{"a bad line in the middle of many keys", append(half("     BAD: [1\n"), half("")[len("version: 1\n"):]...)},
+		{"a bad indent in the middle of many keys", append(half("   x: y\n"), half("")[len("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"):]...)},
+		{"a tab in the middle of many keys", append(half("\tx: y\n"), half("")[len("version: 1\ncontainers:\n  web:\n    image: self\n    env:\n"):]...)},
+		{"a bad sequence item under a long command", fill(constant("version: 1\ncontainers:\n  web:\n    image: self\n    command:\n"), constant("    - a\n"), "   - b\n")},
+	}
+	for _, in := range hostileInputs() {
+		if strings.Contains(in.name, "syntax error") && !strings.Contains(in.name, "long flow sequence and") {
+			inputs = append(inputs, in)
+		}
+	}
+	for _, in := range inputs {
+		t.Run(in.name, func(t *testing.T) {
+			var se *goyaml.SyntaxError
+			if _, err := goparser.ParseBytes(in.data, 0); !errors.As(err, &se) {
+				t.Fatalf("goccy finds no syntax error in the whole file: %v", err)
+			}
+			want := fmt.Sprintf("wm.yaml:%d:%d: not valid YAML: %s", se.Token.Position.Line, se.Token.Position.Column, se.Message)
+			_, err := Parse("wm.yaml", bytes.NewReader(in.data))
+			if got := fmt.Sprint(err); got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// BenchmarkParseHostile parses each hostile input; every one must stay
+// under 100 ms (ns/op) and 64 MiB (B/op):
+//
+//	go test ./schema -run '^$' -bench ParseHostile -benchmem
+func BenchmarkParseHostile(b *testing.B) {
+	for _, in := range hostileInputs() {
+		b.Run(strings.ReplaceAll(in.name, " ", "_"), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(in.data)))
+			for b.Loop() {
+				Parse("wm.yaml", bytes.NewReader(in.data))
+			}
+		})
+	}
+}
