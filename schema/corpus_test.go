@@ -133,10 +133,14 @@ func FuzzParse(f *testing.F) {
 		if !errors.As(err, &list) || len(list) == 0 {
 			t.Fatalf("error is not Errors: %T %v", err, err)
 		}
+		if len(list) > maxErrors {
+			t.Fatalf("%d errors, more than %d", len(list), maxErrors)
+		}
 		for _, e := range list {
 			if e.File != "fuzz.yaml" || e.Message == "" || e.Line < 0 || e.Column < 0 {
 				t.Fatalf("malformed error: %#v", e)
 			}
+			checkOneLine(t, e)
 		}
 	})
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -58,17 +58,29 @@ func (p *positions) at(path string, key bool) pos {
 }
 
 // parentPath strips the last segment of a field path:
-// "a.b[2]" → "a.b", "a.b" → "a", "a" → "".
+// "a.b[2]" → "a.b", "a.b" → "a", `a["x.y"]` → "a", "a" → "".
 func parentPath(path string) string {
 	i := strings.LastIndexAny(path, ".[")
+	if strings.HasSuffix(path, `"]`) {
+		// A quoted key escapes every '"' it holds, so `["` only starts one.
+		i = strings.LastIndex(path, `["`)
+	}
 	if i < 0 {
 		return ""
 	}
 	return path[:i]
 }
 
+// plainKey matches the map keys a path shows as they are; any other key,
+// which may hold dots, brackets, line breaks or a whole paragraph, is shown
+// quoted and cut: `env["A.B"]`.
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
 // joinPath appends a field or map key to a path.
 func joinPath(path, key string) string {
+	if !plainKey.MatchString(key) {
+		return path + "[" + quote(key) + "]"
+	}
 	if path == "" {
 		return key
 	}
@@ -92,7 +104,7 @@ type decoder struct {
 func decodeStrict(file string, r io.Reader, out any) (*positions, Errors) {
 	p := &positions{root: pos{1, 1}, value: map[string]pos{}, key: map[string]pos{}}
 	whole := func(line int, format string, args ...any) Errors {
-		return Errors{{File: file, Line: line, Message: fmt.Sprintf(format, args...)}}
+		return Errors{newError(file, line, 0, "", fmt.Sprintf(format, args...))}
 	}
 	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {
@@ -116,7 +128,7 @@ func decodeStrict(file string, r io.Reader, out any) (*positions, Errors) {
 	case err != nil:
 		return p, Errors{syntaxError(file, data, in.n, err)}
 	default:
-		return p, Errors{{File: file, Line: extra.Line, Column: extra.Column, Message: "only one YAML document is allowed, found a second one"}}
+		return p, Errors{newError(file, extra.Line, extra.Column, "", "only one YAML document is allowed, found a second one")}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -137,7 +149,7 @@ func decodeStrict(file string, r io.Reader, out any) (*positions, Errors) {
 
 // fail records a problem at node n for path.
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	d.errs = append(d.errs, &Error{File: d.file, Line: n.Line, Column: n.Column, Path: path, Message: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, newError(d.file, n.Line, n.Column, path, fmt.Sprintf(format, args...)))
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -345,13 +357,6 @@ func kindName(t reflect.Type) string {
 		return "a mapping"
 	}
 	return "a " + t.Name()
-}
-
-func quote(s string) string {
-	if len(s) > 40 {
-		s = s[:37] + "..."
-	}
-	return strconv.Quote(s)
 }
 
 // suggest returns ` (did you mean "x"?)` for the known name closest to a

@@ -2,7 +2,9 @@ package schema
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is one problem found in a file, placed at a line and column and
@@ -21,11 +23,30 @@ type Error struct {
 	Message string `json:"message"`
 }
 
+// newError makes an Error whose every part is one line of bounded length,
+// whatever the file held: its fields go as they are into terminals, JSON
+// and GitLab notes.
+func newError(file string, line, column int, path, message string) *Error {
+	return &Error{File: oneLine(file, maxPathLength), Line: line, Column: column, Path: oneLine(path, maxPathLength), Message: oneLine(message, maxMessageLength)}
+}
+
+// Bounds, in characters, on the parts of an error that may repeat what a
+// student wrote. A printed error stays under 1 KiB.
+const (
+	// maxQuoted is how much of one value or key an error quotes.
+	maxQuoted = 64
+	// maxPathLength bounds a file name or a field path.
+	maxPathLength = 256
+	// maxMessageLength bounds a message.
+	maxMessageLength = 480
+)
+
 // Error formats the problem as "file:line:col: path: message", the form
-// editors and compilers use, so terminals make it clickable.
+// editors and compilers use, so terminals make it clickable. It is always
+// one line: line breaks and other control characters are escaped.
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
+	b.WriteString(oneLine(e.File, maxPathLength))
 	if e.Line > 0 {
 		fmt.Fprintf(&b, ":%d", e.Line)
 		if e.Column > 0 {
@@ -34,10 +55,61 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Path != "" {
-		b.WriteString(e.Path)
+		b.WriteString(oneLine(e.Path, maxPathLength))
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Message)
+	b.WriteString(oneLine(e.Message, maxMessageLength))
+	return b.String()
+}
+
+// String is Error: one line.
+func (e *Error) String() string { return e.Error() }
+
+// quote returns s as a double-quoted Go string literal, cut to maxQuoted
+// characters with "..." at the end: newlines, tabs, control characters,
+// invalid UTF-8 and Unicode line separators and format characters (such as
+// bidi overrides) come out escaped ("\n", "\u2028"), so a value or key
+// repeated in an error can neither break the line nor pass for something
+// else.
+func quote(s string) string {
+	return strconv.Quote(truncate(s, maxQuoted))
+}
+
+// truncate cuts s to at most n characters, the last three "..." when cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i, count := 0, 0
+	for i = range s {
+		if count == n-3 {
+			break
+		}
+		count++
+	}
+	return s[:i] + "..."
+}
+
+// oneLine escapes in s what is not printable, as quote does but leaving
+// quotes and backslashes alone, and cuts it to at most n characters: the
+// last defence of the one line, one problem rule, for text that reached an
+// error unquoted (a file name, a parser's message).
+func oneLine(s string, n int) string {
+	s = truncate(s, n)
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case strconv.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
 	return b.String()
 }
 

@@ -142,7 +142,7 @@ func TestASyntaxErrorInALargeFileIsPlacedAsInTheWholeFile(t *testing.T) {
 			if _, err := goparser.ParseBytes(in.data, 0); !errors.As(err, &se) {
 				t.Fatalf("goccy finds no syntax error in the whole file: %v", err)
 			}
-			want := fmt.Sprintf("wm.yaml:%d:%d: not valid YAML: %s", se.Token.Position.Line, se.Token.Position.Column, se.Message)
+			want := newError("wm.yaml", se.Token.Position.Line, se.Token.Position.Column, "", "not valid YAML: "+se.Message).Error()
 			_, err := Parse("wm.yaml", bytes.NewReader(in.data))
 			if got := fmt.Sprint(err); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
@@ -164,5 +164,123 @@ func BenchmarkParseHostile(b *testing.B) {
 				Parse("wm.yaml", bytes.NewReader(in.data))
 			}
 		})
+	}
+}
+
+// hostileText is what a student may write to make an error message say
+// more than it should: a newline, a Markdown code fence, a mention and a
+// link, a line separator, a bidi override and a terminal escape.
+const hostileText = "x\n```\n@all [click](https://evil.example/)\u2028\u202e\x1b[2J\r\t"
+
+func TestEveryErrorIsOneBoundedLineWhateverTheStudentWrote(t *testing.T) {
+	long := strings.Repeat("é", 5000)
+	for _, tc := range []struct {
+		name string
+		yaml string
+	}{
+		{"a hostile env name", "version: 1\ncontainers:\n  web:\n    image: self\n    env: {%q: v}\n"},
+		{"a hostile container name", "version: 1\ncontainers:\n  %q: {image: self}\n"},
+		{"a hostile unknown field", "version: 1\n%q: 1\n"},
+		{"a hostile unknown field of a container", "version: 1\ncontainers:\n  web: {image: self, %q: 1}\n"},
+		{"a hostile volume name", "version: 1\ncontainers:\n  web: {image: self, volumes: {%q: /data}}\n"},
+		{"a hostile volume path", "version: 1\ncontainers:\n  web: {image: self, volumes: {data: %q}}\n"},
+		{"a hostile system volume path", "version: 1\ncontainers:\n  web: {image: self, volumes: {data: %q}}\n"},
+		{"a hostile image", "version: 1\ncontainers:\n  web: {image: %q}\n"},
+		{"a hostile upper-case image", "version: 1\ncontainers:\n  web: {image: %q}\n"},
+		{"a hostile user", "version: 1\ncontainers:\n  web: {image: self, user: %q}\n"},
+		{"a hostile memory", "version: 1\npods:\n  p: {image: self, memory: %q}\n"},
+		{"a hostile cpus", "version: 1\npods:\n  p: {image: self, cpus: %q}\n"},
+		{"a hostile port", "version: 1\ncontainers:\n  web: {image: self, ports: [%q]}\n"},
+		{"a hostile state", "version: 1\ncontainers:\n  web: {image: self, state: %q}\n"},
+		{"a hostile restart", "version: 1\npods:\n  p: {image: self, restart: %q}\n"},
+		{"a hostile expiry", "version: 1\nexpires: %q\n"},
+		{"a hostile anchor", "version: 1\nimage: *%s\n"},
+		{"a hostile merge", "version: 1\ncontainers:\n  web: {<<: {%q: 1}}\n"},
+		{"a hostile duplicate key", "version: 1\ncontainers:\n  web: {image: self, env: {%[1]q: a, %[1]q: b}}\n"},
+	} {
+		for _, text := range []struct{ name, s string }{
+			{"short", hostileText},
+			{"long", long + hostileText},
+			{"system path", "/proc/" + hostileText},
+			{"upper case", "Evil/" + hostileText},
+		} {
+			t.Run(tc.name+" ("+text.name+")", func(t *testing.T) {
+				data := tc.yaml
+				if strings.Contains(data, "%") {
+					data = fmt.Sprintf(tc.yaml, text.s)
+				}
+				_, err := Parse("wm.yaml", strings.NewReader(data))
+				var list Errors
+				if !errors.As(err, &list) {
+					t.Fatalf("want Errors, got %v", err)
+				}
+				if lines := strings.Split(err.Error(), "\n"); len(lines) != len(list) {
+					t.Errorf("%d errors print as %d lines:\n%s", len(list), len(lines), err)
+				}
+				for _, e := range list {
+					checkOneLine(t, e)
+				}
+			})
+		}
+	}
+}
+
+// checkOneLine fails unless e prints as one line of bounded length with
+// nothing a terminal or a Markdown renderer could take as a line break.
+func checkOneLine(t *testing.T, e *Error) {
+	t.Helper()
+	for _, s := range []string{e.Error(), e.File, e.Path, e.Message} {
+		if strings.ContainsAny(s, "\n\r\t\x1b\u0085\u2028\u2029\u202e") {
+			t.Errorf("error holds a line break or control character: %q", s)
+		}
+	}
+	if n := len([]rune(e.Error())); n > maxErrorLength {
+		t.Errorf("error is %d characters long, more than %d: %.200s", n, maxErrorLength, e.Error())
+	}
+}
+
+// maxErrorLength bounds one printed error in characters: a file name, a
+// field path and a message, each repeating at most a bounded part of what
+// the student wrote.
+const maxErrorLength = 1024
+
+func TestAKeyThatIsNotAPlainNameIsQuotedInThePathAndStillPlaced(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"an env name with a dot",
+			"version: 1\ncontainers:\n  web:\n    image: self\n    env:\n      A.B: x\n",
+			`wm.yaml:6:7: containers.web.env["A.B"]: "A.B" is not an environment variable name: use letters, digits and '_', not starting with a digit`},
+		{"a container name with a bracket",
+			"version: 1\ncontainers:\n  web[0]:\n    image: \"nope:\"\n",
+			`wm.yaml:3:3: containers["web[0]"]: "web[0]" is not a valid name: use lower-case letters, digits and '-', starting and ending with a letter or digit` + "\n" +
+				`wm.yaml:4:12: containers["web[0]"].image: "nope:" is not an image reference: invalid reference format`},
+		{"a volume name with a quote and a newline",
+			"version: 1\ncontainers:\n  web:\n    image: self\n    volumes:\n      \"a\\\"\\n\": data\n",
+			`wm.yaml:6:7: containers.web.volumes["a\"\n"]: "a\"\n" is not a valid volume name: use lower-case letters, digits and '-', starting and ending with a letter or digit` + "\n" +
+				`wm.yaml:6:16: containers.web.volumes["a\"\n"]: "data" is not an absolute path without ".."`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("wm.yaml", strings.NewReader(tc.yaml))
+			if got := fmt.Sprint(err); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAFileWithThousandsOfProblemsReportsTheFirstFewAndHowManyMore(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: 1\ncontainers:\n  web:\n    image: self\n")
+	for i := range 1000 {
+		fmt.Fprintf(&b, "    bad%d: x\n", i)
+	}
+	_, err := Parse("wm.yaml", strings.NewReader(b.String()))
+	var list Errors
+	if !errors.As(err, &list) || len(list) != maxErrors {
+		t.Fatalf("want %d errors, got %d", maxErrors, len(list))
+	}
+	if got, want := list[len(list)-1].Error(), fmt.Sprintf("wm.yaml: %d more problems not shown", 1000-maxErrors+1); got != want {
+		t.Errorf("last error: got %q, want %q", got, want)
 	}
 }

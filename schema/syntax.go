@@ -59,14 +59,14 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // yaml.v3 had read), or else at the line yaml.v3 names, without a column.
 func syntaxError(file string, data []byte, read int, err error) *Error {
 	if line, col, msg, ok := placeSyntaxError(data, read); ok {
-		return &Error{File: file, Line: line, Column: col, Message: "not valid YAML: " + msg}
+		return newError(file, line, col, "", "not valid YAML: "+msg)
 	}
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return &Error{File: file, Line: line, Message: "not valid YAML: " + m[2]}
+		return newError(file, line, 0, "", "not valid YAML: "+m[2])
 	}
-	return &Error{File: file, Message: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return newError(file, 0, 0, "", "not valid YAML: "+strings.TrimPrefix(msg, "yaml: "))
 }
 
 // placeSyntaxError asks goccy where the syntax error of data is, showing it

@@ -28,7 +28,7 @@ func locate(file string, p *positions, validate func(reporter)) Errors {
 	var errs Errors
 	validate(func(fieldPath string, onKey bool, format string, args ...any) {
 		at := p.at(fieldPath, onKey)
-		errs = append(errs, &Error{File: file, Line: at.line, Column: at.col, Path: fieldPath, Message: fmt.Sprintf(format, args...)})
+		errs = append(errs, newError(file, at.line, at.col, fieldPath, fmt.Sprintf(format, args...)))
 	})
 	return errs
 }
@@ -44,7 +44,21 @@ func parseInto(name string, r io.Reader, out any, defaults func(), validate func
 		}
 	}
 	defaults()
-	return merge(errs, locate(name, p, validate)).orNil()
+	return capErrors(name, merge(errs, locate(name, p, validate))).orNil()
+}
+
+// maxErrors is the most problems reported for one file: a student fixes the
+// first ones first, and a GitLab note or a terminal is not flooded.
+const maxErrors = 50
+
+// capErrors keeps the first maxErrors-1 problems and says how many more
+// there are.
+func capErrors(file string, errs Errors) Errors {
+	if len(errs) <= maxErrors {
+		return errs
+	}
+	more := len(errs) - (maxErrors - 1)
+	return append(errs[:maxErrors-1:maxErrors-1], newError(file, 0, 0, "", fmt.Sprintf("%d more problems not shown", more)))
 }
 
 // merge joins decode and validation problems in file order. A validation
@@ -91,13 +105,13 @@ func (f *File) validate(report reporter) {
 	checkCount(report, "pods", len(f.Pods), MaxPods)
 	checkCount(report, "singularity", len(f.Singularity), MaxSIFs)
 	for _, name := range sortedKeys(f.Containers) {
-		f.Containers[name].validate(report, "containers."+name, name)
+		f.Containers[name].validate(report, joinPath("containers", name), name)
 	}
 	for _, name := range sortedKeys(f.Pods) {
-		f.Pods[name].validate(report, "pods."+name, name)
+		f.Pods[name].validate(report, joinPath("pods", name), name)
 	}
 	for _, name := range sortedKeys(f.Singularity) {
-		p := "singularity." + name
+		p := joinPath("singularity", name)
 		checkName(report, p, name)
 		checkImage(report, p+".image", f.Singularity[name].Image)
 	}
@@ -127,7 +141,7 @@ func (c Container) validate(report reporter, p, name string) {
 	}
 	mounts := map[string]string{}
 	for _, vol := range sortedKeys(c.Volumes) {
-		vp := p + ".volumes." + vol
+		vp := joinPath(p+".volumes", vol)
 		if msg := nameProblem(vol); msg != "" {
 			report(vp, true, "%s is not a valid volume name: %s", quote(vol), msg)
 		}
@@ -136,9 +150,9 @@ func (c Container) validate(report reporter, p, name string) {
 			continue
 		}
 		if target == "/" || isSystemPath(target) {
-			report(vp, false, "cannot mount a volume on %s", target)
+			report(vp, false, "cannot mount a volume on %s", quote(target))
 		} else if other, dup := mounts[path.Clean(target)]; dup {
-			report(vp, false, "%s is already the mount point of volume %q", target, other)
+			report(vp, false, "%s is already the mount point of volume %s", quote(target), quote(other))
 		} else {
 			mounts[path.Clean(target)] = vol
 		}
@@ -209,9 +223,24 @@ func checkImage(report reporter, p, image string) {
 		}
 	default:
 		if _, err := reference.ParseNormalizedNamed(image); err != nil {
-			report(p, false, "%s is not an image reference: %v", quote(image), err)
+			report(p, false, "%s is not an image reference: %s", quote(image), referenceProblem(err))
 		}
 	}
+}
+
+// referenceProblem words a reference parsing error without the parts of
+// the reference it repeats, which the message has already quoted.
+func referenceProblem(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "invalid reference format: repository name ("):
+		return "invalid reference format: repository name must be lowercase"
+	case strings.HasPrefix(msg, "invalid repository name ("):
+		return "invalid repository name: cannot specify 64-byte hexadecimal strings"
+	case strings.HasPrefix(msg, "reference ") && strings.HasSuffix(msg, " has no name"):
+		return "reference has no name"
+	}
+	return msg
 }
 
 func validRepoPath(repo string) bool {
@@ -229,7 +258,7 @@ func validRepoPath(repo string) bool {
 func checkEnv(report reporter, p string, env map[string]string) {
 	for _, k := range sortedKeys(env) {
 		if !envKeyPattern.MatchString(k) {
-			report(p+"."+k, true, "%s is not an environment variable name: use letters, digits and '_', not starting with a digit", quote(k))
+			report(joinPath(p, k), true, "%s is not an environment variable name: use letters, digits and '_', not starting with a digit", quote(k))
 		}
 	}
 }
