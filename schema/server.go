@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,8 +24,23 @@ type ServerConfig struct {
 	StateDir string `yaml:"stateDir"`
 	// ArtifactsDir holds built artifacts such as SIF files.
 	ArtifactsDir string `yaml:"artifactsDir"`
-	// Listen is the address `wm serve` listens on, host:port.
+	// Listen is the public address `wm serve` listens on, host:port:
+	// POST /hooks/gitlab, GET /healthz and GET /artifacts/ only.
 	Listen string `yaml:"listen"`
+	// AdminListen is where `wm serve` serves what has no authentication
+	// (the status API, /metrics): a unix socket, written
+	// unix:///run/wm/admin.sock or as a path, or a host:port that is not a
+	// wildcard. Default: unix://<stateDir>/admin.sock.
+	AdminListen string `yaml:"adminListen"`
+	// AdminGroup, when set, is the group whose members may connect to the
+	// admin socket (mode 0660); otherwise only wm's own user may (0600).
+	AdminGroup string `yaml:"adminGroup"`
+	// RateLimit bounds how often one client may call the public listener.
+	RateLimit RateLimit `yaml:"rateLimit"`
+	// TrustedProxies are the reverse proxies (IP addresses or CIDR
+	// prefixes) whose X-Forwarded-For names the client; from anyone else
+	// the header is ignored. Default: none.
+	TrustedProxies []string `yaml:"trustedProxies"`
 	// Poll says how often sources are looked at.
 	Poll Poll `yaml:"poll"`
 	// Sources say where the students' repos are.
@@ -71,6 +87,27 @@ type Artifacts struct {
 	// an admin, who may download every artifact. Without it, downloads are
 	// off.
 	TokensFile string `yaml:"tokensFile"`
+}
+
+// RateLimit is a token bucket per client of the public listener.
+type RateLimit struct {
+	// Rate is the requests per second one client may make on average; 0
+	// turns the limit off. Default 5.
+	Rate float64 `yaml:"rate"`
+	// Burst is how many requests one client may make at once. Default 20.
+	Burst int `yaml:"burst"`
+}
+
+// AdminSocket returns the path of the admin unix socket, or "" when
+// AdminListen is a host:port.
+func (c *ServerConfig) AdminSocket() string {
+	if p, ok := strings.CutPrefix(c.AdminListen, "unix://"); ok {
+		return p
+	}
+	if strings.Contains(c.AdminListen, "/") {
+		return c.AdminListen
+	}
+	return ""
 }
 
 // Poll sets the polling of sources.
@@ -326,10 +363,11 @@ func (c *ServerConfig) Validate() error {
 // means no GPUs, not "the default").
 func newServerConfig() ServerConfig {
 	return ServerConfig{
-		StateDir: "wm-state",
-		Listen:   "127.0.0.1:8080",
-		Poll:     Poll{Interval: Duration(time.Minute), Concurrency: 4},
-		SIF:      SIFConfig{Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour)},
+		StateDir:  "wm-state",
+		Listen:    "127.0.0.1:8080",
+		RateLimit: RateLimit{Rate: 5, Burst: 20},
+		Poll:      Poll{Interval: Duration(time.Minute), Concurrency: 4},
+		SIF:       SIFConfig{Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour)},
 		Policy: Policy{
 			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"},
 			Defaults:        Limits{CPUs: 1, Memory: "2Gi"},
@@ -347,6 +385,7 @@ func (c *ServerConfig) applyDefaults() {
 		}
 	}
 	def(&c.ArtifactsDir, filepath.Join(c.StateDir, "artifacts"))
+	def(&c.AdminListen, "unix://"+filepath.Join(c.StateDir, "admin.sock"))
 	for i := range c.Sources.Repos {
 		r := &c.Sources.Repos[i]
 		def(&r.Branch, "main")
@@ -388,6 +427,7 @@ func (c *ServerConfig) validate(report reporter) {
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		report("listen", false, "%s is not host:port, such as 127.0.0.1:8080", quote(c.Listen))
 	}
+	c.validateHTTP(report)
 	if c.Poll.Interval.Std() < time.Second {
 		report("poll.interval", false, "%v is too short: at least 1s", c.Poll.Interval.Std())
 	}
@@ -531,6 +571,52 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 }
 
+// validateHTTP checks the admin listener, the rate limit and the proxies.
+func (c *ServerConfig) validateHTTP(report reporter) {
+	if sock := c.AdminSocket(); sock != "" {
+		// sun_path holds 108 bytes; what resolving a relative path adds
+		// is checked again when wm serve listens.
+		if base := filepath.Base(sock); base == "." || base == "/" || len(sock) > 100 {
+			report("adminListen", false, "%s is not a socket path of at most 100 bytes, such as unix:///run/wm/admin.sock", quote(c.AdminListen))
+		}
+	} else if host, port, err := net.SplitHostPort(c.AdminListen); err != nil || port == "" {
+		report("adminListen", false, "%s is neither a unix socket (unix:///run/wm/admin.sock) nor host:port", quote(c.AdminListen))
+	} else if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		report("adminListen", false, "%s listens on every interface: the status API and metrics have no authentication, so name one address (such as 127.0.0.1) or use a unix socket", quote(c.AdminListen))
+	} else if c.AdminListen == c.Listen {
+		report("adminListen", false, "%s is also listen: the admin listener needs an address of its own", quote(c.AdminListen))
+	}
+	if c.AdminGroup != "" && c.AdminSocket() == "" {
+		report("adminGroup", false, "applies to a unix socket only, and adminListen is %s", quote(c.AdminListen))
+	}
+	if r := c.RateLimit.Rate; r < 0 || r > 10000 {
+		report("rateLimit.rate", false, "%v is not between 0 (no limit) and 10000 requests a second", r)
+	}
+	if b := c.RateLimit.Burst; c.RateLimit.Rate > 0 && (b < 1 || b > 100000) {
+		report("rateLimit.burst", false, "%d is not between 1 and 100000", b)
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := ParseProxy(p); err != nil {
+			report(fmt.Sprintf("trustedProxies[%d]", i), false, "%s is not an IP address or prefix such as 10.0.0.0/8", quote(p))
+		}
+	}
+}
+
+// ParseProxy reads an entry of TrustedProxies: an IP address, or a
+// prefix such as 10.0.0.0/8.
+func ParseProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 // AccountProblem says why name cannot be a student's account, or "" when
 // it can: an account ends up in container names and namespaces, so it is
 // a DNS-1123 label of at most MaxNameLength characters.
@@ -587,6 +673,10 @@ func (c *ServerConfig) resolvePaths(dir string) {
 	}
 	abs(&c.StateDir)
 	abs(&c.ArtifactsDir)
+	if sock := c.AdminSocket(); sock != "" {
+		abs(&sock)
+		c.AdminListen = "unix://" + sock
+	}
 	abs(&c.Webhook.SecretFile)
 	abs(&c.Webhook.SigningTokenFile)
 	abs(&c.SIF.SharedDir)
