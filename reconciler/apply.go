@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/store"
 )
 
 // apply carries out the plan in order.
@@ -24,9 +25,9 @@ func (r *Reconciler) apply(ctx context.Context, p *pass) error {
 func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 	switch a.Kind {
 	case ActionCreate:
-		return r.create(ctx, a.Host, *a.Spec)
+		return r.create(ctx, p, a.Host, a.Spec)
 	case ActionRecreate:
-		return r.recreate(ctx, a)
+		return r.recreate(ctx, p, a)
 	case ActionStart:
 		if err := r.engine(a.Host).Start(ctx, a.Name); err != nil {
 			return fmt.Errorf("start %s: %w", a.Name, err)
@@ -48,27 +49,31 @@ const asideSuffix = "-wm-old"
 // stopped and renamed aside, the new one created under the name; if that
 // fails, the new one goes and the old one is put back as it was. A pass
 // interrupted half-way leaves the aside container labelled as the repo's,
-// so the next pass removes it.
-func (r *Reconciler) recreate(ctx context.Context, a Action) error {
+// so the next pass removes it. The old container may have another name
+// (made under the legacy naming scheme): its port allocations go with it.
+func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 	old := r.engine(a.Live.Host)
-	aside := a.Name + asideSuffix
+	aside := a.Live.Name + asideSuffix
 	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
 		return fmt.Errorf("clear %s: %w", aside, err)
 	}
-	if err := old.Stop(ctx, a.Name, StopTimeout); err != nil {
-		return fmt.Errorf("stop %s to recreate it: %w", a.Name, err)
+	if err := old.Stop(ctx, a.Live.Name, StopTimeout); err != nil {
+		return fmt.Errorf("stop %s to recreate it: %w", a.Live.Name, err)
 	}
-	if err := old.Rename(ctx, a.Name, aside); err != nil {
-		return fmt.Errorf("set %s aside to recreate it: %w", a.Name, err)
+	if err := old.Rename(ctx, a.Live.Name, aside); err != nil {
+		return fmt.Errorf("set %s aside to recreate it: %w", a.Live.Name, err)
 	}
-	if err := r.create(ctx, a.Host, *a.Spec); err != nil {
+	if err := r.create(ctx, p, a.Host, a.Spec); err != nil {
 		if rerr := r.putBack(ctx, a, aside); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		return err
 	}
 	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
-		return fmt.Errorf("remove the old %s: %w", a.Name, err)
+		return fmt.Errorf("remove the old %s: %w", a.Live.Name, err)
+	}
+	if a.Live.Name != a.Name {
+		return r.store.ReleasePorts(a.Live.Name)
 	}
 	return nil
 }
@@ -79,26 +84,93 @@ func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error 
 		return fmt.Errorf("remove the failed new %s: %w", a.Name, err)
 	}
 	old := r.engine(a.Live.Host)
-	if err := old.Rename(ctx, aside, a.Name); err != nil {
-		return fmt.Errorf("put the old %s back: %w", a.Name, err)
+	if err := old.Rename(ctx, aside, a.Live.Name); err != nil {
+		return fmt.Errorf("put the old %s back: %w", a.Live.Name, err)
 	}
 	if a.Live.Running {
-		if err := old.Start(ctx, a.Name); err != nil {
-			return fmt.Errorf("restart the old %s: %w", a.Name, err)
+		if err := old.Start(ctx, a.Live.Name); err != nil {
+			return fmt.Errorf("restart the old %s: %w", a.Live.Name, err)
 		}
 	}
 	return nil
 }
 
-func (r *Reconciler) create(ctx context.Context, host string, spec docker.Spec) error {
-	_, err := r.engine(host).Create(ctx, spec)
-	if errors.Is(err, docker.ErrConflict) {
-		return stalled("NameConflict", "a container named %s exists on %s that WhaleMountain does not manage; it was left alone: ask the admins to remove or rename it", spec.Name, host)
+// create makes a container, allocating first the host ports it does not
+// hold yet (spec is updated in place, so the pass reports them). The
+// allocations of a container that could not be created are given back,
+// and those of guest ports it no longer publishes too.
+func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *docker.Spec) error {
+	allocated, err := r.allocatePorts(p, spec)
+	if err == nil {
+		_, err = r.engine(host).Create(ctx, *spec)
 	}
 	if err != nil {
+		for _, key := range allocated {
+			if rerr := r.store.ReleasePort(key); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}
+	if errors.Is(err, docker.ErrConflict) {
+		return stalled("NameConflict", "a container or volume named %s (or one of its volumes) exists on %s that WhaleMountain does not manage for you; it was left alone: ask the admins to remove or rename it", spec.Name, host)
+	}
+	var pe *PassError
+	if err != nil && !errors.As(err, &pe) {
 		return fmt.Errorf("create %s on %s: %w", spec.Name, host, err)
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	guests := make([]int, len(spec.Ports))
+	for i, b := range spec.Ports {
+		guests[i] = b.Guest
+	}
+	return r.store.RetainPorts(spec.Name, guests)
+}
+
+// allocatePorts gives each port of spec that has no host port yet the
+// lowest free one of the policy's range, skipping what any live container
+// binds and what this pass's other containers hold. It returns the keys it
+// allocated.
+func (r *Reconciler) allocatePorts(p *pass, spec *docker.Spec) ([]string, error) {
+	busy := map[int]bool{}
+	for _, l := range p.allLive {
+		for _, b := range l.Ports {
+			busy[b.Host] = true
+		}
+	}
+	for _, d := range p.desired {
+		for _, b := range d.Spec.Ports {
+			busy[b.Host] = true
+		}
+	}
+	var allocated []string
+	for i := range spec.Ports {
+		if spec.Ports[i].Host != 0 {
+			continue
+		}
+		key := store.PortKey(spec.Name, spec.Ports[i].Guest)
+		// An allocation left from before whose port something else now
+		// binds is worthless: start afresh.
+		if held, err := r.store.Port(key); err != nil {
+			return allocated, err
+		} else if held != 0 && busy[held] {
+			if err := r.store.ReleasePort(key); err != nil {
+				return allocated, err
+			}
+		}
+		port, err := r.store.AllocatePort(key, r.cfg.Policy.HostPorts.From, r.cfg.Policy.HostPorts.To, busy)
+		if errors.Is(err, store.ErrNoFreePort) {
+			return allocated, waiting("NoFreePort", "no free host port for %s port %d: ask the admins to widen policy.hostPorts", spec.Name, spec.Ports[i].Guest)
+		}
+		if err != nil {
+			return allocated, err
+		}
+		spec.Ports[i].Host = port
+		busy[port] = true
+		allocated = append(allocated, key)
+	}
+	return allocated, nil
 }
 
 // remove deletes a container nothing declares any more, frees its ports

@@ -63,7 +63,9 @@ func (p Plan) Count(k ActionKind) int {
 }
 
 // Diff pairs the desired containers of one repo with the live ones of the
-// same repo by full name, and says what to do with each. It does no I/O.
+// same repo by their wm.yaml name (the labels WhaleMountain set, not the
+// engine name, so a container made under an older naming scheme pairs with
+// its successor), and says what to do with each. It does no I/O.
 //
 // A container whose spec hash label differs from the desired spec's hash
 // is recreated; one whose hash matches is only started or stopped when
@@ -74,22 +76,26 @@ func Diff(desired []Desired, live []Live) Plan {
 	byName := make(map[string]*Live, len(live))
 	for i := range live {
 		l := &live[i]
-		if _, dup := byName[l.Name]; dup {
-			// The same name on a second host: only one can be the
-			// declared container, the other goes.
+		key, ok := identity(l.Container)
+		if !ok {
+			key = "\x00" + l.Name // set aside: pairs with nothing
+		}
+		if _, dup := byName[key]; dup {
+			// The same container on a second host, or under both names:
+			// only one can be the declared container, the other goes.
 			p.Actions = append(p.Actions, Action{Kind: ActionRemove, Host: l.Host, Name: l.Name, Live: l})
 			continue
 		}
-		byName[l.Name] = l
+		byName[key] = l
 	}
 	for i := range desired {
 		d := &desired[i]
-		l, ok := byName[d.Spec.Name]
-		delete(byName, d.Spec.Name)
+		l, ok := byName[d.Spec.LocalName]
+		delete(byName, d.Spec.LocalName)
 		switch {
 		case !ok:
 			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec})
-		case l.Labels[docker.LabelSpecHash] != d.Spec.Hash() || l.Host != d.Host:
+		case l.Labels[docker.LabelSpecHash] != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name:
 			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		case d.Spec.Running && !l.Running:
 			p.Actions = append(p.Actions, Action{Kind: ActionStart, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})

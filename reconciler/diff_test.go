@@ -9,14 +9,20 @@ import (
 )
 
 func spec(name string, running bool, env string) docker.Spec {
-	return docker.Spec{Name: "alice-" + name, Owner: "alice", Repo: "alice/web", LocalName: name,
+	return docker.Spec{Name: docker.ObjectName("alice", name), Owner: "alice", Repo: "alice/web", LocalName: name,
 		Image: "r/alice/web:1", Env: map[string]string{"MODE": env}, Running: running,
 		Ports: []docker.PortBinding{{Guest: 80, Host: 50000}}}
 }
 
 func live(host string, s docker.Spec, running bool) Live {
 	return Live{Host: host, Container: docker.Container{Name: s.Name, Running: running,
-		Labels: map[string]string{docker.LabelSpecHash: s.Hash()}}}
+		Labels: map[string]string{docker.LabelSpecHash: s.Hash(), docker.LabelOwner: s.Owner, docker.LabelName: s.LocalName}}}
+}
+
+// renamed is l under another engine name, its labels unchanged.
+func renamed(l Live, name string) Live {
+	l.Name = name
+	return l
 }
 
 func describe(p Plan) []string {
@@ -37,24 +43,30 @@ func TestDiff(t *testing.T) {
 		unchanged int
 	}{
 		{"a declared container that does not exist is created",
-			[]Desired{{"h1", web}}, nil, []string{"create alice-web@h1"}, 0},
+			[]Desired{{"h1", web}}, nil, []string{"create alice_web@h1"}, 0},
 		{"a container that matches is left alone",
 			[]Desired{{"h1", web}}, []Live{live("h1", web, true)}, nil, 1},
 		{"changed env recreates the container",
-			[]Desired{{"h1", spec("web", true, "prod")}}, []Live{live("h1", web, true)}, []string{"recreate alice-web@h1"}, 0},
+			[]Desired{{"h1", spec("web", true, "prod")}}, []Live{live("h1", web, true)}, []string{"recreate alice_web@h1"}, 0},
 		{"a container asked to stop is stopped, not recreated",
-			[]Desired{{"h1", spec("web", false, "dev")}}, []Live{live("h1", web, true)}, []string{"stop alice-web@h1"}, 0},
+			[]Desired{{"h1", spec("web", false, "dev")}}, []Live{live("h1", web, true)}, []string{"stop alice_web@h1"}, 0},
 		{"a stopped container asked to run is started",
-			[]Desired{{"h1", web}}, []Live{live("h1", web, false)}, []string{"start alice-web@h1"}, 0},
+			[]Desired{{"h1", web}}, []Live{live("h1", web, false)}, []string{"start alice_web@h1"}, 0},
 		{"a container nothing declares is removed",
-			nil, []Live{live("h1", web, true)}, []string{"remove alice-web@h1"}, 0},
+			nil, []Live{live("h1", web, true)}, []string{"remove alice_web@h1"}, 0},
 		{"a container placed on another host is recreated there",
-			[]Desired{{"h2", web}}, []Live{live("h1", web, true)}, []string{"recreate alice-web@h2"}, 0},
+			[]Desired{{"h2", web}}, []Live{live("h1", web, true)}, []string{"recreate alice_web@h2"}, 0},
 		{"the same name on two hosts keeps one and removes the other",
-			[]Desired{{"h1", web}}, []Live{live("h1", web, true), live("h2", web, true)}, []string{"remove alice-web@h2"}, 1},
+			[]Desired{{"h1", web}}, []Live{live("h1", web, true), live("h2", web, true)}, []string{"remove alice_web@h2"}, 1},
+		{"a container made under the legacy name is recreated under the new one",
+			[]Desired{{"h1", web}}, []Live{renamed(live("h1", web, true), "alice-web")}, []string{"recreate alice_web@h1"}, 0},
+		{"a container set aside during a recreation pairs with nothing and goes",
+			[]Desired{{"h1", web}}, []Live{live("h1", web, true), renamed(live("h1", web, false), "alice_web-wm-old")}, []string{"remove alice_web-wm-old@h1"}, 1},
+		{"another owner's container whose legacy name looks alike is not ours to pair",
+			[]Desired{{"h1", web}}, []Live{renamed(live("h1", web, true), "alice-x-web")}, []string{"create alice_web@h1", "remove alice-x-web@h1"}, 0},
 		{"creations come before removals, each in name order",
 			[]Desired{{"h1", web}, {"h1", db}}, []Live{live("h1", spec("old", true, "dev"), true), live("h1", spec("aaa", true, "dev"), true)},
-			[]string{"create alice-db@h1", "create alice-web@h1", "remove alice-aaa@h1", "remove alice-old@h1"}, 0},
+			[]string{"create alice_db@h1", "create alice_web@h1", "remove alice_aaa@h1", "remove alice_old@h1"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := Diff(tc.desired, tc.live)

@@ -107,7 +107,7 @@ containers:
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	name := owner + "-web"
+	name := owner + "_web"
 	repo := push(owner, web("dev", ""))
 	var hostPort int
 
@@ -168,13 +168,13 @@ containers:
 	})
 
 	t.Run("an unlabelled container with a colliding name is never touched", func(t *testing.T) {
-		dockertest.AddForeign(t, owner+"-mine")
+		dockertest.AddForeign(t, owner+"_mine")
 		push(owner, web("prod", "  mine: {image: self}\n"))
 		_, err := pass(repo)
 		if o, reason := Classify(err); o != Stalled || reason != "NameConflict" {
 			t.Fatalf("got %v/%s: %v", o, reason, err)
 		}
-		raw, err := dockertest.Client(t).ContainerInspect(context.Background(), owner+"-mine")
+		raw, err := dockertest.Client(t).ContainerInspect(context.Background(), owner+"_mine")
 		if err != nil || raw.Config.Labels[docker.LabelManagedBy] != "" {
 			t.Errorf("foreign container changed: %v", err)
 		}
@@ -187,7 +187,7 @@ containers:
 		}
 		push(other, "version: 1\n")
 		res, err := pass(theirs)
-		if err != nil || len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Name != other+"-web" {
+		if err != nil || len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Name != other+"_web" {
 			t.Fatalf("plan of the other owner: %+v, %v", res.Plan, err)
 		}
 		if _, ok := inspect(name); !ok {
@@ -207,10 +207,10 @@ containers:
 		vols, err := eng.ListVolumes(context.Background())
 		found := false
 		for _, v := range vols {
-			found = found || v.Name == owner+"-data"
+			found = found || v.Name == owner+"_data"
 		}
 		if err != nil || !found {
-			t.Errorf("volume %s-data gone: %v", owner, err)
+			t.Errorf("volume %s_data gone: %v", owner, err)
 		}
 	})
 }

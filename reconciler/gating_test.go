@@ -57,14 +57,14 @@ docker:
 	if res, err := rec.Reconcile(context.Background(), repo); err != nil || !res.Ready {
 		t.Fatalf("first rollout: %+v, %v", res, err)
 	}
-	before, _ := eng.Inspect(context.Background(), owner+"-web")
+	before, _ := eng.Inspect(context.Background(), owner+"_web")
 
 	second := commit("two")
 	_, err = rec.Reconcile(context.Background(), repo)
 	if o, reason := Classify(err); o != Waiting || reason != "WaitingForImage" || !strings.Contains(err.Error(), "waiting for CI to push "+reg.Ref(owner+"/web", second)) {
 		t.Fatalf("before CI pushed: %v/%s: %v", o, reason, err)
 	}
-	if c, err := eng.Inspect(context.Background(), owner+"-web"); err != nil || c.ID != before.ID || !c.Running {
+	if c, err := eng.Inspect(context.Background(), owner+"_web"); err != nil || c.ID != before.ID || !c.Running {
 		t.Fatalf("the old container did not keep running: %+v, %v", c, err)
 	}
 
@@ -73,7 +73,7 @@ docker:
 	if err != nil || !res.Ready || res.Plan.Count(ActionRecreate) != 1 {
 		t.Fatalf("after CI pushed: %+v, %v", res, err)
 	}
-	if c, _ := eng.Inspect(context.Background(), owner+"-web"); c.Image != reg.Ref(owner+"/web", second) {
+	if c, _ := eng.Inspect(context.Background(), owner+"_web"); c.Image != reg.Ref(owner+"/web", second) {
 		t.Errorf("running image %s, want the second commit's", c.Image)
 	}
 }

@@ -11,12 +11,20 @@ import (
 )
 
 // imageResolver turns the image field of wm.yaml into a reference an
-// engine can pull, applying the registry policy of the server config.
+// engine can pull, applying the registry policy of the server config and
+// the ownership of the students' images: under the registry's host, every
+// path but the admins' public ones is a student project's image, usable
+// only by the project's owner, or by anyone as shared/<owner>/<repo> once
+// the project says "share: true". The same rule holds for containers, pods
+// and SIFs, which all resolve here.
 type imageResolver struct {
 	registry string   // where "self" images live
 	allowed  []string // registry prefixes references may come from
-	// shared looks up another repo's recorded state, for shared/ images.
-	shared func(key string) (store.RepoState, bool, error)
+	public   []string // paths under registry every student may use
+	// repo looks up a repo's recorded state by key; repos lists them all
+	// (for shared/<owner>/<repo>, whose repo may sit below groups).
+	repo  func(key string) (store.RepoState, bool, error)
+	repos func() ([]store.RepoState, error)
 }
 
 // resolve returns the reference for field (a path such as
@@ -29,18 +37,17 @@ func (ir imageResolver) resolve(repo Repo, rev, field, image string) (string, er
 		}
 		return fmt.Sprintf("%s/%s:%s", ir.registry, strings.ToLower(repo.Key), rev), nil
 	case strings.HasPrefix(image, schema.SharedImagePrefix):
-		key := strings.TrimPrefix(image, schema.SharedImagePrefix)
-		other, ok, err := ir.shared(key)
+		other, err := ir.sharedRepo(strings.TrimPrefix(image, schema.SharedImagePrefix))
 		if err != nil {
 			return "", err
 		}
 		switch {
-		case !ok || !other.ImageShared:
-			return "", stalled("ImageNotShared", "%s: %s is not shared: the repo %s does not exist or its wm.yaml does not say \"share: true\"", field, image, key)
+		case other == nil || !other.ImageShared:
+			return "", stalled("ImageNotShared", "%s: %s is not shared: the repo does not exist or its wm.yaml does not say \"share: true\"", field, image)
 		case other.AppliedRevision == "":
 			return "", waiting("SharedImageNotBuilt", "%s: %s has no rolled-out commit yet", field, image)
 		}
-		return fmt.Sprintf("%s/%s:%s", ir.registry, strings.ToLower(key), other.AppliedRevision), nil
+		return fmt.Sprintf("%s/%s:%s", ir.registry, strings.ToLower(other.Key), other.AppliedRevision), nil
 	}
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
@@ -51,7 +58,91 @@ func (ir imageResolver) resolve(repo Repo, rev, field, image string) (string, er
 	if !ir.allows(ref) {
 		return "", stalled("ImageNotAllowed", "%s: %s is not from an allowed registry (allowed: %s)", field, ref, strings.Join(ir.allowedList(), ", "))
 	}
+	if path, ok := ir.underRegistry(named.Name()); ok {
+		if err := ir.mayUse(repo, field, path); err != nil {
+			return "", err
+		}
+	}
 	return ref, nil
+}
+
+// underRegistry returns the repository path of name below the students'
+// registry, and false when name lives elsewhere.
+func (ir imageResolver) underRegistry(name string) (string, bool) {
+	if ir.registry == "" {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(name, strings.TrimSuffix(ir.registry, "/")+"/")
+	return rest, ok && rest != ""
+}
+
+// mayUse checks that repo's owner may name the image at path below the
+// students' registry directly: an admins' public path, or the image of a
+// project of the same owner. Anyone else's image, shared or not, is only
+// ever reached through shared/<owner>/<repo>, which checks "share: true".
+func (ir imageResolver) mayUse(repo Repo, field, path string) error {
+	for _, pub := range ir.public {
+		if prefix := strings.Trim(pub, "/") + "/"; strings.HasPrefix(path, prefix) {
+			return nil
+		}
+	}
+	if path == strings.ToLower(repo.Key) {
+		return nil
+	}
+	other, ok, err := ir.repo(path)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Keys keep GitLab's case; image paths are lower-case.
+		all, err := ir.repos()
+		if err != nil {
+			return err
+		}
+		for i := range all {
+			if strings.ToLower(all[i].Key) == path {
+				other, ok = all[i], true
+				break
+			}
+		}
+	}
+	if ok && other.Owner == repo.Owner {
+		return nil
+	}
+	return stalled("ImageNotYours", "%s: %s/%s is another project's image: use %q for this repo's own image, or %sOWNER/REPO for an image its owner shares", field, ir.registry, path, schema.ImageSelf, schema.SharedImagePrefix)
+}
+
+// sharedRepo finds the repo "<owner>/<repo>" names: a repo keyed so
+// (folder sources), or one whose key ends in "/<owner>/<repo>" (a GitLab
+// project below the students' groups) and that <owner> owns. It returns
+// nil when there is none; two such repos in different groups are
+// ambiguous, and the reference must then give the full project path.
+func (ir imageResolver) sharedRepo(rest string) (*store.RepoState, error) {
+	if st, ok, err := ir.repo(rest); err != nil || ok {
+		if !ok {
+			return nil, err
+		}
+		return &st, nil
+	}
+	owner, _, found := strings.Cut(rest, "/")
+	if !found {
+		return nil, nil
+	}
+	all, err := ir.repos()
+	if err != nil {
+		return nil, err
+	}
+	var match *store.RepoState
+	for i := range all {
+		if all[i].Owner != owner || !strings.HasSuffix(strings.ToLower(all[i].Key), "/"+rest) {
+			continue
+		}
+		if match != nil {
+			return nil, stalled("ImageAmbiguous", "%s%s names both %s and %s: give the full project path, %s%s", schema.SharedImagePrefix, rest, match.Key, all[i].Key, schema.SharedImagePrefix, all[i].Key)
+		}
+		match = &all[i]
+	}
+	return match, nil
 }
 
 // allows reports whether ref starts with an allowed registry prefix, whole

@@ -86,15 +86,20 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 		t.Error("the student cannot exec into their pod")
 	}
 
+	// One quota over Docker and Kubernetes: WhaleMountain refuses the
+	// second GPU before the cluster is asked, and the first pod stays.
 	w.push(student+"/ml", trainPod+"  second:\n    image: self\n    gpus: 1\n")
 	_, err = w.reconcile(repo)
-	wantReason(t, err, Stalled, "PodRefused")
-	if !strings.Contains(err.Error(), "pods.second: refused by your quota") {
+	wantReason(t, err, Stalled, "QuotaExceeded")
+	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") {
 		t.Errorf("message: %v", err)
 	}
 	st, _, _ := w.store.Repo(student + "/ml")
-	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") {
+	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "2 GPUs (quota 1)") {
 		t.Errorf("status: %+v", st.Conditions)
+	}
+	if _, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{}); err != nil {
+		t.Errorf("the running pod went with the refused change: %v", err)
 	}
 
 	// No pods any more: they go, the namespace stays (the admins decide).

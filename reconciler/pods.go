@@ -39,15 +39,13 @@ func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
 		return err
 	}
 	// The admins let namespaces go: this one goes once none of the
-	// owner's repos declares a pod.
-	repos, err := r.store.Repos()
+	// owner's repos has a pod in it.
+	pods, err := r.cluster.OwnerPods(ctx, p.repo.Owner)
 	if err != nil {
-		return err
+		return fmt.Errorf("list the pods of %s: %w", p.repo.Owner, err)
 	}
-	for _, other := range repos {
-		if other.Owner == p.repo.Owner && other.Key != p.repo.Key && other.Usage.Pods > 0 {
-			return nil
-		}
+	if len(pods) > 0 {
+		return nil
 	}
 	return r.cluster.RemoveOwner(ctx, p.repo.Owner)
 }

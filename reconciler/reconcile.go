@@ -43,6 +43,9 @@ type Cluster interface {
 	EnsureOwner(ctx context.Context, owner string) (int, error)
 	SyncPods(ctx context.Context, owner, repo string, pods []kube.Pod) (kube.SyncResult, error)
 	RemoveOwner(ctx context.Context, owner string) error
+	// OwnerPods lists the pods WhaleMountain runs for owner, with their
+	// repo and resources, for the one quota over Docker and Kubernetes.
+	OwnerPods(ctx context.Context, owner string) ([]kube.PodUsage, error)
 }
 
 // SIFBuilder builds Singularity images; *sif.Builder is one.
@@ -154,7 +157,9 @@ func New(cfg *schema.ServerConfig, git GitSource, engines []Engine, st *store.St
 		images: imageResolver{
 			registry: cfg.Registry.Host,
 			allowed:  cfg.Policy.AllowedRegistries,
-			shared:   st.Repo,
+			public:   cfg.Registry.PublicPaths,
+			repo:     st.Repo,
+			repos:    st.Repos,
 		},
 		now: time.Now,
 		log: slog.New(slog.DiscardHandler),
@@ -276,7 +281,9 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 		return p.res, err
 	}
 	p.state = state
-	p.state.Key, p.state.Owner, p.state.URL, p.state.Branch = repo.Key, repo.Owner, repo.URL, repo.Branch
+	// Credentials in a configured URL are for fetching only: state is
+	// printed and served, so it never holds them.
+	p.state.Key, p.state.Owner, p.state.URL, p.state.Branch = repo.Key, repo.Owner, gitsource.ScrubURL(repo.URL), repo.Branch
 
 	if !dryRun {
 		defer func() {
@@ -462,11 +469,16 @@ func (repo Repo) owns(c docker.Container) bool {
 }
 
 // resolve turns every container of wm.yaml into a placed docker.Spec with
-// its image reference, host ports and limits.
+// its image reference, limits and the host ports it already holds (a port
+// it does not hold yet stays 0 until the container is really created), and
+// every pod and SIF into its image reference. Nothing is reserved here: a
+// file refused later (quota, image) takes nothing from anyone.
 func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
-	owned := map[string]bool{}
-	for _, l := range p.live {
-		owned[l.Name] = true
+	mine := map[string]*Live{} // this repo's containers by wm.yaml name
+	for i := range p.live {
+		if local, ok := identity(p.live[i].Container); ok {
+			mine[local] = &p.live[i]
+		}
 	}
 	taken := map[int]string{} // host port → container holding it
 	load := map[string]int{}
@@ -476,24 +488,17 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			taken[b.Host] = l.Name
 		}
 		load[l.Host]++
-		if l.Running && !owned[l.Name] {
+		if l.Running && !p.repo.owns(l.Container) {
 			gpusUsed[l.Host] += labelInt(l.Labels, docker.LabelGPUs)
 		}
-	}
-	liveHost := map[string]string{}
-	for _, l := range p.live {
-		liveHost[l.Name] = l.Host
 	}
 	for _, name := range sortedKeys(p.file.Containers) {
 		c := p.file.Containers[name]
 		field := "containers." + name
-		full := p.repo.Owner + "-" + name
+		full := docker.ObjectName(p.repo.Owner, name)
 		for _, l := range p.allLive {
-			if l.Name == full && !owned[full] {
-				if l.Labels[docker.LabelOwner] == p.repo.Owner {
-					return stalled("NameTaken", "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Labels[docker.LabelRepo])
-				}
-				return stalled("NameTaken", "%s: the container name %s is already taken; choose another name", field, full)
+			if local, ok := identity(l.Container); ok && local == name && l.Labels[docker.LabelOwner] == p.repo.Owner && !p.repo.owns(l.Container) {
+				return stalled("NameTaken", "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Labels[docker.LabelRepo])
 			}
 		}
 		image, err := r.images.resolve(p.repo, p.rev, field+".image", c.Image)
@@ -501,24 +506,26 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			return err
 		}
 		running := c.State == schema.StateRunning && !p.expired
-		host, err := r.place(full, c.GPUs, liveHost[full], gpusUsed, load)
+		current := mine[name]
+		host, err := r.place(full, c.GPUs, hostOf(current), gpusUsed, load)
 		if err != nil {
 			return err
 		}
 		if running {
 			gpusUsed[host] += c.GPUs
 		}
-		var ports []docker.PortBinding
-		for _, guest := range c.Ports {
-			hostPort, err := r.hostPort(p, full, guest, taken)
-			if err != nil {
-				return err
-			}
-			ports = append(ports, docker.PortBinding{Guest: guest, Host: hostPort})
+		ports, err := r.heldPorts(full, current, c.Ports, taken)
+		if err != nil {
+			return err
 		}
-		spec := r.containerSpec(p.repo, name, c, image, ports, running)
+		spec := r.containerSpec(p.repo, name, c, image, ports, running, r.volumeNames(p, name, c))
+		if spec.NanoCPUs <= 0 || spec.MemoryBytes <= 0 {
+			// 0 means "no limit" to Docker: never let a rounding get there.
+			return stalled("InvalidLimits", "%s: cpus and memory must be more than 0", field)
+		}
 		p.desired = append(p.desired, Desired{Host: host, Spec: spec})
 		p.usage.Containers++
+		p.usage.Ports += len(ports)
 		if running {
 			p.usage.GPUs += c.GPUs
 			p.usage.CPUs += float64(spec.NanoCPUs) / 1e9
@@ -539,17 +546,93 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		if err != nil {
 			return err
 		}
-		p.usage.Pods++
 		if p.expired {
 			continue // a pod cannot be stopped: after expiry it is not run
 		}
 		cpus, memory := r.limits(pod.CPUs, pod.Memory)
-		p.pods = append(p.pods, kube.Pod{Owner: p.repo.Owner, Repo: p.repo.Key, Name: name, Image: image,
+		kp := kube.Pod{Owner: p.repo.Owner, Repo: p.repo.Key, Name: name, Image: image,
 			Entrypoint: pod.Entrypoint, Command: pod.Command, Env: pod.Env, Workdir: pod.Workdir,
-			GPUs: pod.GPUs, CPUs: cpus, MemoryBytes: quantityBytes(memory), Restart: pod.Restart})
+			GPUs: pod.GPUs, CPUs: cpus, MemoryBytes: quantityBytes(memory), Restart: pod.Restart}
+		if math.Round(kp.CPUs*1000) <= 0 || kp.MemoryBytes <= 0 {
+			return stalled("InvalidLimits", "pods.%s: cpus and memory must be more than 0", name)
+		}
+		p.pods = append(p.pods, kp)
+		p.usage.Pods++
+		p.usage.GPUs += kp.GPUs
+		p.usage.CPUs += kp.CPUs
+		p.usage.MemoryBytes += kp.MemoryBytes
 	}
 	p.res.DeclaredPods = p.pods
 	return nil
+}
+
+// identity returns the wm.yaml name of a managed container that carries its
+// own name, new or legacy, and false for anything else (a container set
+// aside during a recreation, which pairs with nothing and is removed).
+func identity(c docker.Container) (string, bool) {
+	owner, local := c.Labels[docker.LabelOwner], c.Labels[docker.LabelName]
+	if owner == "" || local == "" {
+		return "", false
+	}
+	return local, c.Name == docker.ObjectName(owner, local) || c.Name == docker.LegacyObjectName(owner, local)
+}
+
+func hostOf(l *Live) string {
+	if l == nil {
+		return ""
+	}
+	return l.Host
+}
+
+// heldPorts returns the host port of each guest port that the container
+// already holds: bound on its live container, or allocated to its name and
+// free. A guest port that holds none gets 0; apply allocates it when the
+// container is created, so nothing is reserved for a file that is refused.
+func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken map[int]string) ([]docker.PortBinding, error) {
+	var ports []docker.PortBinding
+	for _, guest := range guests {
+		host := 0
+		if current != nil {
+			for _, b := range current.Ports {
+				if b.Guest == guest {
+					host = b.Host
+				}
+			}
+		}
+		if host == 0 {
+			held, err := r.store.Port(store.PortKey(full, guest))
+			if err != nil {
+				return nil, err
+			}
+			if holder, busy := taken[held]; held != 0 && (!busy || holder == full) {
+				host = held
+			}
+		}
+		ports = append(ports, docker.PortBinding{Guest: guest, Host: host})
+	}
+	return ports, nil
+}
+
+// volumeNames maps each volume of a wm.yaml container to its engine name,
+// ObjectName(owner, volume), except where the owner's containers already
+// mount the volume under its legacy name: that data stays where it is.
+func (r *Reconciler) volumeNames(p *pass, name string, c schema.Container) map[string]string {
+	mounted := map[string]bool{}
+	for _, l := range p.allLive {
+		if l.Labels[docker.LabelOwner] == p.repo.Owner {
+			for _, v := range l.Volumes {
+				mounted[v] = true
+			}
+		}
+	}
+	out := map[string]string{}
+	for vol := range c.Volumes {
+		out[vol] = docker.ObjectName(p.repo.Owner, vol)
+		if legacy := docker.LegacyObjectName(p.repo.Owner, vol); mounted[legacy] && !mounted[out[vol]] {
+			out[vol] = legacy
+		}
+	}
+	return out
 }
 
 // limits returns a workload's CPUs and memory, or the policy's defaults.
@@ -565,14 +648,14 @@ func (r *Reconciler) limits(cpus *float64, memory string) (float64, string) {
 }
 
 // containerSpec builds the engine spec of one wm.yaml container.
-func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []docker.PortBinding, running bool) docker.Spec {
+func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []docker.PortBinding, running bool, volumes map[string]string) docker.Spec {
 	cpus, memory := r.limits(c.CPUs, c.Memory)
 	var mounts []docker.Mount
 	for _, vol := range sortedKeys(c.Volumes) {
-		mounts = append(mounts, docker.Mount{Volume: repo.Owner + "-" + vol, Target: c.Volumes[vol]})
+		mounts = append(mounts, docker.Mount{Volume: volumes[vol], Target: c.Volumes[vol]})
 	}
 	return docker.Spec{
-		Name:        repo.Owner + "-" + name,
+		Name:        docker.ObjectName(repo.Owner, name),
 		Owner:       repo.Owner,
 		Repo:        repo.Key,
 		LocalName:   name,
@@ -613,58 +696,78 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 	return best, nil
 }
 
-// hostPort returns the stable host port of a container port, allocating
-// one on first use (not in a dry run, which shows 0 for "a new port").
-func (r *Reconciler) hostPort(p *pass, container string, guest int, taken map[int]string) (int, error) {
-	key := store.PortKey(container, guest)
-	if p.dryRun {
-		return r.store.Port(key)
-	}
-	busy := map[int]bool{}
-	for port, holder := range taken {
-		if holder != container {
-			busy[port] = true
+// checkQuota adds what this repo asks for to what the owner's other repos
+// hold on the engines right now: their containers on every Docker host (by
+// the labels WhaleMountain put on them) and their pods in the cluster. It
+// never trusts a usage written down by an earlier pass, which a pass that
+// failed half-way would have left wrong.
+func (r *Reconciler) checkQuota(ctx context.Context, p *pass) error {
+	total := p.usage
+	for _, l := range p.allLive {
+		if l.Labels[docker.LabelOwner] == p.repo.Owner && l.Labels[docker.LabelRepo] != p.repo.Key {
+			total = total.Add(r.liveUsage(l))
 		}
 	}
-	port, err := r.store.AllocatePort(key, r.cfg.Policy.HostPorts.From, r.cfg.Policy.HostPorts.To, busy)
-	if errors.Is(err, store.ErrNoFreePort) {
-		return 0, waiting("NoFreePort", "no free host port for %s port %d: ask the admins to widen policy.hostPorts", container, guest)
-	}
-	return port, err
-}
-
-// checkQuota adds this repo's usage to what the owner's other repos hold.
-func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
-	repos, err := r.store.Repos()
-	if err != nil {
-		return err
-	}
-	total := p.usage
-	for _, other := range repos {
-		if other.Owner == p.repo.Owner && other.Key != p.repo.Key {
-			total = total.Add(other.Usage)
+	if r.cluster != nil {
+		pods, err := r.cluster.OwnerPods(ctx, p.repo.Owner)
+		if err != nil {
+			return waiting("ClusterUnreachable", "cannot count your pods against your quota; everything stays as it is: %v", err)
+		}
+		for _, pod := range pods {
+			if pod.Repo == p.repo.Key || pod.Phase == "Succeeded" || pod.Phase == "Failed" {
+				continue
+			}
+			total = total.Add(store.Usage{Pods: 1, GPUs: pod.GPUs, CPUs: pod.CPUs, MemoryBytes: pod.MemoryBytes})
 		}
 	}
 	p.res.Usage, p.res.OwnerUsage = p.usage, total
-	q := r.cfg.Policy.Quota
-	qMem := quantityBytes(q.Memory)
-	var over []string
-	if total.Containers > q.Containers {
-		over = append(over, fmt.Sprintf("%d containers (quota %d)", total.Containers, q.Containers))
-	}
-	if total.GPUs > q.GPUs {
-		over = append(over, fmt.Sprintf("%d GPUs (quota %d)", total.GPUs, q.GPUs))
-	}
-	if total.CPUs > q.CPUs+1e-9 {
-		over = append(over, fmt.Sprintf("%g CPUs (quota %g)", total.CPUs, q.CPUs))
-	}
-	if total.MemoryBytes > qMem {
-		over = append(over, fmt.Sprintf("%s of memory (quota %s)", resource.NewQuantity(total.MemoryBytes, resource.BinarySI), q.Memory))
-	}
-	if len(over) > 0 {
+	if over := overQuota(total, r.cfg.Policy.Quota); len(over) > 0 {
 		return stalled("QuotaExceeded", "over your quota with all your repos together: %s; nothing was changed", strings.Join(over, ", "))
 	}
 	return nil
+}
+
+// liveUsage is what one live container counts against its owner's quota,
+// read from its labels. A container set aside during a recreation is on
+// its way out and counts nothing; one made before the limits were
+// labelled counts the policy's defaults.
+func (r *Reconciler) liveUsage(l Live) store.Usage {
+	if _, ok := identity(l.Container); !ok {
+		return store.Usage{}
+	}
+	u := store.Usage{Containers: 1, Ports: len(l.Ports)}
+	if !l.Running {
+		return u
+	}
+	u.GPUs = labelInt(l.Labels, docker.LabelGPUs)
+	nano, err1 := strconv.ParseInt(l.Labels[docker.LabelNanoCPUs], 10, 64)
+	mem, err2 := strconv.ParseInt(l.Labels[docker.LabelMemory], 10, 64)
+	if err1 != nil || err2 != nil {
+		cpus, memory := r.limits(nil, "")
+		nano, mem = int64(math.Round(cpus*1e9)), quantityBytes(memory)
+	}
+	u.CPUs, u.MemoryBytes = float64(nano)/1e9, mem
+	return u
+}
+
+// overQuota lists, in words, every part of total that q does not allow.
+func overQuota(total store.Usage, q schema.Quota) []string {
+	var over []string
+	for _, n := range []struct {
+		what       string
+		used, most int
+	}{{"containers", total.Containers, q.Containers}, {"pods", total.Pods, q.Pods}, {"GPUs", total.GPUs, q.GPUs}, {"host ports", total.Ports, q.Ports}} {
+		if n.used > n.most {
+			over = append(over, fmt.Sprintf("%d %s (quota %d)", n.used, n.what, n.most))
+		}
+	}
+	if !(total.CPUs <= q.CPUs+1e-9) {
+		over = append(over, fmt.Sprintf("%g CPUs (quota %g)", total.CPUs, q.CPUs))
+	}
+	if qMem := quantityBytes(q.Memory); total.MemoryBytes > qMem {
+		over = append(over, fmt.Sprintf("%s of memory (quota %s)", resource.NewQuantity(total.MemoryBytes, resource.BinarySI), q.Memory))
+	}
+	return over
 }
 
 // plan pairs desired and live containers and applies the prune limit.

@@ -148,7 +148,7 @@ func TestAPushCreatesTheContainerWithItsEnvPortsAndVolume(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	res := w.mustReconcile(repo)
-	c, s, ok := w.container("alice-web")
+	c, s, ok := w.container("alice_web")
 	if !ok || !c.Running {
 		t.Fatalf("container missing or stopped: %+v", c)
 	}
@@ -158,7 +158,7 @@ func TestAPushCreatesTheContainerWithItsEnvPortsAndVolume(t *testing.T) {
 	if len(s.Ports) != 1 || s.Ports[0] != (docker.PortBinding{Guest: 8000, Host: 50000}) {
 		t.Errorf("ports: %+v", s.Ports)
 	}
-	if len(s.Mounts) != 1 || s.Mounts[0] != (docker.Mount{Volume: "alice-data", Target: "/data"}) {
+	if len(s.Mounts) != 1 || s.Mounts[0] != (docker.Mount{Volume: "alice_data", Target: "/data"}) {
 		t.Errorf("mounts: %+v", s.Mounts)
 	}
 	if s.NanoCPUs != 1e9 || s.MemoryBytes != 2<<30 {
@@ -175,11 +175,11 @@ func TestChangedEnvRecreatesTheContainerAndKeepsItsHostPort(t *testing.T) {
 	w.mustReconcile(w.push("alice/other", "version: 1\ncontainers:\n  db: {image: self, ports: [5432]}\n"))
 	repo := w.push("alice/web", webV1)
 	w.mustReconcile(repo)
-	before, _, _ := w.container("alice-web")
+	before, _, _ := w.container("alice_web")
 
 	w.push("alice/web", strings.Replace(webV1, "MODE: dev", "MODE: prod", 1))
 	res := w.mustReconcile(repo)
-	after, s, _ := w.container("alice-web")
+	after, s, _ := w.container("alice_web")
 	if res.Plan.Count(ActionRecreate) != 1 || after.ID == before.ID {
 		t.Fatalf("not recreated: %+v", res.Plan)
 	}
@@ -192,18 +192,18 @@ func TestAFailedRecreationPutsTheOldContainerBack(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	w.mustReconcile(repo)
-	before, _, _ := w.container("alice-web")
+	before, _, _ := w.container("alice_web")
 	w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1))
 	w.hosts[0].FailOn("Create", docker.ErrPortInUse)
 	_, err := w.reconcile(repo)
 	if !errors.Is(err, docker.ErrPortInUse) {
 		t.Fatalf("got %v", err)
 	}
-	after, s, ok := w.container("alice-web")
+	after, s, ok := w.container("alice_web")
 	if !ok || after.ID != before.ID || !after.Running || s.Env["MODE"] != "dev" {
 		t.Errorf("old container not back: %+v", after)
 	}
-	if _, _, ok := w.container("alice-web" + asideSuffix); ok {
+	if _, _, ok := w.container("alice_web" + asideSuffix); ok {
 		t.Error("the aside container is left over")
 	}
 }
@@ -227,16 +227,16 @@ func TestStateStoppedStopsWithoutRemovingAndRunningStartsAgain(t *testing.T) {
 	w.hosts[0].AddRemoteImage("docker.io/library/nginx:1.27")
 	repo := w.push("alice/web", fixed)
 	w.mustReconcile(repo)
-	before, _, _ := w.container("alice-web")
+	before, _, _ := w.container("alice_web")
 	w.push("alice/web", fixed+"    state: stopped\n")
 	res := w.mustReconcile(repo)
-	c, _, ok := w.container("alice-web")
+	c, _, ok := w.container("alice_web")
 	if !ok || c.Running || c.ID != before.ID || res.Plan.Count(ActionStop) != 1 {
 		t.Fatalf("after stop: %+v, plan %+v", c, res.Plan)
 	}
 	w.push("alice/web", fixed)
 	w.mustReconcile(repo)
-	if c, _, _ := w.container("alice-web"); !c.Running || c.ID != before.ID {
+	if c, _, _ := w.container("alice_web"); !c.Running || c.ID != before.ID {
 		t.Errorf("after start: %+v", c)
 	}
 }
@@ -248,25 +248,25 @@ func TestARemovedContainerIsPrunedAndItsVolumeStays(t *testing.T) {
 	w.mustReconcile(repo)
 	w.push("alice/web", "version: 1\n")
 	res := w.mustReconcile(repo)
-	if _, _, ok := w.container("alice-web"); ok || res.Plan.Count(ActionRemove) != 1 {
+	if _, _, ok := w.container("alice_web"); ok || res.Plan.Count(ActionRemove) != 1 {
 		t.Fatalf("not pruned: %+v", res.Plan)
 	}
 	vols, _ := w.hosts[0].ListVolumes(context.Background())
-	if !slices.ContainsFunc(vols, func(v docker.Volume) bool { return v.Name == "alice-data" }) {
+	if !slices.ContainsFunc(vols, func(v docker.Volume) bool { return v.Name == "alice_data" }) {
 		t.Errorf("volume gone: %+v", vols)
 	}
-	if p, _ := w.store.Port(store.PortKey("alice-web", 8000)); p != 0 {
+	if p, _ := w.store.Port(store.PortKey("alice_web", 8000)); p != 0 {
 		t.Errorf("port of a removed container still allocated: %d", p)
 	}
 }
 
 func TestAnUnlabelledContainerWithTheSameNameIsNeverTouched(t *testing.T) {
 	w := newWorld(t)
-	w.hosts[0].AddForeign("alice-web")
+	w.hosts[0].AddForeign("alice_web")
 	_, err := w.reconcile(w.push("alice/web", webV1))
 	wantReason(t, err, Stalled, "NameConflict")
 	for _, c := range w.hosts[0].Mutations() {
-		if c.Arg == "alice-web" && c.Method != "Create" {
+		if c.Arg == "alice_web" && c.Method != "Create" {
 			t.Errorf("foreign container touched: %+v", c)
 		}
 	}
@@ -276,7 +276,7 @@ func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	good := w.mustReconcile(repo)
-	before, _, _ := w.container("alice-web")
+	before, _, _ := w.container("alice_web")
 	w.hosts[0].ResetCalls()
 
 	w.push("alice/web", strings.Replace(webV1, "[8000]", "[70000]", 1))
@@ -285,7 +285,7 @@ func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
 	if !strings.Contains(err.Error(), "wm.yaml:6:13: containers.web.ports[0]: 70000 is not a port (1-65535)") {
 		t.Errorf("error does not place the problem: %v", err)
 	}
-	after, _, ok := w.container("alice-web")
+	after, _, ok := w.container("alice_web")
 	if !ok || after.ID != before.ID || !after.Running || len(w.hosts[0].Mutations()) != 0 {
 		t.Errorf("old container disturbed: %+v, mutations %v", after, w.hosts[0].Mutations())
 	}
@@ -318,7 +318,7 @@ func TestARepoWithoutWmYamlKeepsWhatRuns(t *testing.T) {
 	w.push("alice/web", "")
 	_, err := w.reconcile(repo)
 	wantReason(t, err, Stalled, "NoWmYaml")
-	if _, _, ok := w.container("alice-web"); !ok {
+	if _, _, ok := w.container("alice_web"); !ok {
 		t.Error("container removed because wm.yaml went missing")
 	}
 }
@@ -330,7 +330,7 @@ func TestAnUnreachableRepoKeepsWhatRuns(t *testing.T) {
 	repo.URL = "http://127.0.0.1:1/alice/web.git"
 	_, err := w.reconcile(repo)
 	wantReason(t, err, Waiting, "SourceUnreachable")
-	if _, _, ok := w.container("alice-web"); !ok {
+	if _, _, ok := w.container("alice_web"); !ok {
 		t.Error("container removed while the repo was unreachable")
 	}
 }
@@ -339,7 +339,7 @@ func TestAMissingImageWaitsForCIAndTheOldContainerKeepsRunning(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	w.mustReconcile(repo)
-	before, _, _ := w.container("alice-web")
+	before, _, _ := w.container("alice_web")
 
 	w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1), true)
 	_, err := w.reconcile(repo)
@@ -347,7 +347,7 @@ func TestAMissingImageWaitsForCIAndTheOldContainerKeepsRunning(t *testing.T) {
 	if !strings.Contains(err.Error(), "waiting for CI to push "+testRegistry+"/alice/web:") {
 		t.Errorf("message: %v", err)
 	}
-	if after, _, _ := w.container("alice-web"); after.ID != before.ID || !after.Running {
+	if after, _, _ := w.container("alice_web"); after.ID != before.ID || !after.Running {
 		t.Errorf("old container not kept: %+v", after)
 	}
 }
@@ -361,14 +361,14 @@ func TestTwoOwnersNeverSeeEachOthersContainers(t *testing.T) {
 	// Bob's repo declaring nothing must not prune Alice's container.
 	w.push("bob/web", "version: 1\n")
 	res := w.mustReconcile(bob)
-	if len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Name != "bob-web" {
+	if len(res.Plan.Actions) != 1 || res.Plan.Actions[0].Name != "bob_web" {
 		t.Errorf("bob's plan touches others: %+v", res.Plan)
 	}
-	if _, _, ok := w.container("alice-web"); !ok {
+	if _, _, ok := w.container("alice_web"); !ok {
 		t.Error("alice's container gone")
 	}
-	_, as, _ := w.container("alice-web")
-	if as.Mounts[0].Volume != "alice-data" || as.Network != "wm-alice" {
+	_, as, _ := w.container("alice_web")
+	if as.Mounts[0].Volume != "alice_data" || as.Network != "wm-alice" {
 		t.Errorf("alice shares bob's volume or network: %+v", as)
 	}
 }
@@ -381,7 +381,7 @@ func TestANameTwoReposOfOneOwnerDeclareStaysWithTheFirst(t *testing.T) {
 	if !strings.Contains(err.Error(), "already used by your repo alice/one") {
 		t.Errorf("message: %v", err)
 	}
-	if _, s, _ := w.container("alice-web"); s.Repo != "alice/one" {
+	if _, s, _ := w.container("alice_web"); s.Repo != "alice/one" {
 		t.Errorf("first repo lost its container: %+v", s)
 	}
 }
@@ -408,7 +408,7 @@ func TestAPassThatWouldRemoveTooManyContainersHoldsTheRemovals(t *testing.T) {
 	if err != nil || res.HeldRemovals != 3 {
 		t.Fatalf("held %d, err %v", res.HeldRemovals, err)
 	}
-	for _, n := range []string{"alice-a", "alice-b", "alice-c"} {
+	for _, n := range []string{"alice_a", "alice_b", "alice_c"} {
 		if _, _, ok := w.container(n); !ok {
 			t.Errorf("%s removed despite the prune limit", n)
 		}
@@ -425,7 +425,7 @@ func TestAfterTheExpiryDateEverythingIsStoppedAndNothingDeleted(t *testing.T) {
 	w.mustReconcile(repo)
 	w.now = time.Date(2026, 12, 1, 0, 0, 1, 0, time.UTC)
 	res := w.mustReconcile(repo)
-	c, _, ok := w.container("alice-web")
+	c, _, ok := w.container("alice_web")
 	if !ok || c.Running || !strings.Contains(res.Message, "expired on 2026-11-30") {
 		t.Errorf("container %+v, message %q", c, res.Message)
 	}
@@ -444,7 +444,7 @@ func TestALostStoreIsRebuiltFromTheLabelsAndKeepsHostPorts(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	w.mustReconcile(repo)
-	c, _, _ := w.container("alice-web")
+	c, _, _ := w.container("alice_web")
 
 	// A new store, as if the state directory was lost.
 	fresh, err := store.Open(filepath.Join(w.root, "state2"))
@@ -462,7 +462,7 @@ func TestALostStoreIsRebuiltFromTheLabelsAndKeepsHostPorts(t *testing.T) {
 	if len(res.Plan.Actions) != 0 || len(w.hosts[0].Mutations()) != 0 {
 		t.Errorf("a lost store caused changes: %+v", res.Plan)
 	}
-	if p, _ := fresh.Port(store.PortKey("alice-web", 8000)); p != c.Ports[0].Host {
+	if p, _ := fresh.Port(store.PortKey("alice_web", 8000)); p != c.Ports[0].Host {
 		t.Errorf("port not adopted: %d, live %d", p, c.Ports[0].Host)
 	}
 }
@@ -511,13 +511,13 @@ func TestRetireRemovesWhatARepoHadAndForgetsIt(t *testing.T) {
 	if err != nil || res.Plan.Count(ActionRemove) != 1 {
 		t.Fatalf("retire: %+v, %v", res.Plan, err)
 	}
-	if _, _, ok := w.container("alice-web"); ok {
+	if _, _, ok := w.container("alice_web"); ok {
 		t.Error("container left")
 	}
 	if _, ok, _ := w.store.Repo("alice/web"); ok {
 		t.Error("state left")
 	}
-	if _, _, ok := w.container("bob-a"); !ok {
+	if _, _, ok := w.container("bob_a"); !ok {
 		t.Error("another owner's container removed")
 	}
 }
@@ -577,7 +577,7 @@ func TestGPUContainersGoToTheHostWithFreeGPUsAndStayThere(t *testing.T) {
 	for _, a := range res.Plan.Actions {
 		hosts[a.Name] = a.Host
 	}
-	if hosts["alice-train"] != "gpu" {
+	if hosts["alice_train"] != "gpu" {
 		t.Errorf("placement: %v", hosts)
 	}
 	// The only GPU is taken: a second GPU container has nowhere to go.
@@ -598,7 +598,7 @@ func TestASharedImageIsUsedOnlyWhenItsRepoSharesIt(t *testing.T) {
 		h.AddRemoteImage(testRegistry + "/bob/tools:" + toolsRev)
 	}
 	w.mustReconcile(w.push("alice/web", "version: 1\ncontainers:\n  t: {image: shared/bob/tools}\n"))
-	if _, s, _ := w.container("alice-t"); s.Image != testRegistry+"/bob/tools:"+toolsRev {
+	if _, s, _ := w.container("alice_t"); s.Image != testRegistry+"/bob/tools:"+toolsRev {
 		t.Errorf("shared image resolved to %q", s.Image)
 	}
 	w.mustReconcile(w.push("bob/tools", "version: 1\nimage: {description: tools, share: false}\n"))

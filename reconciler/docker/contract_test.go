@@ -178,16 +178,16 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		}},
 		{"remove keeps the named volume, and a recreate reuses it and the host port", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "db")
-			s.Mounts = []docker.Mount{{Volume: owner + "-data", Target: "/data"}}
+			s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
 			s.Running = false
 			create(t, e, s)
-			wantVolumes(t, e, owner, owner+"-data")
+			wantVolumes(t, e, owner, docker.ObjectName(owner, "data"))
 			if err := e.Remove(ctx(t), s.Name); err != nil {
 				t.Fatal(err)
 			}
 			_, err := e.Inspect(ctx(t), s.Name)
 			wantErr(t, err, docker.ErrNotFound)
-			wantVolumes(t, e, owner, owner+"-data")
+			wantVolumes(t, e, owner, docker.ObjectName(owner, "data"))
 			s.Running = true
 			c := create(t, e, s)
 			if !c.Running || !slices.Equal(c.Ports, s.Ports) {
@@ -223,7 +223,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		{"create of an image that is not on the host is image-not-found and makes nothing", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "noimage")
 			s.Image = "wm-test/absent:" + owner
-			s.Mounts = []docker.Mount{{Volume: owner + "-data", Target: "/data"}}
+			s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
 			_, err := e.Create(ctx(t), s)
 			wantErr(t, err, docker.ErrImageNotFound)
 			if ok, err := e.ImageExists(ctx(t), s.Image); ok || err != nil {
@@ -261,7 +261,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		{"a volume still mounted is a conflict to remove, and removable once the container is gone", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "vol")
 			s.Running = false
-			vol := owner + "-cache"
+			vol := docker.ObjectName(owner, "cache")
 			s.Mounts = []docker.Mount{{Volume: vol, Target: "/cache"}}
 			create(t, e, s)
 			wantErr(t, e.RemoveVolume(ctx(t), vol), docker.ErrConflict)
@@ -275,7 +275,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			wantErr(t, e.RemoveVolume(ctx(t), vol), docker.ErrNotFound)
 		}},
 		{"a volume of that name that is not managed is a conflict to create and not found to remove", func(t *testing.T, e engine, owner string) {
-			vol := owner + "-data"
+			vol := docker.ObjectName(owner, "data")
 			addForeignVolume(t, e, vol)
 			s := spec(t, owner, "steal")
 			s.Mounts = []docker.Mount{{Volume: vol, Target: "/data"}}
@@ -326,7 +326,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 // port for guest port 8080.
 func spec(t *testing.T, owner, name string) docker.Spec {
 	return docker.Spec{
-		Name:      owner + "-" + name,
+		Name:      docker.ObjectName(owner, name),
 		Owner:     owner,
 		Repo:      owner + "/repo",
 		LocalName: name,

@@ -64,7 +64,7 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 	s.GPUs = 1
 	s.NanoCPUs = 500_000_000
 	s.MemoryBytes = 64 << 20
-	s.Mounts = []docker.Mount{{Volume: owner + "-data", Target: "/data"}}
+	s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
 	create(t, e, s)
 
 	cli := dockertest.Client(t)
@@ -96,7 +96,7 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 		{"the CPU limit is set", hc.NanoCPUs == s.NanoCPUs, hc.NanoCPUs},
 		{"the GPUs are a device request for nvidia", slices.EqualFunc(hc.DeviceRequests, []container.DeviceRequest{{Driver: "nvidia", Count: 1, Capabilities: [][]string{{"gpu"}}}}, deviceRequestEqual), hc.DeviceRequests},
 		{"there are no bind mounts", len(hc.Binds) == 0 && !slices.ContainsFunc(hc.Mounts, func(m mount.Mount) bool { return m.Type != mount.TypeVolume }), [2]any{hc.Binds, hc.Mounts}},
-		{"the volume is mounted as a named volume", len(raw.Mounts) == 1 && raw.Mounts[0].Type == mount.TypeVolume && raw.Mounts[0].Name == owner+"-data" && raw.Mounts[0].Destination == "/data", raw.Mounts},
+		{"the volume is mounted as a named volume", len(raw.Mounts) == 1 && raw.Mounts[0].Type == mount.TypeVolume && raw.Mounts[0].Name == docker.ObjectName(owner, "data") && raw.Mounts[0].Destination == "/data", raw.Mounts},
 		{"it restarts unless stopped", hc.RestartPolicy.Name == container.RestartPolicyUnlessStopped, hc.RestartPolicy},
 		{"an init process runs as PID 1", hc.Init != nil && *hc.Init, hc.Init},
 		{"the IPC namespace is private", hc.IpcMode == container.IPCModePrivate, hc.IpcMode},
@@ -193,7 +193,7 @@ func TestRealEngineKeepsVolumeDataAcrossARecreate(t *testing.T) {
 	t.Parallel()
 	e, owner := realEngine(t)
 	s := spec(t, owner, "data")
-	s.Mounts = []docker.Mount{{Volume: owner + "-data", Target: "/data"}}
+	s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
 	create(t, e, s)
 	if out, code := dockertest.Exec(t, s.Name, "sh", "-c", "echo kept > /data/file"); code != 0 {
 		t.Fatalf("write: exit %d: %s", code, out)

@@ -33,9 +33,31 @@ const (
 	// LabelGPUs is how many GPUs the container holds, so that placement
 	// can count a host's free GPUs from what ListManaged returns.
 	LabelGPUs = "dev.whalemountain.gpus"
+	// LabelNanoCPUs and LabelMemory are the container's CPU and memory
+	// limits, so that a student's quota is counted from what exists on
+	// the hosts, never from what a pass last wrote down.
+	LabelNanoCPUs = "dev.whalemountain.nano-cpus"
+	LabelMemory   = "dev.whalemountain.memory-bytes"
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "whalemountain"
 )
+
+// NameSeparator joins an owner and a name from wm.yaml into the name of a
+// container or volume. Both are DNS labels ([a-z0-9-]), which never hold
+// '_', so "<owner>_<name>" splits one way only: student "alice" declaring
+// "x-web" gets "alice_x-web", student "alice-x" declaring "web" gets
+// "alice-x_web", and no account can take another's names.
+const NameSeparator = "_"
+
+// ObjectName is the engine name of an owner's container or volume called
+// local in wm.yaml.
+func ObjectName(owner, local string) string { return owner + NameSeparator + local }
+
+// LegacyObjectName is the name WhaleMountain gave before NameSeparator:
+// "<owner>-<name>", which could collide across accounts. It is only ever
+// used to find what an owner already has (labelled with their account), so
+// that their data moves to the new names without loss.
+func LegacyObjectName(owner, local string) string { return owner + "-" + local }
 
 // DefaultPidsLimit is the process limit of a container whose Spec leaves
 // PidsLimit at 0: enough for a web server or a training job, not enough for
@@ -70,7 +92,7 @@ type Mount struct {
 type Spec struct {
 	// Identity.
 
-	// Name is the container's full name, "<Owner>-<LocalName>".
+	// Name is the container's full name, ObjectName(Owner, LocalName).
 	Name string
 	// Owner is the student the container belongs to.
 	Owner string
@@ -191,6 +213,8 @@ func (s Spec) Labels() map[string]string {
 		LabelName:      s.LocalName,
 		LabelSpecHash:  s.Hash(),
 		LabelGPUs:      strconv.Itoa(s.GPUs),
+		LabelNanoCPUs:  strconv.FormatInt(s.NanoCPUs, 10),
+		LabelMemory:    strconv.FormatInt(s.MemoryBytes, 10),
 	}
 }
 
@@ -217,8 +241,8 @@ func (s Spec) Validate() error {
 	switch {
 	case s.Owner == "" || s.LocalName == "":
 		return bad("owner and local name are required")
-	case s.Name != s.Owner+"-"+s.LocalName:
-		return bad("name must be %q", s.Owner+"-"+s.LocalName)
+	case s.Name != ObjectName(s.Owner, s.LocalName):
+		return bad("name must be %q", ObjectName(s.Owner, s.LocalName))
 	case s.Image == "":
 		return bad("image is required")
 	case s.Network == "":
@@ -238,8 +262,10 @@ func (s Spec) Validate() error {
 	}
 	targets := map[string]bool{}
 	for _, m := range s.Mounts {
-		if !strings.HasPrefix(m.Volume, s.Owner+"-") || len(m.Volume) == len(s.Owner)+1 {
-			return bad("volume %q is not the owner's: it must start with %q", m.Volume, s.Owner+"-")
+		// A legacy name is accepted for a volume the owner already has:
+		// creating or mounting one checks its owner label (ErrConflict).
+		if !ownerPrefixed(m.Volume, s.Owner+NameSeparator) && !ownerPrefixed(m.Volume, s.Owner+"-") {
+			return bad("volume %q is not the owner's: it must start with %q", m.Volume, s.Owner+NameSeparator)
 		}
 		if !path.IsAbs(m.Target) || targets[path.Clean(m.Target)] {
 			return bad("mount target %q must be absolute and used once", m.Target)
@@ -254,11 +280,16 @@ func (s Spec) Validate() error {
 	return nil
 }
 
+// ownerPrefixed reports whether name is prefix followed by something.
+func ownerPrefixed(name, prefix string) bool {
+	return strings.HasPrefix(name, prefix) && len(name) > len(prefix)
+}
+
 // Container is a container as it is live on a host.
 type Container struct {
 	// ID is the engine's identifier.
 	ID string
-	// Name is the full name, "<owner>-<name>".
+	// Name is the full name, "<owner>_<name>" (ObjectName).
 	Name string
 	// Labels are the container's labels, the image's included.
 	Labels map[string]string
@@ -295,7 +326,7 @@ func (c Container) SpecHash() string { return c.Labels[LabelSpecHash] }
 
 // Volume is a named volume on a host.
 type Volume struct {
-	// Name is the full name, "<owner>-<volume>".
+	// Name is the full name, "<owner>_<volume>" (ObjectName).
 	Name string
 	// Labels are the volume's labels.
 	Labels map[string]string

@@ -15,13 +15,13 @@ import (
 // baseSpec is a spec with every field set.
 func baseSpec() Spec {
 	return Spec{
-		Name: "alice-web", Owner: "alice", Repo: "alice/web", LocalName: "web",
+		Name: "alice_web", Owner: "alice", Repo: "alice/web", LocalName: "web",
 		Image:      "registry.example/alice/web@sha256:" + fmt.Sprintf("%064d", 1),
 		Entrypoint: []string{"/entry"},
 		Command:    []string{"serve", "--port", "8080"},
 		Env:        map[string]string{"A": "1", "B": "2", "C": "3", "D": "4", "E": "5"},
 		Ports:      []PortBinding{{Guest: 8080, Host: 30001}, {Guest: 9090, Host: 30002}},
-		Mounts:     []Mount{{Volume: "alice-data", Target: "/data"}, {Volume: "alice-cache", Target: "/cache"}},
+		Mounts:     []Mount{{Volume: "alice_data", Target: "/data"}, {Volume: "alice_cache", Target: "/cache"}},
 		Workdir:    "/srv", User: "1000:1000",
 		GPUs: 1, NanoCPUs: 1_500_000_000, MemoryBytes: 512 << 20, PidsLimit: 256,
 		Running: true,
@@ -90,7 +90,7 @@ func TestHash(t *testing.T) {
 	}
 
 	t.Run("nil and empty lists, maps and the default process limit hash alike", func(t *testing.T) {
-		a := Spec{Name: "a-b", Owner: "a", LocalName: "b", Image: "x", Network: "wm-a"}
+		a := Spec{Name: "a_b", Owner: "a", LocalName: "b", Image: "x", Network: "wm-a"}
 		b := a
 		b.Entrypoint, b.Command, b.Env, b.Ports, b.Mounts = []string{}, []string{}, map[string]string{}, []PortBinding{}, []Mount{}
 		b.PidsLimit = DefaultPidsLimit
@@ -126,12 +126,13 @@ func TestHash(t *testing.T) {
 	})
 }
 
-func TestLabelsNameTheOwnerRepoNameHashAndGPUs(t *testing.T) {
+func TestLabelsNameTheOwnerRepoNameHashAndLimits(t *testing.T) {
 	t.Parallel()
 	s := baseSpec()
 	want := map[string]string{
 		LabelManagedBy: ManagedByValue, LabelOwner: "alice", LabelRepo: "alice/web",
 		LabelName: "web", LabelSpecHash: s.Hash(), LabelGPUs: strconv.Itoa(s.GPUs),
+		LabelNanoCPUs: "1500000000", LabelMemory: strconv.Itoa(512 << 20),
 	}
 	if got := s.Labels(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Labels() = %v, want %v", got, want)
@@ -146,12 +147,14 @@ func TestValidate(t *testing.T) {
 		ok     bool
 	}{
 		{"a complete spec is valid", func(s *Spec) {}, true},
-		{"a name that is not owner-localname is refused", func(s *Spec) { s.Name = "bob-web" }, false},
+		{"a name that is not owner_localname is refused", func(s *Spec) { s.Name = "bob_web" }, false},
+		{"the legacy owner-localname is refused for a container", func(s *Spec) { s.Name = "alice-web" }, false},
+		{"an owner's volume under its legacy name is accepted", func(s *Spec) { s.Mounts = []Mount{{"alice-data", "/data"}} }, true},
 		{"a missing owner is refused", func(s *Spec) { s.Owner, s.Name = "", "-web" }, false},
 		{"a missing image is refused", func(s *Spec) { s.Image = "" }, false},
 		{"a missing network is refused", func(s *Spec) { s.Network = "" }, false},
-		{"another owner's volume is refused", func(s *Spec) { s.Mounts = []Mount{{"bob-data", "/data"}} }, false},
-		{"a volume named only by the owner prefix is refused", func(s *Spec) { s.Mounts = []Mount{{"alice-", "/data"}} }, false},
+		{"another owner's volume is refused", func(s *Spec) { s.Mounts = []Mount{{"bob_data", "/data"}} }, false},
+		{"a volume named only by the owner prefix is refused", func(s *Spec) { s.Mounts = []Mount{{"alice_", "/data"}} }, false},
 		{"a relative mount target is refused", func(s *Spec) { s.Mounts = []Mount{{"alice-data", "data"}} }, false},
 		{"two mounts on one target are refused", func(s *Spec) { s.Mounts = []Mount{{"alice-a", "/data"}, {"alice-b", "/data/"}} }, false},
 		{"a port out of range is refused", func(s *Spec) { s.Ports = []PortBinding{{8080, 70000}} }, false},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -108,18 +109,55 @@ type RepoState struct {
 }
 
 // Usage is what counts against a student's quota. Stopped containers count
-// as containers but hold no GPU, CPU or memory.
+// as containers (and their host ports) but hold no GPU, CPU or memory.
 type Usage struct {
 	Containers  int     `json:"containers"`
 	Pods        int     `json:"pods"`
 	GPUs        int     `json:"gpus"`
 	CPUs        float64 `json:"cpus"`
 	MemoryBytes int64   `json:"memoryBytes"`
+	Ports       int     `json:"ports,omitempty"`
 }
 
-// Add returns the sum of two usages.
+// Add returns the sum of two usages. It saturates instead of overflowing,
+// and a negative or non-finite part counts as the most there can be: no
+// sum can wrap around into room under a quota.
 func (u Usage) Add(v Usage) Usage {
-	return Usage{u.Containers + v.Containers, u.Pods + v.Pods, u.GPUs + v.GPUs, u.CPUs + v.CPUs, u.MemoryBytes + v.MemoryBytes}
+	return Usage{
+		Containers:  addInt(u.Containers, v.Containers),
+		Pods:        addInt(u.Pods, v.Pods),
+		GPUs:        addInt(u.GPUs, v.GPUs),
+		CPUs:        addFloat(u.CPUs, v.CPUs),
+		MemoryBytes: addInt(u.MemoryBytes, v.MemoryBytes),
+		Ports:       addInt(u.Ports, v.Ports),
+	}
+}
+
+// addInt adds two non-negative counts, saturating at the type's maximum;
+// a negative operand (which no real usage has) saturates too.
+func addInt[T int | int64](a, b T) T {
+	sum := a + b
+	if a < 0 || b < 0 || sum < a {
+		return saturated(sum)
+	}
+	return sum
+}
+
+// saturated returns the largest value of x's type.
+func saturated[T int | int64](x T) T {
+	x = 1
+	for x<<1 > 0 {
+		x = x<<1 | 1
+	}
+	return x
+}
+
+// addFloat adds two CPU counts; NaN, negative or infinite saturate.
+func addFloat(a, b float64) float64 {
+	if !(a >= 0) || !(b >= 0) || math.IsInf(a+b, 0) {
+		return math.Inf(1)
+	}
+	return a + b
 }
 
 // Condition returns the condition of type t, or nil.
@@ -339,11 +377,37 @@ func (s *Store) AdoptPort(key string, port int) error {
 // ReleasePorts frees every port allocated to the container named prefix
 // (keys "prefix/<guest>").
 func (s *Store) ReleasePorts(container string) error {
+	return s.RetainPorts(container, nil)
+}
+
+// ReleasePort frees the port allocated to key, if any.
+func (s *Store) ReleasePort(key string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketPorts).Cursor()
+		return tx.Bucket(bucketPorts).Delete([]byte(key))
+	})
+}
+
+// RetainPorts frees the ports allocated to the container named prefix
+// whose guest port is not in keep: what a container no longer publishes
+// goes back to everyone.
+func (s *Store) RetainPorts(container string, keep []int) error {
+	kept := map[string]bool{}
+	for _, g := range keep {
+		kept[PortKey(container, g)] = true
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPorts)
 		prefix := []byte(container + "/")
+		// Collected first: deleting under a bbolt cursor can skip keys.
+		var drop [][]byte
+		c := b.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
+			if !kept[string(k)] {
+				drop = append(drop, slices.Clone(k))
+			}
+		}
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
 				return err
 			}
 		}
