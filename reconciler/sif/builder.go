@@ -114,6 +114,9 @@ func NewBuilder(opts Options) *Builder {
 			b.daemon = NewDaemon(opts.DockerHost, opts.TempDir)
 			b.source = &Auto{Registry: reg, Daemon: b.daemon}
 		}
+		if b.daemon != nil {
+			b.daemon.MaxSaveBytes = opts.MaxUnpackedBytes + opts.MaxCompressedBytes
+		}
 	}
 	return b
 }
@@ -141,7 +144,8 @@ func (b *Builder) Close() error {
 // must exist. A failed build leaves what was at dst as it was.
 //
 // Errors wrap ErrImageNotFound, ErrAccessDenied, ErrUnreachable,
-// ErrInvalidRef, ErrInvalidImage, ErrToolMissing, ErrSquashFailed, or
+// ErrInvalidRef, ErrInvalidImage, ErrTooLarge, ErrToolMissing,
+// ErrSquashFailed, or
 // ctx's error or context.DeadlineExceeded past Options.Timeout.
 //
 // progress, when not nil, is told each stage (see StageResolve and the
@@ -325,7 +329,7 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 	defer root.Close()
 
 	var n notes
-	x := newExtractor(root, !b.opts.AllRoot, os.Geteuid() != 0, created, &n)
+	x := newExtractor(root, !b.opts.AllRoot, os.Geteuid() != 0, created, newBudget(b.opts), &n)
 	report(StagePull, 0, -1)
 	if err := x.extract(ctx, img); err != nil {
 		return Result{}, wrap(fmt.Errorf("unpack: %w", err))

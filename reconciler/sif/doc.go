@@ -20,6 +20,15 @@
 //     through a symlink; symlinks are kept as they are (absolute targets
 //     resolve inside the container), hard links too; device nodes and
 //     named pipes are skipped with a note (Singularity provides /dev).
+//     Every build is bounded: bytes of layers read as stored
+//     (Options.MaxCompressedBytes, 4 GiB), bytes and files written
+//     (MaxUnpackedBytes, 8 GiB; MaxFiles, 500,000, counted before each is
+//     written), entries in the layers whatever becomes of them (twice
+//     MaxFiles, with their names' total: mutate.Extract keeps every name
+//     in memory; a scan of each layer's tar stream counts them before it
+//     does), and paths (shorter than 4096 bytes, at most 256 folders deep,
+//     names at most 255 bytes). Past one, the build stops with
+//     ErrTooLarge and its work folder is removed.
 //  4. Lay down what apptainer's docker:// builds write: /.singularity.d
 //     with runscript (the image's Entrypoint and Cmd, Docker's rules: run
 //     arguments replace Cmd), env/10-docker2singularity.sh (the image's
@@ -67,6 +76,8 @@
 // (the student must push, or CI has not yet), ErrAccessDenied and
 // ErrToolMissing (an administrator must act), ErrInvalidRef and
 // ErrInvalidImage (the student must fix the reference or the image),
+// ErrTooLarge (the student must make the image smaller, or an
+// administrator raise a limit),
 // ErrUnreachable and ErrSquashFailed (transient), or a context error
 // (context.DeadlineExceeded past Options.Timeout).
 //

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -35,6 +36,14 @@ var (
 	// a layer with a path outside the root, no configuration). The student
 	// must fix the image.
 	ErrInvalidImage = errors.New("image unusable for a SIF")
+	// ErrTooLarge: the image is past one of a build's limits: bytes or
+	// files unpacked (Options.MaxUnpackedBytes, MaxFiles), bytes of layers
+	// as stored (MaxCompressedBytes), or a path longer or deeper than
+	// Linux and mksquashfs can hold. The message says which limit, its
+	// value and where to change it. Nothing is left of the build. The
+	// student must make the image smaller (or an administrator raise the
+	// limit).
+	ErrTooLarge = errors.New("image too large for a SIF")
 	// ErrToolMissing: mksquashfs is not installed (apt-get install
 	// squashfs-tools). An administrator must install it.
 	ErrToolMissing = errors.New("mksquashfs missing")
@@ -71,7 +80,7 @@ func classify(err error) error {
 	}
 	for _, known := range []error{
 		ErrImageNotFound, ErrAccessDenied, ErrUnreachable, ErrInvalidRef,
-		ErrInvalidImage, ErrToolMissing, ErrSquashFailed,
+		ErrInvalidImage, ErrTooLarge, ErrToolMissing, ErrSquashFailed,
 		context.Canceled, context.DeadlineExceeded,
 	} {
 		if errors.Is(err, known) {
@@ -143,6 +152,11 @@ func unreachable(err error) bool {
 	if errors.Is(err, io.ErrUnexpectedEOF) || client.IsErrConnectionFailed(err) {
 		return true
 	}
-	_, isNet := errors.AsType[net.Error](err) // refused, reset, DNS, timeouts
-	return isNet
+	// refused, reset, DNS, timeouts. A bare system call error is a
+	// net.Error too (syscall.Errno has Timeout and Temporary), but one that
+	// no network wraps comes from this host (a name too long, a full
+	// disk): not the source's.
+	ne, isNet := errors.AsType[net.Error](err)
+	_, local := ne.(syscall.Errno)
+	return isNet && !local
 }

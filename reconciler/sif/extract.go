@@ -48,8 +48,10 @@ type extractor struct {
 	dirs map[string]*dirMeta
 	// links are hard links, made last, when their targets exist.
 	links []*tar.Header
-	notes *notes
-	buf   []byte
+	// budget bounds what is written, and what the layers may hold.
+	budget *budget
+	notes  *notes
+	buf    []byte
 	// open is the folder last written into, kept open: entries come
 	// folder by folder, and creating a file relative to its folder's
 	// descriptor is one system call where a walk from the root is one
@@ -67,9 +69,10 @@ type dirMeta struct {
 	mtime    time.Time
 }
 
-func newExtractor(root *os.Root, owners, readable bool, defTime time.Time, n *notes) *extractor {
+func newExtractor(root *os.Root, owners, readable bool, defTime time.Time, b *budget, n *notes) *extractor {
 	return &extractor{
 		root:     root,
+		budget:   b,
 		owners:   owners,
 		readable: readable,
 		defTime:  defTime,
@@ -80,9 +83,19 @@ func newExtractor(root *os.Root, owners, readable bool, defTime time.Time, n *no
 }
 
 // extract writes img's flattened file system. It returns the stream's
-// errors (a download cut off, ctx ended, an unsafe layer) as they are.
+// errors (a download cut off, ctx ended, an unsafe layer) as they are,
+// but for a limit crossed (ErrTooLarge), which it returns whatever the
+// streams made of it.
 func (x *extractor) extract(ctx context.Context, img v1.Image) error {
-	rc := mutate.Extract(fastGunzip(img))
+	err := x.extractAll(ctx, img)
+	if lerr := x.budget.crossed(); lerr != nil {
+		return lerr
+	}
+	return err
+}
+
+func (x *extractor) extractAll(ctx context.Context, img v1.Image) error {
+	rc := mutate.Extract(readLayers(img, x.budget))
 	defer rc.Close()
 	defer x.closeDir()
 	tr := tar.NewReader(rc)
@@ -155,6 +168,12 @@ func (x *extractor) entry(h *tar.Header, r io.Reader) error {
 		}
 		return nil
 	}
+	if err := checkPaths(h); err != nil {
+		return x.budget.fail(err)
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
 	if err := x.parents(name); errors.Is(err, errNotDir) {
 		x.notes.add("skipped /%s: %v", name, err)
 		return nil
@@ -169,6 +188,9 @@ func (x *extractor) entry(h *tar.Header, r io.Reader) error {
 	case tar.TypeSymlink:
 		return x.symlink(name, h)
 	default: // tar.TypeLink
+		if err := x.budget.create(name); err != nil {
+			return err
+		}
 		x.links = append(x.links, h)
 		return nil
 	}
@@ -207,6 +229,9 @@ func (x *extractor) parents(name string) error {
 	fi, err := x.root.Lstat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if err := x.budget.create(dir); err != nil {
+			return err
+		}
 		if err := x.root.Mkdir(dir, 0o700); err != nil {
 			return fmt.Errorf("make /%s: %w", dir, err)
 		}
@@ -223,6 +248,9 @@ func (x *extractor) dir(name string, h *tar.Header) error {
 	fi, err := x.root.Lstat(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if err := x.budget.create(name); err != nil {
+			return err
+		}
 		if err := x.root.Mkdir(name, 0o700); err != nil {
 			return fmt.Errorf("make /%s: %w", name, err)
 		}
@@ -261,6 +289,11 @@ func (x *extractor) closeDir() {
 }
 
 func (x *extractor) file(name string, h *tar.Header, r io.Reader) error {
+	// Counted before it is there: a file shadowed by one already written
+	// (skipped below) is counted too, which only errs on the safe side.
+	if err := x.budget.write(name, h.Size); err != nil {
+		return err
+	}
 	dirfd, err := x.dirFD(path.Dir(name))
 	if err != nil {
 		return fmt.Errorf("create /%s: %w", name, err)
@@ -308,6 +341,9 @@ func (x *extractor) symlink(name string, h *tar.Header) error {
 	dirfd, err := x.dirFD(path.Dir(name))
 	if err != nil {
 		return fmt.Errorf("symlink /%s: %w", name, err)
+	}
+	if err := x.budget.create(name); err != nil {
+		return err
 	}
 	base := path.Base(name)
 	err = unix.Symlinkat(h.Linkname, dirfd, base)

@@ -8,66 +8,83 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
-// gzipMagic starts every gzip stream.
-var gzipMagic = []byte{0x1f, 0x8b}
+// Magic numbers that start a compressed layer.
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
 
-// fastGunzip returns img with layers that gunzip with klauspost/compress,
-// about twice as fast as the standard library's, which
-// go-containerregistry uses: unpacking is the part of a build that
-// mksquashfs does not do, so it is kept short. Layers that are not gzip
-// (zstd, uncompressed) read as before.
-func fastGunzip(img v1.Image) v1.Image { return &gunzipImage{Image: img} }
+// zstdMaxWindow bounds the memory a zstd layer's decoder may ask for:
+// zstd's levels use at most 8 MiB, its --long mode 128 MiB.
+const zstdMaxWindow = 128 << 20
 
-type gunzipImage struct{ v1.Image }
+// readLayers returns img with layers read under budget b: their bytes as
+// stored count against Options.MaxCompressedBytes, and every entry of
+// their tar streams against the entry, name and path limits, before
+// mutate.Extract sees it. They decompress with klauspost/compress, about
+// twice as fast as the standard library's gzip, which go-containerregistry
+// uses: unpacking is the part of a build that mksquashfs does not do, so
+// it is kept short. A layer that is neither gzip nor zstd is read as an
+// uncompressed tar.
+func readLayers(img v1.Image, b *budget) v1.Image { return &budgetImage{Image: img, b: b} }
 
-func (i *gunzipImage) Layers() ([]v1.Layer, error) {
+type budgetImage struct {
+	v1.Image
+	b *budget
+}
+
+func (i *budgetImage) Layers() ([]v1.Layer, error) {
 	layers, err := i.Image.Layers()
 	if err != nil {
 		return nil, err
 	}
 	out := make([]v1.Layer, len(layers))
 	for n, l := range layers {
-		out[n] = &gunzipLayer{Layer: l}
+		out[n] = &budgetLayer{Layer: l, b: i.b}
 	}
 	return out, nil
 }
 
-type gunzipLayer struct{ v1.Layer }
+type budgetLayer struct {
+	v1.Layer
+	b *budget
+}
 
-// Uncompressed gunzips Compressed, whose digest go-containerregistry
-// checks as it is read, when it is gzip.
-func (l *gunzipLayer) Uncompressed() (io.ReadCloser, error) {
+// Uncompressed decompresses Compressed, whose digest go-containerregistry
+// checks as it is read.
+func (l *budgetLayer) Uncompressed() (io.ReadCloser, error) {
 	rc, err := l.Layer.Compressed()
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(rc, 1<<16)
-	magic, err := br.Peek(len(gzipMagic))
-	if err != nil || !bytes.Equal(magic, gzipMagic) {
-		rc.Close()
-		return l.Layer.Uncompressed()
+	br := bufio.NewReaderSize(&countedReader{r: rc, b: l.b}, 1<<16)
+	magic, _ := br.Peek(len(zstdMagic)) // shorter at the end of a tiny layer
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("gunzip layer: %w", err)
+		}
+		return l.b.scan(zr, func() error {
+			zerr := zr.Close()
+			if err := rc.Close(); err != nil {
+				return err
+			}
+			return zerr
+		}), nil
+	case bytes.Equal(magic, zstdMagic):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("unzstd layer: %w", err)
+		}
+		return l.b.scan(zr, func() error { zr.Close(); return rc.Close() }), nil
+	default:
+		return l.b.scan(br, rc.Close), nil
 	}
-	zr, err := gzip.NewReader(br)
-	if err != nil {
-		rc.Close()
-		return nil, fmt.Errorf("gunzip layer: %w", err)
-	}
-	return &gunzipReader{Reader: zr, zr: zr, rc: rc}, nil
-}
-
-// gunzipReader reads a gunzipped layer and closes both streams.
-type gunzipReader struct {
-	io.Reader
-	zr *gzip.Reader
-	rc io.ReadCloser
-}
-
-func (g *gunzipReader) Close() error {
-	zerr := g.zr.Close()
-	if err := g.rc.Close(); err != nil {
-		return err
-	}
-	return zerr
 }

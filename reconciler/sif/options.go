@@ -19,6 +19,15 @@ const (
 	DefaultConcurrency = 2
 )
 
+// Default limits of what one build may unpack (Options.MaxUnpackedBytes,
+// MaxFiles, MaxCompressedBytes): room for the large images of a course
+// (CUDA, conda), none for an image made to fill the build host's disk.
+const (
+	DefaultMaxUnpackedBytes   = 8 << 30
+	DefaultMaxFiles           = 500_000
+	DefaultMaxCompressedBytes = 4 << 30
+)
+
 // DefaultPlatform is the platform picked from a multi-platform image: what
 // the clusters that run the SIFs are.
 var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
@@ -80,8 +89,22 @@ type Options struct {
 	Concurrency int
 	// TempDir holds each build's root file system and squashfs while it
 	// runs; default os.TempDir(). It needs room for the unpacked image and
-	// its squashfs.
+	// its squashfs: MaxUnpackedBytes and a little more, times Concurrency.
 	TempDir string
+	// MaxUnpackedBytes bounds the bytes of the files a build unpacks into
+	// TempDir; default DefaultMaxUnpackedBytes (8 GiB). An image over it
+	// fails with ErrTooLarge before a byte past it is written.
+	MaxUnpackedBytes int64
+	// MaxFiles bounds the files, folders and links a build unpacks;
+	// default DefaultMaxFiles (500,000). The layers together may hold
+	// twice as many entries, whiteouts included (an upper layer often
+	// rewrites a lower one's files), since each entry costs memory even
+	// when nothing is written for it.
+	MaxFiles int
+	// MaxCompressedBytes bounds the bytes of the image's layers read as
+	// stored (compressed, as downloaded); default
+	// DefaultMaxCompressedBytes (4 GiB).
+	MaxCompressedBytes int64
 
 	// Image sources.
 
@@ -125,6 +148,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxUnpackedBytes <= 0 {
+		o.MaxUnpackedBytes = DefaultMaxUnpackedBytes
+	}
+	if o.MaxFiles <= 0 {
+		o.MaxFiles = DefaultMaxFiles
+	}
+	if o.MaxCompressedBytes <= 0 {
+		o.MaxCompressedBytes = DefaultMaxCompressedBytes
 	}
 	if o.TempDir == "" {
 		o.TempDir = os.TempDir()

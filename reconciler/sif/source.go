@@ -224,6 +224,13 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // in its folder, then read like a tarball. The image Open returns is an
 // io.Closer that removes the file; Builder closes it after the build.
 type Daemon struct {
+	// MaxSaveBytes bounds the file `docker save` writes, which holds the
+	// image's layers uncompressed; 0 is DefaultMaxUnpackedBytes plus
+	// DefaultMaxCompressedBytes (room for what upper layers shadow). A
+	// Builder sets it from its Options the same way. Past it, Open fails
+	// with ErrTooLarge and the file is removed.
+	MaxSaveBytes int64
+
 	host    string
 	tempDir string
 
@@ -287,7 +294,11 @@ func (d *Daemon) Open(ctx context.Context, res Resolved, _ func(done, total int6
 	if err != nil {
 		return nil, &classified{kind: ErrInvalidRef, err: err}
 	}
-	saved := &savedClient{Client: cli, dir: d.tempDir}
+	maxSave := d.MaxSaveBytes
+	if maxSave <= 0 {
+		maxSave = DefaultMaxUnpackedBytes + DefaultMaxCompressedBytes
+	}
+	saved := &savedClient{Client: cli, dir: d.tempDir, max: maxSave}
 	// Unbuffered: every read of the tarball calls ImageSave, which
 	// savedClient answers from its one file.
 	img, err := daemon.Image(ref, daemon.WithContext(ctx), daemon.WithClient(saved), daemon.WithUnbufferedOpener())
@@ -312,6 +323,7 @@ func (d *Daemon) Open(ctx context.Context, res Resolved, _ func(done, total int6
 type savedClient struct {
 	daemon.Client
 	dir string
+	max int64 // bytes saved at most
 
 	mu   sync.Mutex
 	path string
@@ -330,7 +342,11 @@ func (s *savedClient) ImageSave(ctx context.Context, images []string, opts ...cl
 		if err != nil {
 			return nil, fmt.Errorf("save image: %w", err)
 		}
-		_, err = io.Copy(f, rc)
+		n, err := io.Copy(f, io.LimitReader(rc, s.max+1))
+		if err == nil && n > s.max {
+			err = tooLarge("the local Docker daemon's copy of it, its layers uncompressed, is more than %s: make the image smaller, or ask the admins to raise sif.maxUnpackedSize or sif.maxCompressedSize in the server config",
+				formatBytes(s.max))
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
