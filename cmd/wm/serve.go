@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,16 +18,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/webhook"
+	"github.com/whalemountain/wm/schema"
 )
-
-// statusPath is where wm serve answers with every repo's state as JSON.
-const statusPath = "/api/v1/status"
 
 func newServeCmd() *cobra.Command {
 	var cfgPath string
@@ -36,8 +33,11 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Keep every repo reconciled: poll the sources and serve the API",
 		Long: `Poll every repo of the sources every poll.interval (with jitter) and reconcile
-it, on poll.concurrency workers; serve the status API on the listen address.
-SIGTERM or SIGINT lets the passes under way finish, then exits.`,
+it, on poll.concurrency workers. Serve GitLab's webhooks, SIF downloads and a
+health check on the public listen address, rate-limited per client, and the
+status API and metrics on adminListen (by default a unix socket in the state
+folder that only wm's user may connect to). SIGTERM or SIGINT lets the passes
+under way finish, then exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -47,12 +47,12 @@ SIGTERM or SIGINT lets the passes under way finish, then exits.`,
 				return err
 			}
 			defer rt.Close()
-			ln, err := net.Listen("tcp", rt.cfg.Listen)
+			ls, err := listen(rt.cfg)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
 				return exitError{exitInvalid}
 			}
-			return serveLoop(ctx, cmd, rt, ln)
+			return serveLoop(ctx, cmd, rt, ls)
 		},
 	}
 	configFlag(cmd, &cfgPath)
@@ -60,9 +60,26 @@ SIGTERM or SIGINT lets the passes under way finish, then exits.`,
 	return cmd
 }
 
+// listeners are wm serve's two: public (listen) and admin (adminListen).
+type listeners struct{ public, admin net.Listener }
+
+// listen opens both listeners of cfg.
+func listen(cfg *schema.ServerConfig) (*listeners, error) {
+	public, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := listenAdmin(cfg)
+	if err != nil {
+		public.Close()
+		return nil, err
+	}
+	return &listeners{public: public, admin: admin}, nil
+}
+
 // serveLoop runs the poll loop, the GitLab service when configured, and
-// the HTTP API when ln is not nil, until ctx is done.
-func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ln net.Listener) error {
+// the HTTP servers when ls is not nil, until ctx is done.
+func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listeners) error {
 	log := newLogger(cmd.ErrOrStderr(), false)
 	discover := func() ([]reconciler.Repo, error) { return rt.repos(log) }
 	loop := reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
@@ -89,26 +106,35 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ln net.List
 		dispatcher = rt.gitlab
 		background.Go(func() { rt.gitlab.Run(ctx) })
 	}
-	var srv *http.Server
-	if ln != nil {
-		mux, err := apiHandler(rt, dispatcher, reg, log)
+	var servers []*http.Server
+	if ls != nil {
+		public, err := publicHandler(rt, dispatcher, reg, log)
 		if err != nil {
+			ls.public.Close()
+			ls.admin.Close()
 			fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
 			return exitError{exitInvalid}
 		}
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http server stopped", "err", err)
-			}
-		}()
-		log.Info("serving", "address", ln.Addr().String())
+		for _, s := range []struct {
+			name string
+			ln   net.Listener
+			h    http.Handler
+		}{{"public", ls.public, public}, {"admin", ls.admin, adminHandler(rt, reg, log)}} {
+			srv := newHTTPServer(s.h, defaultHTTPLimits, log)
+			servers = append(servers, srv)
+			go func() {
+				if err := srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					log.Error("http server stopped", "listener", s.name, "err", err)
+				}
+			}()
+			log.Info("serving", "listener", s.name, "address", s.ln.Addr().String())
+		}
 	}
 	loop.Run(ctx)
 	background.Wait()
-	if srv != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range servers {
 		_ = srv.Shutdown(shutdownCtx)
 	}
 	log.Info("stopped")
@@ -126,14 +152,18 @@ func (d localDispatcher) Dispatch(_ context.Context, e any) {
 	}
 }
 
-// apiHandler serves the webhook, health, metrics and status endpoints.
-func apiHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+// publicHandler serves what the world may ask for: GitLab's webhooks,
+// SIF downloads (with a bearer token) and a health check, each client
+// within its rate limit. Nothing else is on the public listener.
+func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
+	var exempt func(*http.Request) bool
 	if path := rt.cfg.Webhook.SecretFile; path != "" {
 		secret, err := readSecret("webhook.secretFile", path)
 		if err != nil {
 			return nil, err
 		}
+		exempt = webhookSecretHolder(secret)
 		cfg := webhook.Config{Secret: []byte(secret)}
 		if sp := rt.cfg.Webhook.SigningTokenFile; sp != "" {
 			raw, err := readSecret("webhook.signingTokenFile", sp)
@@ -152,36 +182,36 @@ func apiHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log
 	} else {
 		log.Info("no webhook.secretFile: POST /hooks/gitlab is off, repos are polled only")
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if path := rt.cfg.Artifacts.TokensFile; path != "" {
 		tokens, err := readTokens(path)
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle("GET /artifacts/", sif.NewHandler(rt.cfg.ArtifactsDir, tokens.authorize))
+		mux.Handle("GET /artifacts/", downloadDeadlines(sif.NewHandler(rt.cfg.ArtifactsDir, tokens.authorize), defaultHTTPLimits.DownloadStall))
 	} else {
 		log.Info("no artifacts.tokensFile: SIF downloads are off")
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	// Every student's state is in there: only the machine itself (an admin
-	// running wm status) may read it.
-	mux.HandleFunc("GET "+statusPath, func(w http.ResponseWriter, r *http.Request) {
-		if !fromLoopback(r) {
-			http.Error(w, "the status API answers local requests only", http.StatusForbidden)
-			return
-		}
-		repos, err := rt.store.Repos()
+	rl := rt.cfg.RateLimit
+	if rl.Rate == 0 {
+		log.Info("rateLimit.rate is 0: the public listener is not rate-limited")
+		return mux, nil
+	}
+	var trusted []netip.Prefix
+	for _, p := range rt.cfg.TrustedProxies {
+		prefix, err := schema.ParseProxy(p)
 		if err != nil {
-			log.Error("status", "err", err)
-			http.Error(w, "cannot read state", http.StatusInternalServerError)
-			return
+			return nil, fmt.Errorf("trustedProxies: %w", err)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(repos)
+		trusted = append(trusted, prefix)
+	}
+	limited := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wm_http_rate_limited_total", Help: "Requests to the public listener refused with 429 Too Many Requests.",
 	})
-	return mux, nil
+	reg.MustRegister(limited)
+	return rateLimit(mux, newClientLimiter(rl.Rate, rl.Burst, maxClients, nil), trusted, exempt, limited), nil
 }
 
 // tokens maps bearer tokens to the owner they speak for; "*" is an admin.
@@ -224,14 +254,4 @@ func (t tokens) authorize(r *http.Request, owner string) bool {
 		}
 	}
 	return allowed
-}
-
-// fromLoopback reports whether a request comes from this machine.
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -25,7 +25,8 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show every repo's revision, condition and containers with their addresses",
 		Long: `Show, from the state store, each repo's owner, revision, condition, and each
 of its containers with the address its ports are reached at (host:port).
-It reads only the state directory: it works while wm serve runs.`,
+It reads the state directory or, while wm serve holds it, asks the running
+wm serve on its admin listener (adminListen).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, repos, err := loadState(cmd, cfgPath)
@@ -71,11 +72,11 @@ func loadState(cmd *cobra.Command, cfgPath string) (*schema.ServerConfig, []stor
 }
 
 // readStatus reads every repo's state from the store or, while wm serve
-// holds the store, from the server's status endpoint.
+// holds the store, from the status endpoint of its admin listener.
 func readStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoState, error) {
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if errors.Is(err, store.ErrLocked) {
-		return fetchStatus(ctx, cfg.Listen)
+		return fetchStatus(ctx, cfg)
 	}
 	if err != nil {
 		return nil, err
@@ -85,20 +86,21 @@ func readStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoStat
 }
 
 // fetchStatus asks a running wm serve for the repos' state.
-func fetchStatus(ctx context.Context, listen string) ([]store.RepoState, error) {
+func fetchStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+listen+statusPath, nil)
+	client, base := adminClient(cfg)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+statusPath, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("the state is held by a running wm, which does not answer at %s: %w", listen, err)
+		return nil, fmt.Errorf("%w at %s: %w", errNoAdmin, cfg.AdminListen, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status from %s: %s", listen, resp.Status)
+		return nil, fmt.Errorf("status from %s: %s", cfg.AdminListen, resp.Status)
 	}
 	var repos []store.RepoState
 	return repos, json.NewDecoder(resp.Body).Decode(&repos)
