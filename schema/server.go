@@ -5,11 +5,13 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -214,9 +216,45 @@ type Kubernetes struct {
 	// DenyDNS, when true, leaves DNS out of the egress the default-deny
 	// network policy allows (by default pods may resolve names).
 	DenyDNS bool `yaml:"denyDNS"`
+	// DNS is the only peer the default-deny network policy lets pods send
+	// DNS (port 53) to: the cluster DNS, not any address.
+	DNS DNSPeer `yaml:"dns"`
+	// ReservedNamespaces are namespace names no student's may ever be,
+	// besides default and kube-*: where WhaleMountain itself runs, the GPU
+	// operator's, monitoring. An entry ending in "*" is a prefix.
+	ReservedNamespaces []string `yaml:"reservedNamespaces"`
 	// PruneNamespaces lets WhaleMountain delete the namespace of a student
 	// who declares no pods any more. Default false: namespaces stay.
 	PruneNamespaces bool `yaml:"pruneNamespaces"`
+}
+
+// DNSPeer selects the cluster DNS pods as a NetworkPolicy peer: pods
+// matching PodSelector in namespaces matching NamespaceSelector. A field
+// left out takes its default from DefaultDNS.
+type DNSPeer struct {
+	NamespaceSelector map[string]string `yaml:"namespaceSelector"`
+	PodSelector       map[string]string `yaml:"podSelector"`
+}
+
+// DefaultDNS is the cluster DNS of kubeadm, kind, k3s and most managed
+// clusters: the kube-dns-labelled pods (CoreDNS) in kube-system.
+func DefaultDNS() DNSPeer {
+	return DNSPeer{
+		NamespaceSelector: map[string]string{"kubernetes.io/metadata.name": "kube-system"},
+		PodSelector:       map[string]string{"k8s-app": "kube-dns"},
+	}
+}
+
+// WithDefaults returns p with each selector left out set to DefaultDNS's.
+func (p DNSPeer) WithDefaults() DNSPeer {
+	d := DefaultDNS()
+	if p.NamespaceSelector == nil {
+		p.NamespaceSelector = d.NamespaceSelector
+	}
+	if p.PodSelector == nil {
+		p.PodSelector = d.PodSelector
+	}
+	return p
 }
 
 // Toleration is a Kubernetes toleration of a node taint.
@@ -415,6 +453,7 @@ func (c *ServerConfig) applyDefaults() {
 	if k := c.Kubernetes; k != nil {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
+		k.DNS = k.DNS.WithDefaults()
 	}
 }
 
@@ -521,6 +560,9 @@ func (c *ServerConfig) validate(report reporter) {
 		if errs := validation.IsDNS1123Label(k.NamespacePrefix + "x"); len(errs) > 0 || len(k.NamespacePrefix) > 20 {
 			report("kubernetes.namespacePrefix", false, "%s cannot start a namespace name: use at most 20 lower-case letters, digits and '-'", quote(k.NamespacePrefix))
 		}
+		if strings.HasPrefix(k.NamespacePrefix, "kube-") {
+			report("kubernetes.namespacePrefix", false, "%s would make every student namespace a kube-* one, which are Kubernetes' own", quote(k.NamespacePrefix))
+		}
 		if errs := validation.IsQualifiedName(k.GPUResource); len(errs) > 0 || !strings.Contains(k.GPUResource, "/") {
 			report("kubernetes.gpuResource", false, "%s is not an extended resource name such as nvidia.com/gpu", quote(k.GPUResource))
 		}
@@ -533,6 +575,21 @@ func (c *ServerConfig) validate(report reporter) {
 			case "", "NoSchedule", "PreferNoSchedule", "NoExecute":
 			default:
 				report(p+".effect", false, "%s is not NoSchedule, PreferNoSchedule or NoExecute", quote(tol.Effect))
+			}
+		}
+		for _, dns := range []struct {
+			field string
+			sel   map[string]string
+		}{{"namespaceSelector", k.DNS.NamespaceSelector}, {"podSelector", k.DNS.PodSelector}} {
+			for _, key := range slices.Sorted(maps.Keys(dns.sel)) {
+				if value := dns.sel[key]; len(validation.IsQualifiedName(key)) > 0 || len(validation.IsValidLabelValue(value)) > 0 {
+					report("kubernetes.dns."+dns.field, false, "%s: %s is not a Kubernetes label such as k8s-app: kube-dns", quote(key), quote(value))
+				}
+			}
+		}
+		for i, name := range k.ReservedNamespaces {
+			if errs := validation.IsDNS1123Label(strings.TrimSuffix(name, "*") + "x"); len(errs) > 0 || name == "*" {
+				report(fmt.Sprintf("kubernetes.reservedNamespaces[%d]", i), false, "%s is not a namespace name, or the start of one followed by *", quote(name))
 			}
 		}
 	}
