@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
@@ -25,6 +27,11 @@ var ErrRefused = errors.New("refused by the cluster")
 // until the quota controller writes it, admission refuses every pod. It
 // is a matter of seconds: try again.
 var ErrQuotaNotReady = errors.New("the namespace's quota is not ready yet")
+
+// ErrNamespaceNotOurs is wrapped when owner's namespace exists without
+// WhaleMountain's labels for that owner, or its name is a system or
+// reserved one: nothing is written into it, and the admins must act.
+var ErrNamespaceNotOurs = errors.New("the namespace is not WhaleMountain's")
 
 // Backend applies owners' namespaces and pods to one cluster.
 type Backend struct {
@@ -103,14 +110,61 @@ func (b *Backend) send(ctx context.Context, ns string, o object) error {
 	return err
 }
 
+// ownNamespace reads owner's namespace and says whether WhaleMountain may
+// write into it: nil and no error when it does not exist, an error
+// wrapping ErrNamespaceNotOurs when its name is a system or reserved one
+// or when it exists without WhaleMountain's labels for owner.
+func (b *Backend) ownNamespace(ctx context.Context, owner string) (*corev1.Namespace, error) {
+	if problem := b.set.NamespaceProblem(owner); problem != "" {
+		return nil, refusedName(owner, problem)
+	}
+	ns := b.set.Namespace(owner)
+	cur, err := b.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read namespace %s: %w", ns, err)
+	}
+	if !ours(cur, owner) {
+		return nil, notOurs(cur, owner)
+	}
+	return cur, nil
+}
+
 // EnsureOwner makes owner's namespace, RBAC, quota, limit range, network
 // policy (and pull secret) match the settings. Objects whose applied hash
 // already matches are not sent: nothing changed, no mutating request.
+//
+// Nothing is written unless the namespace is WhaleMountain's for owner:
+// it is created (never applied over something that exists) with the
+// ownership labels, and an existing one without them, another owner's, or
+// one whose name is a system or reserved one is refused with an error
+// wrapping ErrNamespaceNotOurs.
 func (b *Backend) EnsureOwner(ctx context.Context, owner string) (changed int, err error) {
 	ns := b.set.Namespace(owner)
-	for _, o := range b.set.ownerObjects(owner) {
-		live, err := b.liveHash(ctx, ns, o)
+	cur, err := b.ownNamespace(ctx, owner)
+	if err != nil {
+		return 0, err
+	}
+	if cur == nil {
+		// Create, not apply: a namespace somebody else made in the
+		// meantime is then a conflict, not a takeover.
+		cur, err = b.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels(owner)},
+		}, metav1.CreateOptions{FieldManager: FieldManager})
 		if err != nil {
+			return 0, fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	for _, o := range b.set.ownerObjects(owner) {
+		var live string
+		if ac, isNS := o.apply.(*corev1ac.NamespaceApplyConfiguration); isNS {
+			live = cur.Annotations[AnnotationHash]
+			// Applied over the version checked above only: labels the
+			// admins changed in between make it fail instead of undoing them.
+			ac.WithResourceVersion(cur.ResourceVersion)
+		} else if live, err = b.liveHash(ctx, ns, o); err != nil {
 			return changed, fmt.Errorf("read %s: %w", o.describe(ns), err)
 		}
 		if live == o.hash {
@@ -149,6 +203,27 @@ type SyncResult struct {
 func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) (SyncResult, error) {
 	var res SyncResult
 	ns := b.set.Namespace(owner)
+	if problem := b.set.NamespaceProblem(owner); problem != "" {
+		if len(pods) == 0 {
+			return res, nil // nothing of WhaleMountain's can be there
+		}
+		return res, refusedName(owner, problem)
+	}
+	// mayWrite checks, once and before the first write, that the
+	// namespace is WhaleMountain's for owner.
+	var checked bool
+	var checkErr error
+	mayWrite := func() error {
+		if !checked {
+			checked = true
+			cur, err := b.ownNamespace(ctx, owner)
+			if err == nil && cur == nil {
+				err = fmt.Errorf("namespace %s does not exist: it is made before its pods", ns)
+			}
+			checkErr = err
+		}
+		return checkErr
+	}
 	live, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return res, fmt.Errorf("list pods of %s: %w", ns, err)
@@ -171,6 +246,9 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 		}
 		if cur != nil && cur.Annotations[AnnotationHash] == o.hash {
 			continue
+		}
+		if err := mayWrite(); err != nil {
+			return res, err
 		}
 		if cur != nil {
 			zero := int64(0)
@@ -197,6 +275,9 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 	for name, cur := range byName {
 		if declared[name] || cur.Annotations[AnnotationRepo] != repo {
 			continue
+		}
+		if err := mayWrite(); err != nil {
+			return res, err
 		}
 		if err := b.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return res, fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
@@ -284,18 +365,75 @@ func admissionRefusal(err error) string {
 
 // RemoveOwner deletes owner's namespace and everything in it. Only the
 // admins' pruneNamespaces allows it; the reconciler never calls it
-// otherwise.
+// otherwise. A namespace that is not WhaleMountain's for owner is left
+// alone with an error wrapping ErrNamespaceNotOurs.
 func (b *Backend) RemoveOwner(ctx context.Context, owner string) error {
-	ns := b.set.Namespace(owner)
-	cur, err := b.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	cur, err := b.ownNamespace(ctx, owner)
+	if err != nil || cur == nil {
+		return err
+	}
+	// Deleted only as it was checked: relabelled in between, it stays.
+	pre := metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}
+	err = b.client.CoreV1().Namespaces().Delete(ctx, cur.Name, metav1.DeleteOptions{Preconditions: &pre})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("delete namespace %s: %w", cur.Name, err)
 	}
-	if cur.Labels[LabelManagedBy] != ManagedByValue || cur.Labels[LabelOwner] != owner {
-		return fmt.Errorf("namespace %s is not WhaleMountain's: left alone", ns)
+	return nil
+}
+
+// PodUsage is one pod WhaleMountain manages, as the owner's quota counts it.
+type PodUsage struct {
+	Repo, Name, Phase string
+	GPUs              int
+	CPUs              float64
+	MemoryBytes       int64
+}
+
+// OwnerPods lists the pods WhaleMountain manages in owner's namespace
+// (none when the namespace does not exist), with their repo and resources,
+// sorted by repo and name, so that one quota can count an owner's pods
+// together with their containers. Finished pods (phase Succeeded or
+// Failed) are listed too, with their phase: the caller decides whether
+// they count. Resources are the pod's limits (WhaleMountain sets requests
+// equal to them).
+func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, error) {
+	if b.set.NamespaceProblem(owner) != "" {
+		return nil, nil
 	}
-	return b.client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	ns := b.set.Namespace(owner)
+	list, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: LabelManagedBy + "=" + ManagedByValue + "," + LabelOwner + "=" + owner,
+	})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", ns, err)
+	}
+	var out []PodUsage
+	for _, p := range list.Items {
+		u := PodUsage{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase)}
+		if u.Repo == "" {
+			u.Repo = p.Labels[LabelRepo]
+		}
+		if u.Name == "" {
+			u.Name = p.Name
+		}
+		var cpu int64
+		for _, c := range p.Spec.Containers {
+			lim := c.Resources.Limits
+			u.GPUs += int(lim.Name(corev1.ResourceName(b.set.Kubernetes.GPUResource), resource.DecimalSI).Value())
+			cpu += lim.Cpu().MilliValue()
+			u.MemoryBytes += lim.Memory().Value()
+		}
+		u.CPUs = float64(cpu) / 1000
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b PodUsage) int {
+		return cmp.Or(strings.Compare(a.Repo, b.Repo), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
 }

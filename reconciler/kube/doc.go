@@ -8,8 +8,19 @@
 // as create), bound to the student's user name; a ResourceQuota from the
 // policy (GPUs as requests of the configured extended resource, CPU,
 // memory, pod count); a LimitRange giving containers the policy's default
-// CPU and memory; and a default-deny NetworkPolicy that allows DNS egress
-// unless the admins say otherwise.
+// CPU and memory; and a default-deny NetworkPolicy whose one exception is
+// DNS to the cluster DNS pods (kubernetes.dns), unless the admins deny it.
+//
+// Account names are chosen by students, so a namespace name is never
+// trusted: WhaleMountain writes only into namespaces it made for that
+// owner. It creates the namespace (a create, never an apply over something
+// that exists) with the managed-by and owner labels, and checks both
+// before every write into it and before deleting it. A namespace that
+// exists without them, or with another owner's, and a name that is
+// default, kube-* or reserved by the admins (Settings.NamespaceProblem)
+// are refused with an error wrapping ErrNamespaceNotOurs: an account named
+// after the namespace WhaleMountain runs in, or kube-system with an empty
+// prefix, takes nothing over.
 //
 // A wm.yaml's pods become bare Pods, not Jobs: admission (the quota, Pod
 // Security) then answers at creation, so a refusal reaches the student's
@@ -24,4 +35,9 @@
 // sent again: a resync where nothing changed sends no mutating request.
 // Only objects with WhaleMountain's labels are ever pruned, and a
 // student's namespace is deleted only when the admins allow it.
+//
+// OwnerPods lists an owner's managed pods with their repo and limits, so
+// that the reconciler counts them with the owner's Docker containers
+// against one quota; the ResourceQuota in the namespace stays as the
+// cluster's own backstop.
 package kube

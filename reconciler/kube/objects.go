@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
@@ -67,6 +68,66 @@ type Settings struct {
 
 // Namespace is the name of owner's namespace.
 func (s Settings) Namespace(owner string) string { return s.Kubernetes.NamespacePrefix + owner }
+
+// NamespaceProblem says why owner may not have a namespace at all, in
+// words for the student and the admins, or "" when the name is fine. The
+// namespace "<prefix><owner>" must be a DNS label, must not be Kubernetes'
+// own (default, kube-*) and must not be one the admins reserved
+// (kubernetes.reservedNamespaces): an account whose name completes one of
+// those would otherwise be handed it. It does no I/O: the reconciler may
+// ask it for every owner, and the backend asks it before every write.
+func (s Settings) NamespaceProblem(owner string) string {
+	ns := s.Namespace(owner)
+	switch {
+	case owner == "" || len(validation.IsDNS1123Label(ns)) > 0:
+		return fmt.Sprintf("the namespace name %q is not a valid Kubernetes namespace name", ns)
+	case ns == "default" || strings.HasPrefix(ns, "kube-"):
+		return fmt.Sprintf("the namespace %s is Kubernetes' own (default and kube-* are)", ns)
+	}
+	for _, r := range s.Kubernetes.ReservedNamespaces {
+		if start, ok := strings.CutSuffix(r, "*"); ns == r || ok && strings.HasPrefix(ns, start) {
+			return fmt.Sprintf("the namespace %s is reserved by the admins (kubernetes.reservedNamespaces: %s)", ns, r)
+		}
+	}
+	return ""
+}
+
+// refusedName is the error for an owner whose namespace name is a
+// system or reserved one (problem is NamespaceProblem's answer).
+func refusedName(owner, problem string) error {
+	return fmt.Errorf("%w: %s, so the account %s cannot have a namespace; nothing is written there "+
+		"(admins: choose a kubernetes.namespacePrefix with which no account name makes a system or reserved namespace)",
+		ErrNamespaceNotOurs, problem, owner)
+}
+
+// ours says whether n is the namespace WhaleMountain made for owner: it
+// carries both ownership labels, which WhaleMountain sets when it creates
+// it and students cannot change.
+func ours(n *corev1.Namespace, owner string) bool {
+	return n.Labels[LabelManagedBy] == ManagedByValue && n.Labels[LabelOwner] == owner
+}
+
+// notOurs is the error for an existing namespace that is not owner's
+// WhaleMountain namespace, saying what the admins can do about it.
+func notOurs(n *corev1.Namespace, owner string) error {
+	if other := n.Labels[LabelOwner]; n.Labels[LabelManagedBy] == ManagedByValue && other != "" {
+		return fmt.Errorf("%w: namespace %s is WhaleMountain's namespace of %s, not of %s; nothing is written to it "+
+			"(admins: if the account was renamed, delete the namespace or set its label %s to %s)",
+			ErrNamespaceNotOurs, n.Name, other, owner, LabelOwner, owner)
+	}
+	return fmt.Errorf("%w: namespace %s exists without WhaleMountain's labels for %s (%s=%s and %s=%s); "+
+		"nothing is written to it (admins: if it belongs to something else, add it to kubernetes.reservedNamespaces and "+
+		"change kubernetes.namespacePrefix or the account's name; if it is meant to be this student's, add those two labels)",
+		ErrNamespaceNotOurs, n.Name, owner, LabelManagedBy, ManagedByValue, LabelOwner, owner)
+}
+
+// dnsPeer is the only peer pods may send DNS queries to.
+func (s Settings) dnsPeer() *netv1ac.NetworkPolicyPeerApplyConfiguration {
+	d := s.Kubernetes.DNS.WithDefaults()
+	return netv1ac.NetworkPolicyPeer().
+		WithNamespaceSelector(metav1ac.LabelSelector().WithMatchLabels(d.NamespaceSelector)).
+		WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(d.PodSelector))
+}
 
 func labels(owner string) map[string]string {
 	return map[string]string{LabelManagedBy: ManagedByValue, LabelOwner: owner}
@@ -147,7 +208,7 @@ func (s Settings) ownerObjects(owner string) []object {
 	if !k.DenyDNS {
 		udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
 		dns := intstr.FromInt32(53)
-		spec.WithEgress(netv1ac.NetworkPolicyEgressRule().WithPorts(
+		spec.WithEgress(netv1ac.NetworkPolicyEgressRule().WithTo(s.dnsPeer()).WithPorts(
 			netv1ac.NetworkPolicyPort().WithProtocol(udp).WithPort(dns),
 			netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(dns)))
 	}
