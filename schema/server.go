@@ -152,6 +152,19 @@ type GitLabSource struct {
 	// too few segments, or whose segment is not an account name, are
 	// skipped and reported.
 	OwnerSegment int `yaml:"ownerSegment"`
+	// OwnerCheck is how the owner a path names is confirmed against
+	// GitLab before the project is reconciled: "membership" (the default:
+	// a GitLab account of that name exists and holds the project with at
+	// least OwnerMinAccessLevel, directly or through its groups),
+	// "creator" (membership, and that account created the project), or
+	// "none" (the path alone, for a GitLab where nobody can create groups
+	// or projects at another student's path). Projects that fail are
+	// skipped and reported, never reconciled.
+	OwnerCheck string `yaml:"ownerCheck"`
+	// OwnerMinAccessLevel is the least GitLab access level the owner must
+	// hold on the project: 30 (Developer, the default), 40 (Maintainer)
+	// or 50 (Owner).
+	OwnerMinAccessLevel int `yaml:"ownerMinAccessLevel"`
 	// DiscoverInterval is how often the groups are listed again.
 	DiscoverInterval Duration `yaml:"discoverInterval"`
 	// DashboardURL, when set, is the target of commit statuses:
@@ -445,6 +458,12 @@ func (c *ServerConfig) applyDefaults() {
 		if g.OwnerSegment == 0 {
 			g.OwnerSegment = 1
 		}
+		if g.OwnerCheck == "" {
+			g.OwnerCheck = "membership"
+		}
+		if g.OwnerMinAccessLevel == 0 {
+			g.OwnerMinAccessLevel = 30
+		}
 		if g.DiscoverInterval == 0 {
 			g.DiscoverInterval = Duration(5 * time.Minute)
 		}
@@ -512,6 +531,16 @@ func (c *ServerConfig) validate(report reporter) {
 		}
 		if g.OwnerSegment < 1 || g.OwnerSegment > 10 {
 			report("sources.gitlab.ownerSegment", false, "%d is not a path segment number (1-10)", g.OwnerSegment)
+		}
+		switch g.OwnerCheck {
+		case "membership", "creator", "none":
+		default:
+			report("sources.gitlab.ownerCheck", false, "%s is not one of membership, creator, none", quote(g.OwnerCheck))
+		}
+		switch g.OwnerMinAccessLevel {
+		case 30, 40, 50:
+		default:
+			report("sources.gitlab.ownerMinAccessLevel", false, "%d is not 30 (Developer), 40 (Maintainer) or 50 (Owner)", g.OwnerMinAccessLevel)
 		}
 		if g.DiscoverInterval.Std() < 10*time.Second {
 			report("sources.gitlab.discoverInterval", false, "%v is too short: at least 10s", g.DiscoverInterval.Std())
