@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -213,6 +215,14 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) {
 		d.fail(n, path, "must be %s, not %s", kindName(t), describe(n))
 		return
 	}
+	if isWhole(t) && n.ShortTag() == "!!float" {
+		// yaml.v3 cuts 8000.7 to 8000 when it decodes it into an int.
+		var f float64
+		if err := n.Decode(&f); err == nil && f != math.Trunc(f) {
+			d.fail(n, path, "%s is not a whole number", strconv.FormatFloat(f, 'g', -1, 64))
+			return
+		}
+	}
 	tmp := reflect.New(t)
 	if err := n.Decode(tmp.Interface()); err != nil {
 		var te *yaml.TypeError
@@ -339,14 +349,24 @@ func describe(n *yaml.Node) string {
 	}
 }
 
+// isWhole reports whether a Go type holds whole numbers.
+func isWhole(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
 // kindName names what a Go type holds in words a student knows.
 func kindName(t reflect.Type) string {
+	if isWhole(t) {
+		return "a whole number"
+	}
 	switch t.Kind() {
 	case reflect.Bool:
 		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a whole number"
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.String:

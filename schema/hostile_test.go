@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -282,5 +283,142 @@ func TestAFileWithThousandsOfProblemsReportsTheFirstFewAndHowManyMore(t *testing
 	}
 	if got, want := list[len(list)-1].Error(), fmt.Sprintf("wm.yaml: %d more problems not shown", 1000-maxErrors+1); got != want {
 		t.Errorf("last error: got %q, want %q", got, want)
+	}
+}
+
+// container returns a wm.yaml with one container "web" whose fields are
+// the given lines, each indented under it; its errors are on line 5 on.
+func container(fields ...string) string {
+	return "version: 1\ncontainers:\n  web:\n    image: self\n    " + strings.Join(fields, "\n    ") + "\n"
+}
+
+// pod is container for a pod "p".
+func pod(fields ...string) string {
+	return "version: 1\npods:\n  p:\n    image: self\n    " + strings.Join(fields, "\n    ") + "\n"
+}
+
+func TestEveryNumberAndSizeIsBoundedAndAWrongOneRefused(t *testing.T) {
+	many := func(n int, format string) string {
+		items := make([]string, n)
+		for i := range items {
+			items[i] = fmt.Sprintf(format, i+1)
+		}
+		return strings.Join(items, ", ")
+	}
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"cpus small enough to round to no limit", container("cpus: 0.0000001"),
+			"wm.yaml:5:11: containers.web.cpus: 1e-07 is less than the least a workload can have, 0.01 CPUs"},
+		{"cpus below the least", pod("cpus: 0.009"),
+			"wm.yaml:5:11: pods.p.cpus: 0.009 is less than the least a workload can have, 0.01 CPUs"},
+		{"cpus above the most", container("cpus: 65"),
+			"wm.yaml:5:11: containers.web.cpus: 65 is more than the most a workload can have, 64 CPUs"},
+		{"cpus of a billion", container("cpus: 1e9"),
+			"wm.yaml:5:11: containers.web.cpus: 1e+09 is more than the most a workload can have, 64 CPUs"},
+		{"cpus finer than a thousandth", container("cpus: 0.0105"),
+			"wm.yaml:5:11: containers.web.cpus: 0.0105 has more than 3 decimals: CPUs are counted in thousandths"},
+		{"cpus not a number", container("cpus: .nan"),
+			`wm.yaml:5:11: containers.web.cpus: NaN is not a CPU count: use a number such as 0.5 or 2`},
+		{"cpus infinite", container("cpus: .inf"),
+			`wm.yaml:5:11: containers.web.cpus: +Inf is not a CPU count: use a number such as 0.5 or 2`},
+		{"memory above the most", container("memory: 2Ti"),
+			`wm.yaml:5:13: containers.web.memory: "2Ti" is more than the most memory a workload can have, 1Ti`},
+		{"memory that overflows", pod("memory: 9999999Ei"),
+			`wm.yaml:5:13: pods.p.memory: "9999999Ei" is more than the most memory a workload can have, 1Ti`},
+		{"memory in bytes above the most", pod("memory: 1099511627777"),
+			`wm.yaml:5:13: pods.p.memory: "1099511627777" is more than the most memory a workload can have, 1Ti`},
+		{"a port that is not whole", container("ports: [8000.7]"),
+			`wm.yaml:5:13: containers.web.ports[0]: 8000.7 is not a whole number`},
+		{"a version that is not whole", "version: 1.5\n",
+			`wm.yaml:1:10: version: 1.5 is not a whole number`},
+		{"gpus that are not whole", pod("gpus: 0.5"),
+			`wm.yaml:5:11: pods.p.gpus: 0.5 is not a whole number`},
+		{"a number too large for a whole number", pod("gpus: 1e30"),
+			`wm.yaml:5:11: pods.p.gpus: "1e30" is not a whole number`},
+		{"too many ports", container("ports: [" + many(17, "%d") + "]"),
+			"wm.yaml:5:5: containers.web.ports: 17 entries is more than the limit of 16"},
+		{"too many env entries", container("env: {" + many(65, "K%d: v") + "}"),
+			"wm.yaml:5:5: containers.web.env: 65 entries is more than the limit of 64"},
+		{"too many volumes", container("volumes: {" + many(17, "v%[1]d: /v%[1]d") + "}"),
+			"wm.yaml:5:5: containers.web.volumes: 17 entries is more than the limit of 16"},
+		{"too many command words", pod("command: [" + many(129, "a%d") + "]"),
+			"wm.yaml:5:5: pods.p.command: 129 entries is more than the limit of 128"},
+		{"too many entrypoint words", container("entrypoint: [" + many(129, "a%d") + "]"),
+			"wm.yaml:5:5: containers.web.entrypoint: 129 entries is more than the limit of 128"},
+		{"a long command word", container("command: [" + strings.Repeat("a", 4097) + "]"),
+			"wm.yaml:5:15: containers.web.command[0]: is 4097 characters long, more than 4096"},
+		{"a long env value", pod("env: {A: " + strings.Repeat("é", 4097) + "}"),
+			"wm.yaml:5:14: pods.p.env.A: is 4097 characters long, more than 4096"},
+		{"a long env name", pod("env: {" + strings.Repeat("A", 129) + ": v}"),
+			`wm.yaml:5:11: pods.p.env["` + strings.Repeat("A", 61) + `..."]: is 129 characters long, more than 128`},
+		{"a long workdir", pod("workdir: /" + strings.Repeat("a", 1024)),
+			"wm.yaml:5:14: pods.p.workdir: is 1025 characters long, more than 1024"},
+		{"a long volume path", container("volumes: {data: /" + strings.Repeat("a", 1024) + "}"),
+			"wm.yaml:5:21: containers.web.volumes.data: is 1025 characters long, more than 1024"},
+		{"a long user", container("user: " + strings.Repeat("a", 65)),
+			"wm.yaml:5:11: containers.web.user: is 65 characters long, more than 64"},
+		{"a long image", "version: 1\ncontainers:\n  web:\n    image: shared/bob/" + strings.Repeat("a", 512) + "\n",
+			"wm.yaml:4:12: containers.web.image: is 523 characters long, more than 512"},
+		{"an expiry before 2000", "version: 1\nexpires: 1999-12-31\n",
+			`wm.yaml:2:10: expires: "1999-12-31" is not between 2000-01-01 and 2099-12-31`},
+		{"an expiry after 2099", "version: 1\nexpires: 2100-01-01\n",
+			`wm.yaml:2:10: expires: "2100-01-01" is not between 2000-01-01 and 2099-12-31`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("wm.yaml", strings.NewReader(tc.yaml))
+			if got := fmt.Sprint(err); got != tc.want {
+				t.Errorf("got\n%.300s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTheBoundsAreTheOnesDocumented(t *testing.T) {
+	// The reconciler relies on these; the README and wm.schema.json say them.
+	if MinCPUs != 0.01 || MaxCPUs != 64 || CPUDecimals != 3 || MinMemory != 6<<20 || MaxMemoryBytes != 1<<40 ||
+		MaxGPUs != 8 || MaxPortsPerContainer != 16 || MaxVolumesPerContainer != 16 || MaxEnv != 64 ||
+		MaxEnvNameLength != 128 || MaxEnvValueLength != 4096 || MaxArgs != 128 || MaxArgLength != 4096 ||
+		MaxPathLength != 1024 || MaxUserLength != 64 || MaxImageLength != 512 || MaxDescriptionLength != 500 {
+		t.Error("a bound changed: change README.md and wm.schema.json with it, then this test")
+	}
+	// The whole of one owner's memory, summed over the most workloads a
+	// file may declare, fits an int64 ten thousand times over.
+	if uint64(MaxMemoryBytes)*uint64(MaxContainers+MaxPods)*10_000 > math.MaxInt64 {
+		t.Error("memory sums can overflow")
+	}
+}
+
+func TestEnvNamesThatSteerTheContainerRuntimeAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"all GPUs through NVIDIA_VISIBLE_DEVICES", container("env: {NVIDIA_VISIBLE_DEVICES: all}"),
+			`wm.yaml:5:11: containers.web.env.NVIDIA_VISIBLE_DEVICES: is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus`},
+		{"driver capabilities in a pod", pod("env:", "  NVIDIA_DRIVER_CAPABILITIES: all"),
+			`wm.yaml:6:7: pods.p.env.NVIDIA_DRIVER_CAPABILITIES: is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus`},
+		{"a requirement override", pod("env: {NVIDIA_DISABLE_REQUIRE: 1, NVIDIA_REQUIRE_CUDA: x}"),
+			"wm.yaml:5:11: pods.p.env.NVIDIA_DISABLE_REQUIRE: is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus\n" +
+				"wm.yaml:5:38: pods.p.env.NVIDIA_REQUIRE_CUDA: is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus"},
+		{"MIG devices in lower case", container("env: {nvidia_mig_config_devices: all}"),
+			`wm.yaml:5:11: containers.web.env.nvidia_mig_config_devices: is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus`},
+		{"AMD GPUs", container("env: {AMD_VISIBLE_DEVICES: all}"),
+			`wm.yaml:5:11: containers.web.env.AMD_VISIBLE_DEVICES: is read by the AMD container runtime, which would give the container GPUs it was not given: ask for GPUs with gpus`},
+		{"Habana accelerators", pod("env: {HABANA_VISIBLE_DEVICES: all}"),
+			`wm.yaml:5:11: pods.p.env.HABANA_VISIBLE_DEVICES: is read by the Habana container runtime, which would give the container accelerators it was not given`},
+		{"Ascend accelerators", pod("env: {ASCEND_VISIBLE_DEVICES: 0}"),
+			`wm.yaml:5:11: pods.p.env.ASCEND_VISIBLE_DEVICES: is read by the Ascend container runtime, which would give the container accelerators it was not given`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("wm.yaml", strings.NewReader(tc.yaml))
+			if got := fmt.Sprint(err); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+	for _, fine := range []string{"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "AMD_LOG_LEVEL", "NVIDIA", "MY_NVIDIA_TOKEN", "SINGULARITYENV_X", "APPTAINERENV_X"} {
+		if _, err := Parse("wm.yaml", strings.NewReader(container("env: {"+fine+": x}"))); err != nil {
+			t.Errorf("%s is refused: %v", fine, err)
+		}
 	}
 }

@@ -98,8 +98,8 @@ func (f *File) validate(report reporter) {
 	default:
 		report("version", false, "%d is not supported: this wm understands version %d", f.Version, Version)
 	}
-	if f.Image != nil && utf8.RuneCountInString(f.Image.Description) > 500 {
-		report("image.description", false, "is %d characters long, more than 500", utf8.RuneCountInString(f.Image.Description))
+	if f.Image != nil {
+		checkLength(report, "image.description", f.Image.Description, MaxDescriptionLength)
 	}
 	checkCount(report, "containers", len(f.Containers), MaxContainers)
 	checkCount(report, "pods", len(f.Pods), MaxPods)
@@ -118,6 +118,9 @@ func (f *File) validate(report reporter) {
 	if f.Expires != "" {
 		if _, err := time.Parse(time.DateOnly, f.Expires); err != nil {
 			report("expires", false, "%s is not a date (YYYY-MM-DD)", quote(f.Expires))
+		} else if f.Expires < MinExpires || f.Expires > MaxExpires {
+			// Dates in this form compare as strings.
+			report("expires", false, "%s is not between %s and %s", quote(f.Expires), MinExpires, MaxExpires)
 		}
 	}
 }
@@ -125,9 +128,13 @@ func (f *File) validate(report reporter) {
 func (c Container) validate(report reporter, p, name string) {
 	checkName(report, p, name)
 	checkImage(report, p+".image", c.Image)
+	checkArgs(report, p+".entrypoint", c.Entrypoint)
+	checkArgs(report, p+".command", c.Command)
 	checkEnv(report, p+".env", c.Env)
 	checkAbsPath(report, p+".workdir", c.Workdir)
 	checkResources(report, p, c.GPUs, c.CPUs, c.Memory)
+	checkCount(report, p+".ports", len(c.Ports), MaxPortsPerContainer)
+	checkCount(report, p+".volumes", len(c.Volumes), MaxVolumesPerContainer)
 	seen := map[int]int{}
 	for i, port := range c.Ports {
 		ip := fmt.Sprintf("%s.ports[%d]", p, i)
@@ -157,7 +164,8 @@ func (c Container) validate(report reporter, p, name string) {
 			mounts[path.Clean(target)] = vol
 		}
 	}
-	if c.User != "" && !userPattern.MatchString(c.User) {
+	if !checkLength(report, p+".user", c.User, MaxUserLength) {
+	} else if c.User != "" && !userPattern.MatchString(c.User) {
 		report(p+".user", false, "%s is not a user: use \"uid\", \"uid:gid\" or a user name", quote(c.User))
 	}
 	if c.State != "" && c.State != StateRunning && c.State != StateStopped {
@@ -168,6 +176,8 @@ func (c Container) validate(report reporter, p, name string) {
 func (pod Pod) validate(report reporter, p, name string) {
 	checkName(report, p, name)
 	checkImage(report, p+".image", pod.Image)
+	checkArgs(report, p+".entrypoint", pod.Entrypoint)
+	checkArgs(report, p+".command", pod.Command)
 	checkEnv(report, p+".env", pod.Env)
 	checkAbsPath(report, p+".workdir", pod.Workdir)
 	checkResources(report, p, pod.GPUs, pod.CPUs, pod.Memory)
@@ -187,6 +197,25 @@ var (
 func checkCount(report reporter, p string, n, limit int) {
 	if n > limit {
 		report(p, true, "%d entries is more than the limit of %d", n, limit)
+	}
+}
+
+// checkLength reports a string longer than limit characters; it returns
+// whether the string is within it, so that other rules can skip a value
+// that is already wrong.
+func checkLength(report reporter, p, s string, limit int) bool {
+	if n := utf8.RuneCountInString(s); n > limit {
+		report(p, false, "is %d characters long, more than %d", n, limit)
+		return false
+	}
+	return true
+}
+
+// checkArgs bounds a command or entrypoint.
+func checkArgs(report reporter, p string, args []string) {
+	checkCount(report, p, len(args), MaxArgs)
+	for i, a := range args {
+		checkLength(report, fmt.Sprintf("%s[%d]", p, i), a, MaxArgLength)
 	}
 }
 
@@ -213,6 +242,7 @@ func checkName(report reporter, p, name string) {
 // reconcile time, where the policy is known.
 func checkImage(report reporter, p, image string) {
 	switch {
+	case !checkLength(report, p, image, MaxImageLength):
 	case image == "":
 		report(p, false, "is required: use %q for the image CI builds from this repo, or an image reference", ImageSelf)
 	case image == ImageSelf:
@@ -256,17 +286,71 @@ func validRepoPath(repo string) bool {
 }
 
 func checkEnv(report reporter, p string, env map[string]string) {
+	checkCount(report, p, len(env), MaxEnv)
 	for _, k := range sortedKeys(env) {
-		if !envKeyPattern.MatchString(k) {
-			report(joinPath(p, k), true, "%s is not an environment variable name: use letters, digits and '_', not starting with a digit", quote(k))
+		kp := joinPath(p, k)
+		if n := utf8.RuneCountInString(k); n > MaxEnvNameLength {
+			report(kp, true, "is %d characters long, more than %d", n, MaxEnvNameLength)
+		} else if !envKeyPattern.MatchString(k) {
+			report(kp, true, "%s is not an environment variable name: use letters, digits and '_', not starting with a digit", quote(k))
+		} else if why := RuntimeEnv(k); why != "" {
+			report(kp, true, "%s", why)
+		}
+		checkLength(report, kp, env[k], MaxEnvValueLength)
+	}
+}
+
+// runtimeEnv lists the environment variables that container runtimes read
+// from a container's own environment to decide what the container gets:
+// with one of them a student could give themselves devices on a host whose
+// default runtime reads it. A name matches an entry when it equals it or,
+// for an entry ending in '_', starts with it; case is ignored.
+var runtimeEnv = []struct{ name, why string }{
+	// NVIDIA Container Toolkit: NVIDIA_VISIBLE_DEVICES,
+	// NVIDIA_DRIVER_CAPABILITIES, NVIDIA_REQUIRE_*, NVIDIA_DISABLE_REQUIRE,
+	// NVIDIA_MIG_CONFIG_DEVICES, NVIDIA_MIG_MONITOR_DEVICES,
+	// NVIDIA_IMEX_CHANNELS, NVIDIA_GDS, NVIDIA_MOFED, ... and whatever it
+	// reads next: the whole prefix is the toolkit's.
+	{"NVIDIA_", "is read by the NVIDIA container runtime, which would give the container GPUs or driver features it was not given: ask for GPUs with gpus"},
+	// AMD Container Toolkit (amd-container-runtime).
+	{"AMD_VISIBLE_DEVICES", "is read by the AMD container runtime, which would give the container GPUs it was not given: ask for GPUs with gpus"},
+	// Intel Gaudi (habana-container-runtime): HABANA_VISIBLE_DEVICES,
+	// HABANA_VISIBLE_MODULES.
+	{"HABANA_VISIBLE_", "is read by the Habana container runtime, which would give the container accelerators it was not given"},
+	// Huawei Ascend (ascend-docker-runtime).
+	{"ASCEND_VISIBLE_DEVICES", "is read by the Ascend container runtime, which would give the container accelerators it was not given"},
+	{"ASCEND_RUNTIME_", "is read by the Ascend container runtime, which would give the container accelerators or mounts it was not given"},
+}
+
+// RuntimeEnv says why an environment variable name cannot be set by a
+// student, because a container runtime reads it to decide which devices a
+// container gets, or returns "" for a name that steers nothing. Variables
+// read only inside the container (CUDA_VISIBLE_DEVICES,
+// HIP_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES) only narrow what it was
+// given and are allowed. SINGULARITYENV_* and APPTAINERENV_* are read by
+// the singularity and apptainer commands from the environment of whoever
+// runs them, never from a container's: they are allowed too.
+//
+// An image can set these variables in its own ENV, where no rule of
+// wm.yaml reaches: the reconciler must set them itself on every container
+// and pod (for example NVIDIA_VISIBLE_DEVICES=void without GPUs).
+func RuntimeEnv(name string) string {
+	upper := strings.ToUpper(name)
+	for _, e := range runtimeEnv {
+		if upper == e.name || (strings.HasSuffix(e.name, "_") && strings.HasPrefix(upper, e.name)) {
+			return e.why
 		}
 	}
+	return ""
 }
 
 // checkAbsPath reports a non-empty path that is not absolute and clean.
 func checkAbsPath(report reporter, p, value string) bool {
 	if value == "" {
 		return true
+	}
+	if !checkLength(report, p, value, MaxPathLength) {
+		return false
 	}
 	if !path.IsAbs(value) || strings.Contains(value, "..") {
 		report(p, false, "%s is not an absolute path without \"..\"", quote(value))
@@ -291,27 +375,49 @@ func checkResources(report reporter, p string, gpus int, cpus *float64, memory s
 	if gpus < 0 || gpus > MaxGPUs {
 		report(p+".gpus", false, "%d is not a GPU count (0-%d)", gpus, MaxGPUs)
 	}
-	if cpus != nil && (math.IsNaN(*cpus) || math.IsInf(*cpus, 0) || *cpus <= 0) {
-		report(p+".cpus", false, "%v is not a CPU count: it must be more than 0, such as 0.5 or 2", *cpus)
+	if cpus != nil {
+		checkCPUs(report, p+".cpus", *cpus)
 	}
 	if memory != "" {
 		checkMemory(report, p+".memory", memory)
 	}
 }
 
-// MinMemory is the least memory a workload may have: Docker refuses less
-// than 6 MiB, and a smaller value is almost always a unit mistake.
-const MinMemory = 6 << 20
+// checkCPUs reports a CPU count outside MinCPUs..MaxCPUs or finer than
+// CPUDecimals, so that every valid one is a whole number of milli-CPUs
+// and none rounds to 0, which engines read as "no limit".
+func checkCPUs(report reporter, p string, cpus float64) {
+	milli := cpus * 1000
+	switch {
+	case math.IsNaN(cpus) || math.IsInf(cpus, 0):
+		report(p, false, "%v is not a CPU count: use a number such as 0.5 or 2", cpus)
+	case cpus < MinCPUs:
+		report(p, false, "%v is less than the least a workload can have, %v CPUs", cpus, MinCPUs)
+	case cpus > MaxCPUs:
+		report(p, false, "%v is more than the most a workload can have, %v CPUs", cpus, MaxCPUs)
+	case math.Abs(milli-math.Round(milli)) > 1e-9:
+		report(p, false, "%v has more than %d decimals: CPUs are counted in thousandths", cpus, CPUDecimals)
+	}
+}
 
-// checkMemory reports a memory size that is not a Kubernetes quantity of
-// at least MinMemory bytes.
+// MilliCPUs converts a validated cpus value to whole milli-CPUs.
+func MilliCPUs(cpus float64) int64 { return int64(math.Round(cpus * 1000)) }
+
+// maxMemory is MaxMemoryBytes as a quantity, to compare quantities that
+// would overflow an int64.
+var maxMemory = resource.NewQuantity(MaxMemoryBytes, resource.BinarySI)
+
+// checkMemory reports a memory size that is not a Kubernetes quantity
+// from MinMemory to MaxMemoryBytes bytes.
 func checkMemory(report reporter, p, memory string) {
 	q, err := resource.ParseQuantity(memory)
 	switch {
 	case err != nil:
 		report(p, false, "%s is not a memory size: use a number and a unit such as 512Mi, 2Gi or 1G", quote(memory))
 	case strings.HasSuffix(memory, "m"):
-		report(p, false, "%s is in thousandths of a byte: did you mean %q?", quote(memory), strings.TrimSuffix(memory, "m")+"Mi")
+		report(p, false, "%s is in thousandths of a byte: did you mean %s?", quote(memory), quote(strings.TrimSuffix(memory, "m")+"Mi"))
+	case q.Cmp(*maxMemory) > 0:
+		report(p, false, "%s is more than the most memory a workload can have, %s", quote(memory), maxMemory)
 	case q.Value() < MinMemory:
 		report(p, false, "%s is less than the least memory a workload can have, 6Mi", quote(memory))
 	}

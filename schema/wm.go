@@ -19,6 +19,51 @@ const (
 	MaxGPUs       = 8
 )
 
+// Bounds on every number and size of one container or pod. A validated
+// File holds nothing outside them, so the reconciler can convert and sum
+// them without checking again: cpus to whole milli-CPUs or nano-CPUs,
+// memory to bytes, and the memory of every workload of an owner summed in
+// an int64. wm.schema.json and README.md state the same bounds.
+const (
+	// MinCPUs and MaxCPUs bound cpus, in cores: less than MinCPUs would
+	// round to "no limit" in some engines, more than MaxCPUs is no
+	// student's workload.
+	MinCPUs = 0.01
+	MaxCPUs = 64
+	// CPUDecimals is the most decimals cpus may have: cpus is a whole
+	// number of milli-CPUs, the resolution of Kubernetes.
+	CPUDecimals = 3
+	// MinMemory is the least memory a workload may have: Docker refuses
+	// less than 6 MiB, and a smaller value is almost always a unit mistake.
+	MinMemory = 6 << 20
+	// MaxMemoryBytes is the most memory one workload may ask for, 1Ti.
+	MaxMemoryBytes = 1 << 40
+	// MaxPortsPerContainer bounds ports: each one takes a host port.
+	MaxPortsPerContainer = 16
+	// MaxVolumesPerContainer bounds volumes: each one is a Docker volume.
+	MaxVolumesPerContainer = 16
+	// MaxEnv bounds the env entries of one container or pod, and
+	// MaxEnvNameLength and MaxEnvValueLength (characters) each entry.
+	MaxEnv            = 64
+	MaxEnvNameLength  = 128
+	MaxEnvValueLength = 4096
+	// MaxArgs bounds the words of command and of entrypoint, and
+	// MaxArgLength (characters) each word.
+	MaxArgs      = 128
+	MaxArgLength = 4096
+	// MaxPathLength bounds workdir and volume mount paths, in characters.
+	MaxPathLength = 1024
+	// MaxUserLength bounds user, in characters.
+	MaxUserLength = 64
+	// MaxImageLength bounds an image reference, in characters.
+	MaxImageLength = 512
+	// MaxDescriptionLength bounds image.description, in characters.
+	MaxDescriptionLength = 500
+	// MinExpires and MaxExpires bound expires: a day of this century.
+	MinExpires = "2000-01-01"
+	MaxExpires = "2099-12-31"
+)
+
 // ImageSelf is the image reference meaning "the image CI built from this
 // repo's Dockerfile for the commit being rolled out".
 const ImageSelf = "self"
