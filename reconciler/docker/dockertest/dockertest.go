@@ -119,6 +119,19 @@ func Owner(t testing.TB) string {
 	return owner
 }
 
+// OwnerNamed registers name, an owner name a test derives from an Owner of
+// its own (such as Owner(t)+"-x", to try names that look alike), for the
+// same sweep when t ends.
+func OwnerNamed(t testing.TB, name string) string {
+	t.Helper()
+	t.Cleanup(func() {
+		if cli := usedClient(); cli != nil {
+			sweep(t, cli, name)
+		}
+	})
+	return name
+}
+
 // sweep removes every container, volume and network labelled with owner.
 func sweep(t testing.TB, cli *client.Client, owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
