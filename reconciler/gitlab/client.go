@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	gl "gitlab.com/gitlab-org/api/client-go"
@@ -40,6 +41,9 @@ type Client struct {
 	gl  *gl.Client
 	cfg schema.GitLabSource
 	log *slog.Logger
+
+	mu     sync.Mutex
+	selfID int64 // the token's account, once known
 }
 
 // New returns a client for the configured GitLab; extra client-go options
@@ -67,12 +71,28 @@ func classify(resp *gl.Response, err error) error {
 
 func notFound(resp *gl.Response) bool { return resp != nil && resp.StatusCode == http.StatusNotFound }
 
+// Skip is a project discovery left out, and why.
+type Skip struct {
+	ID   int64
+	Path string
+	// Reason says why, in one line, with the path.
+	Reason string
+	// Refused is set when GitLab did not confirm the owner the path names
+	// (see confirmOwner): the project may be someone posing as them.
+	Refused bool
+}
+
+func (s Skip) String() string { return s.Reason }
+
 // Discover lists the projects with a wm.yaml under every configured
-// group, subgroups included, archived ones left out. Projects without an
-// owner or a wm.yaml are returned in skipped with the reason. Any failure
-// to list is an error: a partial list must not be taken for the truth.
-func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []string, err error) {
+// group, subgroups included, archived ones left out, whose owner GitLab
+// confirms. Projects without an owner or a wm.yaml, and those whose owner
+// is refused, are returned in skipped with the reason. Any failure to
+// list or to check is an error: a partial list must not be taken for the
+// truth.
+func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []Skip, err error) {
 	seen := map[int64]bool{}
+	owners := map[string]ownerAccount{} // one user lookup per owner per listing
 	for _, group := range c.cfg.Groups {
 		opt := &gl.ListGroupProjectsOptions{
 			ListOptions:      gl.ListOptions{PerPage: 100, Page: 1},
@@ -93,9 +113,12 @@ func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []st
 					continue
 				}
 				seen[p.ID] = true
+				skip := func(refused bool, format string, a ...any) {
+					skipped = append(skipped, Skip{ID: p.ID, Path: p.PathWithNamespace, Reason: fmt.Sprintf(format, a...), Refused: refused})
+				}
 				owner, err := OwnerOf(group, p.PathWithNamespace, c.cfg.OwnerSegment)
 				if err != nil {
-					skipped = append(skipped, err.Error())
+					skip(false, "%s", err)
 					continue
 				}
 				has, err := c.hasFile(ctx, p.ID, reconciler.WmFile, p.DefaultBranch)
@@ -103,7 +126,15 @@ func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []st
 					return nil, nil, err
 				}
 				if !has {
-					skipped = append(skipped, fmt.Sprintf("%s: no %s on %s", p.PathWithNamespace, reconciler.WmFile, p.DefaultBranch))
+					skip(false, "%s: no %s on %s", p.PathWithNamespace, reconciler.WmFile, p.DefaultBranch)
+					continue
+				}
+				why, err := c.confirmOwner(ctx, owners, p.ID, owner)
+				if err != nil {
+					return nil, nil, err
+				}
+				if why != "" {
+					skip(true, "%s: not run as %s: %s", p.PathWithNamespace, owner, why)
 					continue
 				}
 				projects = append(projects, Project{ID: p.ID, Path: p.PathWithNamespace, DefaultBranch: p.DefaultBranch,
@@ -116,6 +147,39 @@ func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []st
 		}
 	}
 	return projects, skipped, nil
+}
+
+// Whereabouts is what GitLab says of a project WhaleMountain knows.
+type Whereabouts int
+
+const (
+	// Here: the project is still at the path WhaleMountain knows.
+	Here Whereabouts = iota
+	// Gone: GitLab has no project of that id any more.
+	Gone
+	// Moved: the project lives at another path now (renamed or
+	// transferred).
+	Moved
+)
+
+// Locate asks GitLab, by id, whether p is still where WhaleMountain knows
+// it. Only a 404 is Gone, and only a different path_with_namespace is
+// Moved (a change of letter case is not: keys are lower case); any other
+// answer, and no answer, is an error. It is what a system hook's news is
+// checked against before anything is retired.
+func (c *Client) Locate(ctx context.Context, p Project) (Whereabouts, string, error) {
+	got, resp, err := c.gl.Projects.GetProject(p.ID, nil, gl.WithContext(ctx))
+	switch {
+	case err == nil && strings.EqualFold(got.PathWithNamespace, p.Path):
+		return Here, got.PathWithNamespace, nil
+	case err == nil && got.ID == p.ID && got.PathWithNamespace != "":
+		return Moved, got.PathWithNamespace, nil
+	case err == nil:
+		return Here, "", fmt.Errorf("read project %d: GitLab answered another project (%d)", p.ID, got.ID)
+	case notFound(resp):
+		return Gone, "", nil
+	}
+	return Here, "", fmt.Errorf("read project %d: %w", p.ID, classify(resp, err))
 }
 
 // hasFile asks, with a HEAD request and no body, whether a file exists.
@@ -141,11 +205,12 @@ const (
 // maxDescription is GitLab's limit on a commit status description.
 const maxDescription = 255
 
-// SetStatus posts a commit status. The description is cut to GitLab's
-// limit; a status GitLab refuses as an impossible transition (the same
-// state twice) is not an error.
+// SetStatus posts a commit status. The description, which may echo what a
+// student wrote, is made one line of plain text within GitLab's limit
+// (StatusText); a status GitLab refuses as an impossible transition (the
+// same state twice) is not an error.
 func (c *Client) SetStatus(ctx context.Context, project, sha, name string, state gl.BuildStateValue, description, targetURL string) error {
-	opt := &gl.SetCommitStatusOptions{State: state, Name: gl.Ptr(name), Description: gl.Ptr(cut(description, maxDescription))}
+	opt := &gl.SetCommitStatusOptions{State: state, Name: gl.Ptr(name), Description: gl.Ptr(StatusText(description))}
 	if targetURL != "" {
 		opt.TargetURL = gl.Ptr(targetURL)
 	}
@@ -186,9 +251,15 @@ func (c *Client) ProjectHTTPURL(ctx context.Context, pid int64) (string, error) 
 	return p.HTTPURLToRepo, nil
 }
 
-// UpsertNote makes the MR carry exactly one note starting with marker,
-// with body: the existing one is edited in place, else one is created.
+// UpsertNote makes the MR carry exactly one note of WhaleMountain's
+// account starting with marker, with body: that note is edited in place,
+// else one is created. A note by anyone else is never edited, even one
+// that copies the marker.
 func (c *Client) UpsertNote(ctx context.Context, project string, iid int64, marker, body string) error {
+	me, err := c.self(ctx)
+	if err != nil {
+		return err
+	}
 	opt := &gl.ListMergeRequestNotesOptions{ListOptions: gl.ListOptions{PerPage: 100, Page: 1}}
 	for {
 		notes, resp, err := c.gl.Notes.ListMergeRequestNotes(project, iid, opt, gl.WithContext(ctx))
@@ -196,7 +267,7 @@ func (c *Client) UpsertNote(ctx context.Context, project string, iid int64, mark
 			return fmt.Errorf("list notes of %s!%d: %w", project, iid, classify(resp, err))
 		}
 		for _, n := range notes {
-			if strings.HasPrefix(n.Body, marker) {
+			if n.Author.ID == me && strings.HasPrefix(n.Body, marker) {
 				_, resp, err := c.gl.Notes.UpdateMergeRequestNote(project, iid, n.ID, &gl.UpdateMergeRequestNoteOptions{Body: gl.Ptr(body)}, gl.WithContext(ctx))
 				if err != nil {
 					return fmt.Errorf("update the plan note of %s!%d: %w", project, iid, classify(resp, err))
@@ -214,6 +285,21 @@ func (c *Client) UpsertNote(ctx context.Context, project string, iid int64, mark
 		return fmt.Errorf("create the plan note of %s!%d: %w", project, iid, classify(resp, err))
 	}
 	return nil
+}
+
+// self returns the id of the token's account, asked once.
+func (c *Client) self(ctx context.Context) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.selfID != 0 {
+		return c.selfID, nil
+	}
+	u, resp, err := c.gl.Users.CurrentUser(gl.WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("read the token's account: %w", classify(resp, err))
+	}
+	c.selfID = u.ID
+	return c.selfID, nil
 }
 
 // cut shortens s to at most n bytes, at a character boundary, marking

@@ -4,19 +4,39 @@
 //   - discovery: every project with a wm.yaml under the configured groups
 //     (subgroups included, archived ones skipped, optionally one topic),
 //     relisted every discoverInterval; the owner of a project comes from
-//     its path by OwnerOf, never from the file;
+//     its path by OwnerOf, never from the file, and GitLab must confirm it
+//     (sources.gitlab.ownerCheck): by default an active account of that
+//     name holds the project with at least ownerMinAccessLevel (Developer),
+//     directly or through its groups; with "creator" it must also have
+//     created the project. A project that fails is refused: logged, never
+//     reconciled, its webhooks ignored, and retired if it ran;
 //   - feedback: a commit status "whalemountain" on every commit rolled out
 //     on a default branch (pending when a push arrives, running while the
 //     pass runs, then success or failed with a one-line reason), and on
-//     merge requests one note, found again by a hidden marker and edited
-//     in place, with the plan of what merging would change, plus a commit
-//     status "whalemountain/plan" on the MR's head;
+//     merge requests one note of WhaleMountain's own account, found again
+//     by a hidden marker and edited in place, with the plan of what
+//     merging would change, plus a commit status "whalemountain/plan" on
+//     the MR's head;
 //   - events: Service turns webhook events into work: a push on a default
 //     branch triggers that repo's pass, a merge request gets a plan, and a
-//     project renamed, transferred or deleted has its old resources retired.
+//     system hook saying a project was renamed, transferred or deleted has
+//     GitLab asked about it.
 //
-// Nothing here decides what runs; the reconciler does. A GitLab that cannot
-// be reached leaves the known repos as they are: only an authoritative word
-// (a system hook, or a successful listing showing a project under a new
-// path) retires anything.
+// # Trust
+//
+// Nothing here decides what runs; the reconciler does. A webhook delivery
+// is a hint: anyone who learns the shared secret can send one, so none is
+// ever obeyed. A push only makes a pass read git sooner; a system hook
+// only makes GitLab be asked, by project id, where the project is now:
+// the old repo is retired only when GitLab answers 404 (destroyed) or a
+// different path_with_namespace (renamed, transferred). Any other answer,
+// or none, changes nothing and is logged. A GitLab that cannot be reached
+// leaves the known repos as they are.
+//
+// What a student wrote (wm.yaml's keys and values, the errors quoting
+// them, branch names) is echoed into GitLab only inert: in merge request
+// notes inside code spans or indented code blocks (no mention, reference,
+// link, HTML or quick action can come alive, see note.go), and in commit
+// statuses as one line of plain text within GitLab's 255 characters
+// (StatusText).
 package gitlab

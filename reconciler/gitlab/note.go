@@ -3,6 +3,7 @@ package gitlab
 import (
 	"fmt"
 	"strings"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -27,7 +28,7 @@ func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Qu
 	fmt.Fprintf(&b, "%s\n### WhaleMountain plan for %s\n\n", PlanMarker, code(short(res.Revision)))
 	if err != nil {
 		outcome, reason := reconciler.Classify(err)
-		fmt.Fprintf(&b, "**This commit cannot be rolled out** (%s, %s):\n\n```\n%s\n```\n", outcome, reason, strings.TrimSpace(err.Error()))
+		fmt.Fprintf(&b, "**This commit cannot be rolled out** (%s, %s):\n\n%s", outcome, reason, codeBlock(err.Error()))
 		fmt.Fprintf(&b, "\nNothing is applied from a merge request.\n")
 		return b.String()
 	}
@@ -76,4 +77,70 @@ func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Qu
 	return b.String()
 }
 
-func code(s string) string { return "`" + strings.ReplaceAll(s, "`", "'") + "`" }
+// What a student wrote (wm.yaml's keys and values, error messages that
+// quote them, branch names) reaches notes that WhaleMountain's account
+// posts, where GitLab would render Markdown, expand @mentions (@all),
+// #references and links, allow some HTML, and run quick actions (/merge,
+// /approve) found at the start of a line outside code. So it only ever
+// appears inert:
+//
+//   - in code spans (code), on one line, backticks replaced, table pipes
+//     escaped, cut at maxInline bytes;
+//   - in indented code blocks (codeBlock): every line starts with four
+//     spaces, so no line of it can end the block, open a fence or HTML
+//     block, or be read as a quick action (GitLab's extractor needs the
+//     slash at the very start of a line, and its idea of a fenced block
+//     is not CommonMark's, so a fence, however long, is not enough);
+//     carriage returns and other control characters are removed first,
+//     and the block is cut at maxBlock bytes.
+//
+// Nothing a student wrote is ever written outside those two.
+const (
+	maxInline = 200
+	maxBlock  = 16 << 10
+)
+
+// code is s as an inert one-line Markdown code span, also safe in a table
+// cell.
+func code(s string) string {
+	s = cut(oneLine(s), maxInline)
+	s = strings.NewReplacer("`", "'", "|", `\|`).Replace(s)
+	return "`" + s + "`"
+}
+
+// codeBlock is s as an inert indented code block, ending in a newline; a
+// blank line must come before it.
+func codeBlock(s string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.TrimSpace(strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t':
+			return r
+		case r == '\r' || unicode.IsControl(r) || r == '\u2028' || r == '\u2029':
+			return ' '
+		}
+		return r
+	}, s))
+	if len(s) > maxBlock {
+		s = cut(s, maxBlock) + "\n(cut)"
+	}
+	var b strings.Builder
+	for line := range strings.SplitSeq(s, "\n") {
+		b.WriteString("    ")
+		b.WriteString(strings.TrimRight(line, " \t"))
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// oneLine makes s one line of plain text: every run of control characters
+// (newlines included) and space becomes one space.
+func oneLine(s string) string {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || unicode.IsSpace(r)
+	}), " ")
+}
+
+// StatusText is s as a commit status description: one line of plain
+// text, cut to GitLab's limit of 255 characters.
+func StatusText(s string) string { return cut(oneLine(s), maxDescription) }

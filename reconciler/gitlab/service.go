@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,7 @@ type Service struct {
 	loop     Loop
 	projects map[string]Project // by key
 	byID     map[int64]string   // project id → key
+	refused  map[string]string  // key → why GitLab did not confirm its owner
 	listed   time.Time
 	stale    bool
 
@@ -66,7 +68,7 @@ var _ webhook.Dispatcher = (*Service)(nil)
 func NewService(client *Client, cfg schema.GitLabSource, quota schema.Quota, log *slog.Logger) *Service {
 	s := &Service{
 		client: client, cfg: cfg, quota: quota, log: log,
-		projects: map[string]Project{}, byID: map[int64]string{}, stale: true,
+		projects: map[string]Project{}, byID: map[int64]string{}, refused: map[string]string{}, stale: true,
 		jobs:   make(chan func(context.Context), 256),
 		plans:  workqueue.NewTyped[mrKey](),
 		runCtx: context.Background(),
@@ -118,34 +120,56 @@ func (s *Service) Repos() ([]reconciler.Repo, error) {
 
 // refresh lists GitLab and takes the result for the truth. A project seen
 // under a new path (same id: renamed or transferred) has its old repo
-// retired first, so that its containers move to the new owner or name.
+// retired first, so that its containers move to the new owner or name; so
+// has a known project whose owner GitLab no longer confirms. Projects
+// refused for their owner are logged as a warning when first refused.
 func (s *Service) refresh(ctx context.Context) error {
 	projects, skipped, err := s.client.Discover(ctx)
 	if err != nil {
 		return err
 	}
-	for _, why := range skipped {
-		s.log.Debug("project skipped", "why", why)
-	}
-	var moved []Project
+	var gone []Project
 	next := make(map[string]Project, len(projects))
 	byID := make(map[int64]string, len(projects))
+	refused := map[string]string{}
 	s.mu.Lock()
 	for _, p := range projects {
 		key := p.Repo().Key
 		if old, ok := s.byID[p.ID]; ok && old != key {
-			moved = append(moved, s.projects[old])
+			gone = append(gone, s.projects[old])
 		}
 		next[key], byID[p.ID] = p, key
 	}
+	for _, sk := range skipped {
+		if !sk.Refused {
+			s.log.Debug("project skipped", "why", sk.Reason)
+			continue
+		}
+		key := strings.ToLower(sk.Path)
+		refused[key] = sk.Reason
+		if s.refused[key] != sk.Reason {
+			s.log.Warn("project refused: its owner is not confirmed by GitLab; it is not reconciled", "project", sk.Path, "why", sk.Reason)
+		}
+		if old, ok := s.byID[sk.ID]; ok {
+			gone = append(gone, s.projects[old])
+		}
+	}
 	s.mu.Unlock()
-	for _, old := range moved {
+	for _, old := range gone {
 		s.retire(ctx, old)
 	}
 	s.mu.Lock()
-	s.projects, s.byID, s.listed, s.stale = next, byID, time.Now(), false
+	s.projects, s.byID, s.refused, s.listed, s.stale = next, byID, refused, time.Now(), false
 	s.mu.Unlock()
 	return nil
+}
+
+// Refused lists the projects the last listing refused because GitLab did
+// not confirm the owner their path names, by key, with the reason.
+func (s *Service) Refused() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.refused)
 }
 
 // retire removes what a project that GitLab says is gone had applied.
@@ -190,7 +214,12 @@ func (s *Service) push(ctx context.Context, key, sha string) {
 	s.mu.Lock()
 	l := s.loop
 	_, known := s.projects[key]
+	why, refused := s.refused[key]
 	s.mu.Unlock()
+	if refused {
+		s.log.Info("push to a refused project ignored", "project", key, "why", why)
+		return
+	}
 	if !known {
 		// A new project, or one that just got its wm.yaml.
 		s.Rediscover()
@@ -200,29 +229,60 @@ func (s *Service) push(ctx context.Context, key, sha string) {
 	}
 }
 
-// projectChanged follows a system hook: the old path of a destroyed,
-// renamed or transferred project is retired, and GitLab is listed again.
+// projectChanged follows a system hook. A delivery is only news to check:
+// whoever knows the webhook secret can send one, so it never retires
+// anything by itself. The project it names (by id, the only name a path
+// change keeps) is looked up in GitLab, and only when GitLab answers that
+// the project is gone (404) or lives at another path is its old repo
+// retired; any other answer, or none, changes nothing and is logged.
+// GitLab is listed again either way.
 func (s *Service) projectChanged(ctx context.Context, e webhook.ProjectChange) {
-	gone := ""
+	defer s.Rediscover()
+	claimed := ""
 	switch e.EventName {
 	case "project_destroy":
-		gone = e.Project
+		claimed = e.Project
 	case "project_rename", "project_transfer":
-		gone = e.OldProject
+		claimed = e.OldProject
+	default:
+		return
 	}
-	if gone != "" {
-		s.mu.Lock()
-		p, ok := s.projects[strings.ToLower(gone)]
-		if ok {
-			delete(s.projects, strings.ToLower(gone))
-			delete(s.byID, p.ID)
-		}
-		s.mu.Unlock()
-		if ok {
-			s.retire(ctx, p)
-		}
+	s.mu.Lock()
+	var p Project
+	var ok bool
+	if e.ProjectID != 0 {
+		p, ok = s.projects[s.byID[int64(e.ProjectID)]]
+	} else {
+		p, ok = s.projects[strings.ToLower(claimed)]
 	}
-	s.Rediscover()
+	s.mu.Unlock()
+	if !ok {
+		return // not a project WhaleMountain runs
+	}
+	where, now, err := s.client.Locate(ctx, p)
+	switch {
+	case err != nil:
+		s.log.Warn("system hook not confirmed: GitLab could not be asked; nothing is retired",
+			"event", e.EventName, "project", p.Path, "err", err)
+		return
+	case where == Here:
+		s.log.Warn("system hook contradicted by GitLab: the project is still at its path; nothing is retired",
+			"event", e.EventName, "project", p.Path, "claimed", claimed)
+		return
+	}
+	s.mu.Lock()
+	key := p.Repo().Key
+	if cur, still := s.projects[key]; still && cur.ID == p.ID {
+		delete(s.projects, key)
+		delete(s.byID, p.ID)
+	} else {
+		ok = false // retired meanwhile by a listing
+	}
+	s.mu.Unlock()
+	if ok {
+		s.log.Info("GitLab confirms the project left its path", "event", e.EventName, "project", p.Path, "now", now)
+		s.retire(ctx, p)
+	}
 }
 
 // Rediscover lists GitLab again now and has the loop pick up the result.

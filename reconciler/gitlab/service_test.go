@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,50 @@ type stack struct {
 	fake   *docker.Fake // nil on the real engine
 	hooks  string       // URL of POST /hooks/gitlab
 	store  *store.Store
+	logs   *logBuffer // what the service and the loop logged
+}
+
+// logBuffer collects log lines from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logged waits until a log line holds every one of parts, and returns it.
+func (s *stack) logged(parts ...string) string {
+	s.t.Helper()
+	var found string
+	eventually(s.t, fmt.Sprintf("a log line with %q", parts), func() bool {
+		for line := range strings.Lines(s.logs.String()) {
+			if all(line, parts) {
+				found = line
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func all(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
 
 func newStack(t *testing.T, engine reconciler.Engine, g *gitlabtest.GitLab) *stack {
@@ -59,7 +104,8 @@ policy: {maxPrunePercent: 100}
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	fast := gl.WithCustomBackoff(func(time.Duration, time.Duration, int, *http.Response) time.Duration { return time.Millisecond })
 	client, err := gitlab.New(*cfg.Sources.GitLab, token, log, fast)
 	if err != nil {
@@ -91,7 +137,7 @@ policy: {maxPrunePercent: 100}
 	go func() { loop.Run(ctx); done <- struct{}{} }()
 	go func() { svc.Run(ctx); done <- struct{}{} }()
 	t.Cleanup(func() { cancel(); <-done; <-done; srv.Close() })
-	s := &stack{t: t, g: g, client: client, svc: svc, loop: loop, engine: engine, hooks: srv.URL, store: st}
+	s := &stack{t: t, g: g, client: client, svc: svc, loop: loop, engine: engine, hooks: srv.URL, store: st, logs: logs}
 	s.fake, _ = engine.(*docker.Fake)
 	return s
 }
@@ -163,6 +209,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// studentProject adds a project at students/<owner>/... whose owner holds
+// the group students/<owner>, as a GitLab set up for WhaleMountain has it.
+func studentProject(t *testing.T, g *gitlabtest.GitLab, path string, opts ...gitlabtest.ProjectOption) *gitlabtest.Project {
+	t.Helper()
+	p := g.AddProject(t, path, opts...)
+	owner := strings.Split(path, "/")[1]
+	g.AddMember(t, "students/"+owner, owner, gitlabtest.Owner)
+	return p
+}
+
 func wmYAML(mode string) map[string]string {
 	return map[string]string{
 		"Dockerfile": "FROM busybox\n",
@@ -193,7 +249,8 @@ func TestDiscoveryFindsStudentProjectsAcrossNestedGroups(t *testing.T) {
 	for i := range 30 { // more than a page
 		with(fmt.Sprintf("students/many/p%02d", i))
 	}
-	cfg := schema.GitLabSource{URL: g.URL(), Groups: []string{"students"}, OwnerSegment: 1}
+	// The path alone: owners are checked in hostile_test.go.
+	cfg := schema.GitLabSource{URL: g.URL(), Groups: []string{"students"}, OwnerSegment: 1, OwnerCheck: gitlab.OwnerCheckNone}
 	client, err := gitlab.New(cfg, token, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +271,7 @@ func TestDiscoveryFindsStudentProjectsAcrossNestedGroups(t *testing.T) {
 			t.Errorf("%s should not be a student repo", gone)
 		}
 	}
-	joined := strings.Join(skipped, "\n")
+	joined := fmt.Sprint(skipped)
 	for _, why := range []string{"students/toplevel has no owner", "dave.smith", "students/frank/nowm: no wm.yaml"} {
 		if !strings.Contains(joined, why) {
 			t.Errorf("skipped reasons lack %q:\n%s", why, joined)
@@ -238,7 +295,7 @@ func TestDiscoveryFindsStudentProjectsAcrossNestedGroups(t *testing.T) {
 // arrives, and the container changes and the commit status goes green.
 func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
 	g := gitlabtest.New(t, token)
-	p := g.AddProject(t, "students/"+owner+"/web")
+	p := studentProject(t, g, "students/"+owner+"/web")
 	s := newStack(t, engine, g)
 	first := s.rollOut(p)
 	before, _ := s.container(owner + "-web")
@@ -279,7 +336,7 @@ func TestAPushWebhookRollsOutOnTheRealEngine(t *testing.T) {
 
 func TestWebhooksWithoutTheSecretChangeNothing(t *testing.T) {
 	g := gitlabtest.New(t, token)
-	p := g.AddProject(t, "students/alice/web")
+	p := studentProject(t, g, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
 	first := s.rollOut(p)
@@ -329,7 +386,7 @@ func TestWebhooksWithoutTheSecretChangeNothing(t *testing.T) {
 
 func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 	g := gitlabtest.New(t, token)
-	p := g.AddProject(t, "students/alice/web")
+	p := studentProject(t, g, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
 	s.rollOut(p)
@@ -390,7 +447,7 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 
 func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 	g := gitlabtest.New(t, token)
-	p := g.AddProject(t, "students/alice/web")
+	p := studentProject(t, g, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
 	first := s.rollOut(p)
@@ -412,7 +469,8 @@ func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 func TestATransferRetiresTheOldOwnersContainerAndCreatesTheNewOwners(t *testing.T) {
 	g := gitlabtest.New(t, token)
 	g.AddGroup(t, "students/bob")
-	p := g.AddProject(t, "students/alice/web")
+	g.AddMember(t, "students/bob", "bob", gitlabtest.Owner)
+	p := studentProject(t, g, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
 	first := s.rollOut(p)

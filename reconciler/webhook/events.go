@@ -94,7 +94,9 @@ func (m MergeRequest) WantsPlan() bool {
 }
 
 // ProjectChange is a system hook's news that a project was created,
-// destroyed, renamed or moved to another namespace.
+// destroyed, renamed or moved to another namespace. It is a claim, not a
+// fact: anyone who knows the hook's secret can send one, so whoever acts
+// on it must first ask GitLab (by ProjectID) whether it is true.
 type ProjectChange struct {
 	EventName  string // event_name: project_create, project_destroy, project_rename, project_transfer
 	ProjectID  int    // project_id
