@@ -5,18 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
 )
 
 // buildSIFs builds every declared Singularity image into
 // <artifacts>/<owner>/<name>.sif (and the shared folder), and removes the
 // files of SIFs no longer declared once their grace period is over. An
 // unchanged image digest rebuilds nothing.
+//
+// A build's size is only known once it is made, so each is made in a
+// staging folder, <artifacts>/<owner>/.staging/<name>.sif, holding hard
+// links to the SIF in use (so that an unchanged image is still a cache
+// hit), and kept only when the owner's SIFs, all repos together, stay
+// within policy.quota.artifacts (keepSIF).
 func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 	if err := r.retireSIFs(p); err != nil {
 		return err
@@ -45,10 +54,21 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 		if r.progress != nil {
 			r.progress(p.repo.Key, "build SIF "+name)
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		staging := filepath.Join(filepath.Dir(dst), stagingDir, filepath.Base(dst))
+		if err := os.MkdirAll(filepath.Dir(staging), 0o755); err != nil {
 			return fmt.Errorf("artifacts folder: %w", err)
 		}
-		res, err := r.sif.Build(ctx, ref, dst, nil)
+		if err := sif.Link(dst, staging); err != nil {
+			return fmt.Errorf("stage SIF %s: %w", name, err)
+		}
+		res, err := r.sif.Build(ctx, ref, staging, nil)
+		if err == nil && !res.Cached {
+			err = r.keepSIF(p, name, staging, dst, res.Size)
+		}
+		// What is left: the links of a cache hit, or a refused build.
+		if rerr := sif.Remove(staging); rerr != nil && err == nil {
+			err = fmt.Errorf("unstage SIF %s: %w", name, rerr)
+		}
 		switch {
 		case errors.Is(err, sif.ErrImageNotFound) && strings.HasSuffix(ref, ":"+p.rev):
 			return waiting("WaitingForImage", "singularity.%s: waiting for CI to push %s", name, ref)
@@ -56,10 +76,14 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 			return waiting("ImageNotFound", "singularity.%s: image %s not found", name, ref)
 		case errors.Is(err, sif.ErrUnreachable):
 			return waiting("ImageSourceUnreachable", "singularity.%s: cannot read %s: %v", name, ref, err)
+		case errors.Is(err, sif.ErrTooLarge):
+			return stalled("SIFTooLarge", "singularity.%s: %v", name, err)
 		case errors.Is(err, sif.ErrInvalidImage), errors.Is(err, sif.ErrInvalidRef), errors.Is(err, sif.ErrAccessDenied):
 			return stalled("SIFBuildFailed", "singularity.%s: %v", name, err)
 		case errors.Is(err, sif.ErrToolMissing):
 			return stalled("SIFBuilderBroken", "singularity.%s: the server cannot build SIFs (ask the admins): %v", name, err)
+		case errors.As(err, new(*PassError)):
+			return err
 		case err != nil:
 			return fmt.Errorf("build SIF %s: %w", name, err)
 		}
@@ -71,6 +95,75 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 		p.res.SIFs = append(p.res.SIFs, store.SIFStatus{Name: name, Path: dst, SHA256: res.SHA256, Size: res.Size, Image: ref})
 	}
 	return nil
+}
+
+// stagingDir is the folder of an owner's artifacts where builds are made
+// before keepSIF keeps them; hidden, so never served.
+const stagingDir = ".staging"
+
+// keepMu makes the quota check and the move of keepSIF one step, for
+// every owner at once: passes of two repos of one owner could otherwise
+// both fit in what is left. It is held for a folder listing and three
+// renames.
+var keepMu sync.Mutex
+
+// keepSIF moves a new build from staging over dst when the owner's SIFs,
+// all repos together, stay within policy.quota.artifacts with it: the
+// SIF it replaces no longer counts, so a rebuild counts only the
+// difference. Otherwise the build is refused (and removed by the caller).
+func (r *Reconciler) keepSIF(p *pass, name, staging, dst string, size int64) error {
+	keepMu.Lock()
+	defer keepMu.Unlock()
+	if q := r.cfg.Policy.Quota.Artifacts; q != "" {
+		quota := schema.SizeBytes(q)
+		others, n, err := sifBytes(filepath.Dir(dst), filepath.Base(dst))
+		if err != nil {
+			return fmt.Errorf("count SIFs of %s: %w", p.repo.Owner, err)
+		}
+		if others+size > quota {
+			return stalled("ArtifactQuotaExceeded",
+				"singularity.%s: the new SIF is %s; with your other SIFs (%d, %s over all your repos, counting those kept for %v after wm.yaml dropped them) that makes %s, more than your artifact quota of %s (policy.quota.artifacts). The new SIF was not kept%s: make the image smaller, or drop SIFs you no longer need",
+				name, sif.FormatBytes(size), n, sif.FormatBytes(others), r.cfg.SIF.GracePeriod.Std(),
+				sif.FormatBytes(others+size), sif.FormatBytes(quota), keptNote(dst))
+		}
+	}
+	if err := sif.Move(staging, dst); err != nil {
+		return fmt.Errorf("keep SIF %s: %w", name, err)
+	}
+	return nil
+}
+
+// keptNote says that the SIF in use, if any, stays.
+func keptNote(dst string) string {
+	if exists(dst) {
+		return " (the one built before stays)"
+	}
+	return ""
+}
+
+// sifBytes is the total size and count of the SIFs in an owner's folder,
+// but for the one named except.
+func sifBytes(dir, except string) (int64, int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	var total int64
+	n := 0
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".sif") || strings.HasPrefix(e.Name(), ".") || e.Name() == except {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since the listing
+		} else if err != nil {
+			return 0, 0, err
+		}
+		total += fi.Size()
+		n++
+	}
+	return total, n, nil
 }
 
 func (r *Reconciler) sifPath(owner, name string) string {

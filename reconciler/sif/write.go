@@ -274,3 +274,47 @@ func Remove(dst string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Link hard-links the SIF at src and its sidecars to dst, which must have
+// the same file name in another folder of the same file system, replacing
+// what dst had; what src lacks is removed at dst. A build at dst then
+// finds src's SIF cached, without copying a byte.
+func Link(src, dst string) error {
+	if err := sameName(src, dst); err != nil {
+		return err
+	}
+	if err := Remove(dst); err != nil {
+		return err
+	}
+	// The metadata last: it is what a cache hit trusts.
+	for _, suffix := range []string{"", SumSuffix, MetaSuffix} {
+		if err := os.Link(src+suffix, dst+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("link %s: %w", dst+suffix, err)
+		}
+	}
+	return nil
+}
+
+// Move renames the SIF at src and its sidecars over dst, which must have
+// the same file name (the sum sidecar names it) in another folder of the
+// same file system: the SIF, then its sum, then its metadata, as a build
+// writes them, so that Handler never pairs the old SIF with the new sum
+// and no half-moved SIF is a cache hit.
+func Move(src, dst string) error {
+	if err := sameName(src, dst); err != nil {
+		return err
+	}
+	for _, suffix := range []string{"", SumSuffix, MetaSuffix} {
+		if err := os.Rename(src+suffix, dst+suffix); err != nil {
+			return fmt.Errorf("move %s: %w", dst+suffix, err)
+		}
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+func sameName(src, dst string) error {
+	if filepath.Base(src) != filepath.Base(dst) {
+		return fmt.Errorf("%s and %s: a SIF keeps its file name (its sum sidecar names it)", src, dst)
+	}
+	return nil
+}
