@@ -28,6 +28,10 @@ type Project struct {
 	HTTPURL       string // http_url_to_repo
 	WebURL        string
 	Owner         string
+	// Name is the path below the owner, lower case: "web" for
+	// students/alice/web, "ml/train" for students/alice/ml/train. Other
+	// students reach its image as shared/<Owner>/<Name>.
+	Name string
 }
 
 // Repo is the project as the reconciler knows it: its key is the path in
@@ -116,7 +120,7 @@ func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []Sk
 				skip := func(refused bool, format string, a ...any) {
 					skipped = append(skipped, Skip{ID: p.ID, Path: p.PathWithNamespace, Reason: fmt.Sprintf(format, a...), Refused: refused})
 				}
-				owner, err := OwnerOf(group, p.PathWithNamespace, c.cfg.OwnerSegment)
+				owner, name, err := OwnerAndName(group, p.PathWithNamespace, c.cfg.OwnerSegment)
 				if err != nil {
 					skip(false, "%s", err)
 					continue
@@ -138,7 +142,7 @@ func (c *Client) Discover(ctx context.Context) (projects []Project, skipped []Sk
 					continue
 				}
 				projects = append(projects, Project{ID: p.ID, Path: p.PathWithNamespace, DefaultBranch: p.DefaultBranch,
-					HTTPURL: p.HTTPURLToRepo, WebURL: p.WebURL, Owner: owner})
+					HTTPURL: p.HTTPURLToRepo, WebURL: p.WebURL, Owner: owner, Name: name})
 			}
 			if resp.NextPage == 0 {
 				break

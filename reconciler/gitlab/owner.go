@@ -17,20 +17,30 @@ import (
 // project with too few segments below the group ("students/web") has no
 // owner, and neither has one whose segment is not an account name.
 func OwnerOf(group, project string, segment int) (string, error) {
+	owner, _, err := OwnerAndName(group, project, segment)
+	return owner, err
+}
+
+// OwnerAndName is OwnerOf that also returns the project's name below its
+// owner, lower-cased: "web" for "students/alice/web", "ml/train" for
+// "cs/2026/bob/ml/train" with group "cs" and segment 2. It is what
+// "shared/<owner>/<name>" names in another student's wm.yaml; the
+// segments between the group and the owner are not part of it.
+func OwnerAndName(group, project string, segment int) (owner, name string, err error) {
 	rest, ok := strings.CutPrefix(strings.ToLower(project), strings.ToLower(strings.Trim(group, "/"))+"/")
 	if !ok {
-		return "", fmt.Errorf("%s is not under the group %s", project, group)
+		return "", "", fmt.Errorf("%s is not under the group %s", project, group)
 	}
 	parts := strings.Split(rest, "/")
 	// The last part is the project itself, never an owner.
 	if len(parts) <= segment {
-		return "", fmt.Errorf("%s has no owner: it needs %d folder(s) below %s before the project", project, segment, group)
+		return "", "", fmt.Errorf("%s has no owner: it needs %d folder(s) below %s before the project", project, segment, group)
 	}
-	owner := parts[segment-1]
+	owner = parts[segment-1]
 	if msg := schema.AccountProblem(owner); msg != "" {
-		return "", fmt.Errorf("%s: the owner segment %s", project, msg)
+		return "", "", fmt.Errorf("%s: the owner segment %s", project, msg)
 	}
-	return owner, nil
+	return owner, strings.Join(parts[segment:], "/"), nil
 }
 
 // Owner checks (sources.gitlab.ownerCheck).

@@ -2,6 +2,24 @@ package gitlab
 
 import "testing"
 
+func TestOwnerAndNameGiveWhatSharedImagesName(t *testing.T) {
+	for _, tc := range []struct {
+		group, project string
+		segment        int
+		owner, name    string
+	}{
+		{"students", "students/alice/web", 1, "alice", "web"},
+		{"students", "students/Alice/ML/train", 1, "alice", "ml/train"},
+		{"cs", "cs/2026/bob/web", 2, "bob", "web"},
+		{"students", "students/bob/bob/x", 1, "bob", "bob/x"},
+	} {
+		owner, name, err := OwnerAndName(tc.group, tc.project, tc.segment)
+		if owner != tc.owner || name != tc.name || err != nil {
+			t.Errorf("%s: %q, %q, %v", tc.project, owner, name, err)
+		}
+	}
+}
+
 func TestOwnerOf(t *testing.T) {
 	for _, tc := range []struct {
 		name, group, project string

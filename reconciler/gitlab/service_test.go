@@ -262,6 +262,9 @@ func TestDiscoveryFindsStudentProjectsAcrossNestedGroups(t *testing.T) {
 	owners := map[string]string{}
 	for _, p := range projects {
 		owners[p.Path] = p.Owner
+		if p.Path == "students/2026/bob/ml/train" && p.Name != "bob/ml/train" {
+			t.Errorf("name below the owner: %q", p.Name)
+		}
 	}
 	if owners["students/alice/web"] != "alice" || owners["students/2026/bob/ml/train"] != "2026" || len(projects) != 32 {
 		t.Errorf("discovered %d: %v", len(projects), owners)
