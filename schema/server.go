@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -81,6 +82,16 @@ type SIFConfig struct {
 	// such as /dev/shm makes builds much faster where memory allows.
 	// Default: the system's temporary folder.
 	TempDir string `yaml:"tempDir"`
+	// MaxUnpackedSize bounds the bytes of the files one build unpacks
+	// into TempDir; default 8Gi. An image past it is refused, and nothing
+	// of its build is kept.
+	MaxUnpackedSize string `yaml:"maxUnpackedSize"`
+	// MaxFiles bounds the files, folders and links one build unpacks (the
+	// image's layers may hold twice as many entries); default 500000.
+	MaxFiles int `yaml:"maxFiles"`
+	// MaxCompressedSize bounds the bytes of an image's layers as stored
+	// (as downloaded); default 4Gi.
+	MaxCompressedSize string `yaml:"maxCompressedSize"`
 }
 
 // Artifacts configures downloads of artifacts (SIF files).
@@ -317,6 +328,9 @@ type Quota struct {
 	GPUs       int     `yaml:"gpus"`
 	CPUs       float64 `yaml:"cpus"`
 	Memory     string  `yaml:"memory"`
+	// Artifacts bounds the bytes of the student's SIF files, all repos
+	// together; a build that would pass it is not kept.
+	Artifacts string `yaml:"artifacts"`
 }
 
 // Limits are the CPU and memory of one workload.
@@ -418,9 +432,12 @@ func newServerConfig() ServerConfig {
 		Listen:    "127.0.0.1:8080",
 		RateLimit: RateLimit{Rate: 5, Burst: 20},
 		Poll:      Poll{Interval: Duration(time.Minute), Concurrency: 4},
-		SIF:       SIFConfig{Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour)},
+		SIF: SIFConfig{
+			Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour),
+			MaxUnpackedSize: "8Gi", MaxFiles: 500_000, MaxCompressedSize: "4Gi",
+		},
 		Policy: Policy{
-			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi"},
+			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Artifacts: "20Gi"},
 			Defaults:        Limits{CPUs: 1, Memory: "2Gi"},
 			HostPorts:       PortRange{From: 49152, To: 65535},
 			MaxPrunePercent: 50,
@@ -565,6 +582,11 @@ func (c *ServerConfig) validate(report reporter) {
 	if c.SIF.GracePeriod < 0 {
 		report("sif.gracePeriod", false, "%v is negative", c.SIF.GracePeriod.Std())
 	}
+	checkSize(report, "sif.maxUnpackedSize", c.SIF.MaxUnpackedSize, 1<<20)
+	checkSize(report, "sif.maxCompressedSize", c.SIF.MaxCompressedSize, 1<<20)
+	if c.SIF.MaxFiles < 1000 || c.SIF.MaxFiles > 100_000_000 {
+		report("sif.maxFiles", false, "%d is not between 1000 and 100000000", c.SIF.MaxFiles)
+	}
 	seenHost := map[string]int{}
 	for i, h := range c.Docker.Hosts {
 		p := fmt.Sprintf("docker.hosts[%d]", i)
@@ -641,6 +663,7 @@ func (c *ServerConfig) validate(report reporter) {
 		report("policy.quota.cpus", false, "%v is negative", q.CPUs)
 	}
 	checkMemory(report, "policy.quota.memory", q.Memory)
+	checkSize(report, "policy.quota.artifacts", q.Artifacts, 0)
 	if c.Policy.Defaults.CPUs <= 0 {
 		report("policy.defaults.cpus", false, "%v is not a CPU count: it must be more than 0", c.Policy.Defaults.CPUs)
 	}
@@ -714,6 +737,28 @@ func AccountProblem(name string) string {
 		return fmt.Sprintf("%s is not an account name: use at most %d lower-case letters, digits and '-'", quote(name), MaxNameLength)
 	}
 	return ""
+}
+
+// checkSize reports a size that is not a quantity of at least least
+// bytes.
+func checkSize(report reporter, p, size string, least int64) {
+	q, err := resource.ParseQuantity(size)
+	switch {
+	case err != nil || strings.HasSuffix(size, "m"):
+		report(p, false, "%s is not a size: use a number and a unit such as 500Mi, 8Gi or 10G", quote(size))
+	case q.Value() < least:
+		report(p, false, "%s is less than %d bytes", quote(size), least)
+	}
+}
+
+// SizeBytes returns a size the config validated ("8Gi", "500M") in
+// bytes, 0 when it is not one.
+func SizeBytes(size string) int64 {
+	q, err := resource.ParseQuantity(size)
+	if err != nil {
+		return 0
+	}
+	return q.Value()
 }
 
 // checkOwner reports an owner that is not an account name.
