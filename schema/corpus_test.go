@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -113,16 +114,26 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	return seeds
 }
 
-// FuzzParse checks that no input makes the parser panic, that every
-// problem is placed in the file, and that whatever parses validates again.
-// `go test` runs the seed corpus (every testdata file and example);
+// FuzzParse checks that no input makes the parser panic or allocate more
+// than its bound, that every problem is one line placed in the file, and
+// that whatever parses validates again. `go test` runs the seed corpus
+// (every testdata file and example, and the hostile inputs);
 // `go test -fuzz FuzzParse ./schema` explores further.
 func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
+	for _, in := range hostileInputs() {
+		f.Add(in.data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		file, err := Parse("fuzz.yaml", bytes.NewReader(data))
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > maxParseAlloc {
+			t.Fatalf("parsing allocated %d MiB, more than %d MiB", got>>20, maxParseAlloc>>20)
+		}
 		if err == nil {
 			if verr := file.Validate(); verr != nil {
 				t.Fatalf("parsed but does not validate: %v", verr)

@@ -172,7 +172,7 @@ func (d *decoder) walk(n *yaml.Node, v reflect.Value, path string) {
 	if d.budget < 0 {
 		d.aborted = true
 		// An empty path makes this a whole-file problem: nothing else is said.
-		d.fail(n, "", "document expands to more than %d YAML nodes through aliases (at %s)", maxNodes, path)
+		d.fail(n, "", "document has more than %d YAML nodes, counting each use of an alias again (at %s)", maxNodes, path)
 		return
 	}
 	if isNull(n) {
