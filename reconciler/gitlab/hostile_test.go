@@ -8,13 +8,14 @@ package gitlab_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
@@ -60,7 +61,7 @@ func TestAForgedSystemHookForALiveProjectRetiresNothingAndSaysGitLabContradictsI
 				t.Errorf("the refusal does not say what happens: %s", line)
 			}
 			time.Sleep(200 * time.Millisecond) // a retirement would have begun by now
-			if _, ok := s.container("alice-web"); !ok || len(removals(fake)) != 0 {
+			if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
 				t.Errorf("a forged %s removed alice's container: %v", tc.event, removals(fake))
 			}
 			if _, ok, _ := s.store.Repo("students/alice/web"); !ok {
@@ -81,7 +82,7 @@ func TestASystemHookGitLabCannotConfirmRetiresNothingAndSaysGitLabCouldNotBeAske
 	s.post("System Hook", gitlabtest.SystemHook("project_destroy", p, ""), nil)
 	s.logged("system hook not confirmed", "GitLab could not be asked", "nothing is retired", "students/alice/web")
 	time.Sleep(200 * time.Millisecond)
-	if _, ok := s.container("alice-web"); !ok || len(removals(fake)) != 0 {
+	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
 		t.Errorf("an unconfirmed destroy removed alice's container: %v", removals(fake))
 	}
 }
@@ -97,11 +98,11 @@ func TestADestroyGitLabConfirmsRetiresOnlyThatProject(t *testing.T) {
 	g.Delete(t, alice.Path())
 	s.post("System Hook", gitlabtest.SystemHook("project_destroy", alice, ""), nil)
 	eventually(t, "alice's container is retired", func() bool {
-		_, ok := s.container("alice-web")
+		_, ok := s.container(docker.ObjectName("alice", "web"))
 		return !ok
 	})
 	s.logged("GitLab confirms the project left its path", "students/alice/web")
-	if _, ok := s.container("bob-web"); !ok {
+	if _, ok := s.container(docker.ObjectName("bob", "web")); !ok {
 		t.Error("bob's container went with alice's project")
 	}
 }
@@ -120,7 +121,7 @@ func TestADestroyNamingAnotherStudentsPathUnderAnUnknownIDRetiresNothing(t *test
 	fake.ResetCalls()
 	s.post("System Hook", []byte(body), nil)
 	time.Sleep(500 * time.Millisecond) // a retirement would have begun by now
-	if _, ok := s.container("bob-web"); !ok || len(removals(fake)) != 0 {
+	if _, ok := s.container(docker.ObjectName("bob", "web")); !ok || len(removals(fake)) != 0 {
 		t.Errorf("a delivery naming bob's path removed bob's container: %v", removals(fake))
 	}
 }
@@ -164,7 +165,7 @@ func TestAProjectAtAnotherStudentsPathThatTheyDoNotHoldIsNotRunAsThemAndTheRefus
 	s.post("Push Hook", gitlabtest.PushHook(forged, "refs/heads/main", strings.Repeat("0", 40), shas[0]), nil)
 	s.logged("push to a refused project ignored", "students/bob/x")
 	time.Sleep(300 * time.Millisecond)
-	for _, name := range []string{"bob-web", "ghost-web", "carol-web"} {
+	for _, name := range []string{docker.ObjectName("bob", "web"), docker.ObjectName("ghost", "web"), docker.ObjectName("carol", "web")} {
 		if _, ok := s.container(name); ok {
 			t.Errorf("%s runs: a project not held by its owner was reconciled", name)
 		}
@@ -174,7 +175,7 @@ func TestAProjectAtAnotherStudentsPathThatTheyDoNotHoldIsNotRunAsThemAndTheRefus
 			t.Errorf("%s got statuses: %+v", p.Path(), st)
 		}
 	}
-	if _, ok := s.container("alice-web"); !ok {
+	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok {
 		t.Error("alice's own project was not rolled out")
 	}
 }
@@ -194,7 +195,7 @@ func TestAProjectWhoseOwnerNoLongerHoldsItIsRetiredAtTheNextListing(t *testing.T
 	s.svc.Rediscover()
 	s.logged("project refused", "students/bob/web", "Guest (10) access")
 	eventually(t, "the refused project's container is retired", func() bool {
-		_, ok := s.container("bob-web")
+		_, ok := s.container(docker.ObjectName("bob", "web"))
 		return !ok
 	})
 }
@@ -262,16 +263,19 @@ func TestAnInjectedWmYAMLKeyIsEchoedInertInThePlanNoteAndTheStatus(t *testing.T)
 		t.Fatalf("note structure:\n%s", body)
 	}
 	block := strings.TrimSuffix(strings.TrimPrefix(body, prefix), suffix)
-	var echoed []string
 	for line := range strings.Lines(block) {
 		if !strings.HasPrefix(line, "    ") {
 			t.Errorf("a line of the problem is outside the code block: %q", line)
 		}
-		echoed = append(echoed, strings.TrimSuffix(strings.TrimPrefix(line, "    "), "\n"))
 	}
-	for _, want := range []string{"wm.yaml:3:3: containers.x", "```", "@all [click](http://x)", "/merge", "<b>hi</b>: "} {
-		if !slices.ContainsFunc(echoed, func(l string) bool { return l == want || strings.HasSuffix(want, " ") && strings.HasPrefix(l, want) }) {
-			t.Errorf("the code block lacks the line %q:\n%s", want, block)
+	// Whether the schema quotes the key or not, each dangerous part is
+	// echoed, and only inside the block.
+	for _, part := range []string{"```", "@all [click](http://x)", "/merge", "<b>hi</b>"} {
+		if !strings.Contains(block, part) {
+			t.Errorf("the problem does not show %q:\n%s", part, block)
+		}
+		if strings.Count(body, part) != strings.Count(block, part) {
+			t.Errorf("%q appears outside the code block:\n%s", part, body)
 		}
 	}
 	// Outside the block, no line of the note is the student's.
@@ -293,6 +297,29 @@ func TestAnInjectedWmYAMLKeyIsEchoedInertInThePlanNoteAndTheStatus(t *testing.T)
 	})
 	if strings.ContainsAny(plan, "\n\r") || len([]rune(plan)) > 255 {
 		t.Errorf("the plan status is not one line of at most 255 characters: %q", plan)
+	}
+}
+
+func TestAProblemThatClosesFencesMentionsAndQuickActsIsRenderedAsOneInertCodeBlock(t *testing.T) {
+	// Raw newlines and a carriage return, as a message quoting the file
+	// verbatim would have them.
+	problem := errors.New("wm.yaml:3:3: containers.x\n```\n@all [click](http://x)\r/merge\n<b>hi</b>: bad \x1b[31mname\n\n#1 ~~~")
+	got := gitlab.RenderPlan(reconciler.Result{Revision: "0123456789abcdef"}, problem, "main", schema.Quota{})
+	want := gitlab.PlanMarker + "\n" +
+		"### WhaleMountain plan for `0123456789ab`\n" +
+		"\n" +
+		"**This commit cannot be rolled out** (Transient, TransientError):\n" +
+		"\n" +
+		"    wm.yaml:3:3: containers.x\n" +
+		"    ```\n" +
+		"    @all [click](http://x) /merge\n" +
+		"    <b>hi</b>: bad  [31mname\n" +
+		"    \n" +
+		"    #1 ~~~\n" +
+		"\n" +
+		"Nothing is applied from a merge request.\n"
+	if got != want {
+		t.Errorf("note:\n%s\nwant:\n%s", got, want)
 	}
 }
 

@@ -301,7 +301,7 @@ func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
 	p := studentProject(t, g, "students/"+owner+"/web")
 	s := newStack(t, engine, g)
 	first := s.rollOut(p)
-	before, _ := s.container(owner + "-web")
+	before, _ := s.container(docker.ObjectName(owner, "web"))
 
 	second := p.Commit(t, "main", wmYAML("prod"), "prod")
 	s.ci(p.Path(), second)
@@ -314,7 +314,7 @@ func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
 		return slices.Contains(s.statuses(p.Path(), second, gitlab.StatusName), "success")
 	})
 	t.Logf("push to green: %v", time.Since(start))
-	after, _ := s.container(owner + "-web")
+	after, _ := s.container(docker.ObjectName(owner, "web"))
 	if after.ID == before.ID || after.Labels[docker.LabelSpecHash] == before.Labels[docker.LabelSpecHash] {
 		t.Errorf("container not recreated: %s → %s", before.ID, after.ID)
 	}
@@ -415,7 +415,7 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 		return strings.Contains(b, head1[:12])
 	})
 	body, _ := planNote()
-	for _, want := range []string{"| ➕ | create | `alice-db`", "| 🔁 | recreate | `alice-web`", "5432 → new", "**Quota**", "2 of 5 containers"} {
+	for _, want := range []string{"| ➕ | create | `" + docker.ObjectName("alice", "db") + "`", "| 🔁 | recreate | `" + docker.ObjectName("alice", "web") + "`", "5432 → new", "**Quota**", "2 of 5 containers"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("plan note lacks %q:\n%s", want, body)
 		}
@@ -464,7 +464,7 @@ func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 		c := st.Condition(store.Ready)
 		return c != nil && c.Reason == "SourceUnreachable"
 	})
-	if _, ok := s.container("alice-web"); !ok || len(fake.Mutations()) != 0 {
+	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(fake.Mutations()) != 0 {
 		t.Errorf("GitLab being down changed containers: %v", fake.Mutations())
 	}
 }
@@ -482,8 +482,8 @@ func TestATransferRetiresTheOldOwnersContainerAndCreatesTheNewOwners(t *testing.
 	s.ci("students/bob/web", first)
 	s.post("System Hook", gitlabtest.SystemHook("project_transfer", p, "students/alice/web"), nil)
 	eventually(t, "bob's container and alice's gone", func() bool {
-		_, bob := s.container("bob-web")
-		_, alice := s.container("alice-web")
+		_, bob := s.container(docker.ObjectName("bob", "web"))
+		_, alice := s.container(docker.ObjectName("alice", "web"))
 		return bob && !alice
 	})
 	if _, ok, _ := s.store.Repo("students/alice/web"); ok {
