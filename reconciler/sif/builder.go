@@ -104,6 +104,7 @@ func NewBuilder(opts Options) *Builder {
 	if b.source == nil {
 		keychain := hostKeychain(opts.Auth)
 		reg := NewRegistry(multiKeychain(keychain, opts.Keychain), opts.Insecure, *opts.Platform)
+		reg.MaxCompressedBytes = opts.MaxCompressedBytes
 		switch opts.Source {
 		case SourceRegistry:
 			b.source = reg

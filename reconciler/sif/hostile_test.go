@@ -7,9 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/compression"
@@ -269,4 +274,58 @@ func TestAnImageOfTheLocalDaemonPastTheLimitsIsRefusedBeforeItIsSavedWhole(t *te
 	}
 	mustBeEmpty(t, tmp)
 	mustBeEmpty(t, out)
+}
+
+func TestAnImageTheManifestSaysIsTooLargeIsRefusedBeforeAnyBlobIsDownloaded(t *testing.T) {
+	registry := registrytest.Start(t)
+	target, _ := url.Parse("http://" + registry.Host())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var blobs atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			blobs.Add(1)
+			t.Logf("GET %s", r.URL.Path)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	host := strings.TrimPrefix(front.URL, "http://")
+
+	bigConfig := registrytest.DefaultConfig
+	bigConfig.Labels = map[string]string{"padding": randomData(5 << 20)}
+	for _, tc := range []struct {
+		name string
+		img  v1.Image
+		says string
+	}{
+		{"layers larger as stored than the compressed limit", bareImage(t, registrytest.Tar(t, reg("noise", randomData(256<<10), 0o644, 0, 0))), "sif.maxCompressedSize"},
+		{"a configuration of megabytes", registrytest.WithConfig(t, bareImage(t), bigConfig), "configuration"},
+	} {
+		t.Run(tc.name+" is refused before any blob is downloaded", func(t *testing.T) {
+			registry.Push(t, registry.Ref("students/mallory/big", "1"), tc.img)
+			blobs.Store(0)
+			tmp := t.TempDir()
+			b := newBuilder(t, nil, sif.Options{Insecure: []string{host}, Source: sif.SourceRegistry, TempDir: tmp, MaxCompressedBytes: 64 << 10})
+			_, err := b.Build(t.Context(), host+"/students/mallory/big:1", filepath.Join(t.TempDir(), "big.sif"), nil)
+			if !errors.Is(err, sif.ErrTooLarge) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("err = %v, want ErrTooLarge saying %q", err, tc.says)
+			}
+			if n := blobs.Load(); n != 0 {
+				t.Errorf("%d blobs downloaded", n)
+			}
+			mustBeEmpty(t, tmp)
+		})
+	}
+}
+
+func TestLayersLargerAsStoredThanTheLimitAreRefusedAsTheyAreRead(t *testing.T) {
+	// An image in hand has no manifest to trust: its bytes are counted.
+	img := bareImage(t, registrytest.Tar(t, reg("noise", randomData(256<<10), 0o644, 0, 0)))
+	tmp := t.TempDir()
+	b := newBuilder(t, nil, sif.Options{TempDir: tmp, MaxCompressedBytes: 64 << 10})
+	_, err := b.BuildImage(t.Context(), img, filepath.Join(t.TempDir(), "img.sif"), nil)
+	if !errors.Is(err, sif.ErrTooLarge) || !strings.Contains(err.Error(), "64 KiB") {
+		t.Fatalf("err = %v, want ErrTooLarge at 64 KiB", err)
+	}
+	mustBeEmpty(t, tmp)
 }

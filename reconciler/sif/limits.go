@@ -25,6 +25,9 @@ const (
 	// layers may have: mutate.Extract keeps every name it has seen, so
 	// their total is memory.
 	namesPerEntry = 128
+	// maxConfigBytes bounds an image's configuration, which is read whole
+	// into memory and copied into the SIF; Docker's are a few KiB.
+	maxConfigBytes = 4 << 20
 )
 
 // budget is what one build may read and unpack, and what it has so far.
@@ -104,10 +107,14 @@ func (b *budget) create(name string) error {
 // read accounts for n bytes of layers read as stored.
 func (b *budget) read(n int) error {
 	if b.compressed.Add(int64(n)) > b.maxCompressed {
-		return b.fail(tooLarge("its layers are more than %s as stored, the most a build downloads: %s sif.maxCompressedSize in the server config",
-			formatBytes(b.maxCompressed), admins))
+		return b.fail(compressedTooLarge(b.maxCompressed))
 	}
 	return nil
+}
+
+func compressedTooLarge(limit int64) error {
+	return tooLarge("its layers are more than %s as stored, the most a build downloads: %s sif.maxCompressedSize in the server config",
+		formatBytes(limit), admins)
 }
 
 // entry accounts for one entry of a layer, whatever becomes of it

@@ -1,6 +1,7 @@
 package sif
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,12 @@ var retryBackoff = remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, J
 
 // Registry reads images from registries with go-containerregistry.
 type Registry struct {
+	// MaxCompressedBytes refuses, before any download, an image whose
+	// manifest says its layers are larger as stored; 0 is
+	// DefaultMaxCompressedBytes. A Builder sets it from its Options (and
+	// counts the bytes read as well).
+	MaxCompressedBytes int64
+
 	keychain  authn.Keychain
 	insecure  map[string]bool
 	platform  v1.Platform
@@ -139,7 +146,9 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if err != nil {
 		return Resolved{}, classify(err)
 	}
-	id, err := img.ConfigName()
+	// The configuration's digest from the manifest: ConfigName would
+	// download the configuration, whose size Open has yet to check.
+	m, err := img.Manifest()
 	if err != nil {
 		return Resolved{}, classify(err)
 	}
@@ -147,7 +156,7 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (Resolved, error) {
 		Ref:     ref,
 		From:    FromRegistry,
 		Digest:  digest.String(),
-		ImageID: id.String(),
+		ImageID: m.Config.Digest.String(),
 		Pinned:  parsed.Context().Digest(digest.String()).String(),
 	}, nil
 }
@@ -165,18 +174,39 @@ func (r *Registry) Open(ctx context.Context, res Resolved, progress func(done, t
 		counter = &countingTransport{base: r.transport, total: -1, progress: progress}
 		rt = counter
 	}
-	img, err := remote.Image(pinned, r.options(ctx, rt)...)
+	// The manifest first, alone: its sizes are what the blobs must be
+	// (go-containerregistry reads no more), so they are checked before
+	// anything is downloaded, the configuration included (remote.Image
+	// reads it whole into memory).
+	desc, err := remote.Get(pinned, r.options(ctx, rt)...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, &classified{kind: ErrInvalidImage, err: fmt.Errorf("read manifest: %w", err)}
+	}
+	var layers int64
+	for _, l := range m.Layers {
+		layers += l.Size
+	}
+	maxLayers := r.MaxCompressedBytes
+	if maxLayers <= 0 {
+		maxLayers = DefaultMaxCompressedBytes
+	}
+	switch {
+	case m.Config.Size > maxConfigBytes:
+		// Read whole into memory, and written into the SIF.
+		return nil, tooLarge("its configuration is %s; a build reads at most %s of it", formatBytes(m.Config.Size), formatBytes(maxConfigBytes))
+	case layers > maxLayers:
+		return nil, compressedTooLarge(maxLayers)
+	}
+	img, err := desc.Image()
 	if err != nil {
 		return nil, classify(err)
 	}
 	if counter != nil {
-		if m, err := img.Manifest(); err == nil {
-			total := m.Config.Size
-			for _, l := range m.Layers {
-				total += l.Size
-			}
-			counter.total = total
-		}
+		counter.total = m.Config.Size + layers
 	}
 	return img, nil
 }
