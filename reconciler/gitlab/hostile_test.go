@@ -303,7 +303,7 @@ func TestAnInjectedWmYAMLKeyIsEchoedInertInThePlanNoteAndTheStatus(t *testing.T)
 func TestAProblemThatClosesFencesMentionsAndQuickActsIsRenderedAsOneInertCodeBlock(t *testing.T) {
 	// Raw newlines and a carriage return, as a message quoting the file
 	// verbatim would have them.
-	problem := errors.New("wm.yaml:3:3: containers.x\n```\n@all [click](http://x)\r/merge\n<b>hi</b>: bad \x1b[31mname\n\n#1 ~~~")
+	problem := errors.New("wm.yaml:3:3: containers.x\n```\n@all [click](http://x)\r/merge\n<b>hi</b>: bad \x1b[31mname\n\n#1 \u202e~~~")
 	got := gitlab.RenderPlan(reconciler.Result{Revision: "0123456789abcdef"}, problem, "main", schema.Quota{})
 	want := gitlab.PlanMarker + "\n" +
 		"### WhaleMountain plan for `0123456789ab`\n" +
@@ -352,6 +352,7 @@ func TestStatusTextIsOneLineOfPlainTextWithinGitLabsLimit(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"newlines and carriage returns become spaces", "a\nb\r\nc\rd", "a b c d"},
 		{"control characters become spaces", "a\x00\x1b[31mb\tc", "a [31mb c"},
+		{"bidi overrides and zero-width characters are dropped", "ok\u202egnp.exe\u200b!", "okgnp.exe!"},
 		{"a long text is cut at 255 with a mark", strings.Repeat("é", 200), strings.Repeat("é", 126) + "..."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

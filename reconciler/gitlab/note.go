@@ -84,15 +84,17 @@ func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Qu
 // /approve) found at the start of a line outside code. So it only ever
 // appears inert:
 //
-//   - in code spans (code), on one line, backticks replaced, table pipes
-//     escaped, cut at maxInline bytes;
+//   - in code spans (code), on one line without invisible format
+//     characters, backticks replaced, table pipes escaped, cut at
+//     maxInline bytes;
 //   - in indented code blocks (codeBlock): every line starts with four
 //     spaces, so no line of it can end the block, open a fence or HTML
 //     block, or be read as a quick action (GitLab's extractor needs the
 //     slash at the very start of a line, and its idea of a fenced block
 //     is not CommonMark's, so a fence, however long, is not enough);
-//     carriage returns and other control characters are removed first,
-//     and the block is cut at maxBlock bytes.
+//     carriage returns and other control characters become spaces and
+//     invisible format characters (bidi overrides, zero-width ones) are
+//     dropped first, and the block is cut at maxBlock bytes.
 //
 // Nothing a student wrote is ever written outside those two.
 const (
@@ -118,6 +120,8 @@ func codeBlock(s string) string {
 			return r
 		case r == '\r' || unicode.IsControl(r) || r == '\u2028' || r == '\u2029':
 			return ' '
+		case unicode.Is(unicode.Cf, r):
+			return -1 // invisible: bidi overrides, zero-width characters
 		}
 		return r
 	}, s))
@@ -136,6 +140,12 @@ func codeBlock(s string) string {
 // oneLine makes s one line of plain text: every run of control characters
 // (newlines included) and space becomes one space.
 func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Cf, r) {
+			return -1 // invisible: bidi overrides, zero-width characters
+		}
+		return r
+	}, s)
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
 		return unicode.IsControl(r) || unicode.IsSpace(r)
 	}), " ")
