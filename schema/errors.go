@@ -91,13 +91,13 @@ func truncate(s string, n int) string {
 }
 
 // oneLine escapes in s what is not printable, as quote does but leaving
-// quotes and backslashes alone, and cuts it to at most n characters: the
-// last defence of the one line, one problem rule, for text that reached an
-// error unquoted (a file name, a parser's message).
+// quotes and backslashes alone, then cuts it to at most n characters: the
+// last defence of the one line, one problem rule, and of the length of an
+// error, for text that reached it unquoted (a file name, a parser's
+// message) or quoted more than once.
 func oneLine(s string, n int) string {
-	s = truncate(s, n)
 	var b strings.Builder
-	for i := 0; i < len(s); {
+	for i := 0; i < len(s) && b.Len() <= 4*n; {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
@@ -110,7 +110,7 @@ func oneLine(s string, n int) string {
 		}
 		i += size
 	}
-	return b.String()
+	return truncate(b.String(), n)
 }
 
 // Errors is every problem found in one file, in the order of the file.

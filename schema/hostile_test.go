@@ -422,3 +422,14 @@ func TestEnvNamesThatSteerTheContainerRuntimeAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestAHostileFileNameIsEscapedAndCutToo(t *testing.T) {
+	for _, name := range []string{hostileText, strings.Repeat("\x00", 5000), strings.Repeat("é", 5000) + hostileText} {
+		_, err := Parse(name, strings.NewReader("version: 2\n"))
+		var list Errors
+		if !errors.As(err, &list) || len(list) != 1 {
+			t.Fatalf("want one error, got %v", err)
+		}
+		checkOneLine(t, list[0])
+	}
+}
