@@ -75,6 +75,10 @@ func quote(s string) string {
 	return strconv.Quote(truncate(s, maxQuoted))
 }
 
+// Quote is quote for other packages' messages that repeat what a student
+// wrote (an image reference, a name): one line, at most 64 characters of s.
+func Quote(s string) string { return quote(s) }
+
 // truncate cuts s to at most n characters, the last three "..." when cut.
 func truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {

@@ -435,3 +435,17 @@ func TestAHostileFileNameIsEscapedAndCutToo(t *testing.T) {
 		checkOneLine(t, list[0])
 	}
 }
+
+func TestQuoteGivesOneShortLineOfAnyText(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"web", `"web"`},
+		{hostileText, `"x\n` + "```" + `\n@all [click](https://evil.example/)\u2028\u202e\x1b[2J\r\t"`},
+		{strings.Repeat("a", 100), `"` + strings.Repeat("a", 61) + `..."`},
+		{strings.Repeat("é", 100), `"` + strings.Repeat("é", 61) + `..."`},
+		{"\xff\xfe", `"\xff\xfe"`},
+	} {
+		if got := Quote(tc.in); got != tc.want {
+			t.Errorf("Quote(%.20q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
