@@ -27,8 +27,11 @@
 //     MaxFiles, with their names' total: mutate.Extract keeps every name
 //     in memory; a scan of each layer's tar stream counts them before it
 //     does), and paths (shorter than 4096 bytes, at most 256 folders deep,
-//     names at most 255 bytes). Past one, the build stops with
-//     ErrTooLarge and its work folder is removed.
+//     names at most 255 bytes). A registry image's manifest is checked
+//     first, before any blob is downloaded: layers past
+//     MaxCompressedBytes, a configuration over 4 MiB (it is read whole).
+//     Past one, the build stops with ErrTooLarge and its work folder is
+//     removed.
 //  4. Lay down what apptainer's docker:// builds write: /.singularity.d
 //     with runscript (the image's Entrypoint and Cmd, Docker's rules: run
 //     arguments replace Cmd), env/10-docker2singularity.sh (the image's
