@@ -244,7 +244,7 @@ func (z *zeros) Seek(off int64, whence int) (int64, error) {
 func TestADownloadThatStallsIsCutOffAndOneThatKeepsReadingOutlastsTheWriteTimeout(t *testing.T) {
 	lim := defaultHTTPLimits
 	lim.Write = 100 * time.Millisecond
-	lim.DownloadStall = 400 * time.Millisecond
+	lim.DownloadStall = time.Second
 	const size = 64 << 20
 	finished := make(chan error, 2)
 	h := downloadDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
