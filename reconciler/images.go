@@ -51,7 +51,7 @@ func (ir imageResolver) resolve(repo Repo, rev, field, image string) (string, er
 	}
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
-		return "", stalled("InvalidImage", "%s: %q is not an image reference: %v", field, image, err)
+		return "", stalled("InvalidImage", "%s: %s is not an image reference", field, schema.Quote(image))
 	}
 	named = reference.TagNameOnly(named)
 	ref := named.String()

@@ -21,6 +21,9 @@ func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
 	}
 	if len(p.pods) > 0 {
 		if _, err := r.cluster.EnsureOwner(ctx, p.repo.Owner); err != nil {
+			if errors.Is(err, kube.ErrNamespaceNotOurs) {
+				return stalled("NamespaceNotOurs", "pods: %v", err)
+			}
 			return fmt.Errorf("prepare the namespace of %s: %w", p.repo.Owner, err)
 		}
 	}
@@ -28,6 +31,9 @@ func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
 	p.res.Pods = nil
 	for _, s := range append(res.Pods, res.Refused...) {
 		p.res.Pods = append(p.res.Pods, store.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
+	}
+	if errors.Is(err, kube.ErrNamespaceNotOurs) {
+		return stalled("NamespaceNotOurs", "pods: %v", err)
 	}
 	if errors.Is(err, kube.ErrRefused) {
 		return stalled("PodRefused", "%v", err)

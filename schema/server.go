@@ -299,6 +299,11 @@ type Registry struct {
 	// Username and PasswordFile are credentials for reading images.
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"passwordFile"`
+	// PublicPaths are path prefixes under Host whose images every student
+	// may use (the admins' base images, such as "library/"). Every other
+	// path under Host is a student project's image, usable only by its
+	// owner or, when shared, as shared/<owner>/<repo>.
+	PublicPaths []string `yaml:"publicPaths,omitempty"`
 }
 
 // Policy bounds what one student may have.
@@ -328,6 +333,9 @@ type Quota struct {
 	GPUs       int     `yaml:"gpus"`
 	CPUs       float64 `yaml:"cpus"`
 	Memory     string  `yaml:"memory"`
+	// Ports is how many host ports the student's containers may publish
+	// together.
+	Ports int `yaml:"ports"`
 	// Artifacts bounds the bytes of the student's SIF files, all repos
 	// together; a build that would pass it is not kept.
 	Artifacts string `yaml:"artifacts"`
@@ -437,7 +445,7 @@ func newServerConfig() ServerConfig {
 			MaxUnpackedSize: "8Gi", MaxFiles: 500_000, MaxCompressedSize: "4Gi",
 		},
 		Policy: Policy{
-			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Artifacts: "20Gi"},
+			Quota:           Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Ports: 20, Artifacts: "20Gi"},
 			Defaults:        Limits{CPUs: 1, Memory: "2Gi"},
 			HostPorts:       PortRange{From: 49152, To: 65535},
 			MaxPrunePercent: 50,
@@ -654,7 +662,7 @@ func (c *ServerConfig) validate(report reporter) {
 	for _, n := range []struct {
 		field string
 		v     int
-	}{{"containers", q.Containers}, {"pods", q.Pods}, {"gpus", q.GPUs}} {
+	}{{"containers", q.Containers}, {"pods", q.Pods}, {"gpus", q.GPUs}, {"ports", q.Ports}} {
 		if n.v < 0 {
 			report("policy.quota."+n.field, false, "%d is negative", n.v)
 		}
@@ -664,13 +672,18 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 	checkMemory(report, "policy.quota.memory", q.Memory)
 	checkSize(report, "policy.quota.artifacts", q.Artifacts, 0)
-	if c.Policy.Defaults.CPUs <= 0 {
-		report("policy.defaults.cpus", false, "%v is not a CPU count: it must be more than 0", c.Policy.Defaults.CPUs)
+	if d := c.Policy.Defaults.CPUs; d < MinCPUs || d > MaxCPUs {
+		report("policy.defaults.cpus", false, "%v is not a CPU count a workload can have (%v to %v)", d, MinCPUs, MaxCPUs)
 	}
 	checkMemory(report, "policy.defaults.memory", c.Policy.Defaults.Memory)
 	hp := c.Policy.HostPorts
 	if hp.From < 1024 || hp.To > 65535 || hp.From > hp.To {
 		report("policy.hostPorts", false, "%d-%d is not a port range within 1024-65535", hp.From, hp.To)
+	}
+	for i, pp := range c.Registry.PublicPaths {
+		if strings.Trim(pp, "/") == "" || strings.Contains(pp, "..") {
+			report(fmt.Sprintf("registry.publicPaths[%d]", i), false, "%s is not a path under registry.host (such as \"library/\")", quote(pp))
+		}
 	}
 	for i, r := range c.Policy.AllowedRegistries {
 		checkRegistry(report, fmt.Sprintf("policy.allowedRegistries[%d]", i), r)

@@ -30,7 +30,7 @@ func TestEmbeddedDefaultsRunEverythingLocally(t *testing.T) {
 		{"prune limit", c.Policy.MaxPrunePercent, 50},
 		{"workload defaults", c.Policy.Defaults, Limits{CPUs: 1, Memory: "2Gi"}},
 		{"registry", c.Registry, Registry{Host: "127.0.0.1:5000", Insecure: true}},
-		{"quota", c.Policy.Quota, Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Artifacts: "20Gi"}},
+		{"quota", c.Policy.Quota, Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Ports: 20, Artifacts: "20Gi"}},
 		{"kubernetes", c.Kubernetes, (*Kubernetes)(nil)},
 	}
 	for _, ch := range checks {
@@ -47,11 +47,11 @@ func TestExplicitValuesOverrideDefaultsFieldByField(t *testing.T) {
 	}{
 		{"a GPU quota of 0 means no GPUs", "policy: {quota: {gpus: 0}}\n",
 			func(c *ServerConfig) bool {
-				return c.Policy.Quota == Quota{Containers: 5, Pods: 5, GPUs: 0, CPUs: 8, Memory: "32Gi", Artifacts: "20Gi"}
+				return c.Policy.Quota == Quota{Containers: 5, Pods: 5, GPUs: 0, CPUs: 8, Memory: "32Gi", Ports: 20, Artifacts: "20Gi"}
 			}},
 		{"one quota field keeps the others' defaults", "policy: {quota: {containers: 10}}\n",
 			func(c *ServerConfig) bool {
-				return c.Policy.Quota == Quota{Containers: 10, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Artifacts: "20Gi"}
+				return c.Policy.Quota == Quota{Containers: 10, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Ports: 20, Artifacts: "20Gi"}
 			}},
 		{"a jitter of 0 means none", "poll: {interval: 10s, jitter: 0s}\n",
 			func(c *ServerConfig) bool { return c.Poll.MaxJitter() == 0 }},

@@ -58,7 +58,8 @@ type runtime struct {
 // sifOptions are the SIF builder's options from the server config: the
 // configured registry's credentials go to it only.
 func sifOptions(cfg *schema.ServerConfig, auth docker.Auth) sif.Options {
-	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir}
+	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir,
+		MaxUnpackedBytes: schema.SizeBytes(cfg.SIF.MaxUnpackedSize), MaxFiles: cfg.SIF.MaxFiles, MaxCompressedBytes: schema.SizeBytes(cfg.SIF.MaxCompressedSize)}
 	if h := cfg.Registry.Host; h != "" {
 		host, _, _ := strings.Cut(h, "/")
 		if cfg.Registry.Insecure {

@@ -271,6 +271,12 @@ func containerConfig(s Spec) (*container.Config, *container.HostConfig, *network
 	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		env = append(env, k+"="+s.Env[k])
 	}
+	if s.GPUs == 0 {
+		// An image's own ENV may ask the NVIDIA runtime (where it is the
+		// default) for every GPU; wm.yaml cannot (schema.RuntimeEnv), and
+		// this makes sure the image cannot either.
+		env = append(env, "NVIDIA_VISIBLE_DEVICES=void")
+	}
 	config := &container.Config{
 		Image:        s.Image,
 		Entrypoint:   nilIfEmpty(s.Entrypoint),

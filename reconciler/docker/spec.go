@@ -67,7 +67,7 @@ const DefaultPidsLimit = 1024
 // hashVersion is part of every Spec.Hash. Bump it when Create starts
 // applying a different hardening or configuration to the same Spec, so that
 // every container is recreated with it on the next pass.
-const hashVersion = 1
+const hashVersion = 2
 
 // PortBinding publishes a guest TCP port on a host port, on all host
 // addresses.
