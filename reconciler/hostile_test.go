@@ -13,11 +13,14 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -364,4 +367,56 @@ func FuzzQuotaArithmetic(f *testing.F) {
 			t.Fatalf("%+v is not over %+v", sum, q)
 		}
 	})
+}
+
+// TestHostileOneGPUQuotaCoversContainersAndPodsTogether: a student whose
+// quota is one GPU cannot take one in Docker and another in Kubernetes,
+// in either order (Docker GPUs on a fake host: this machine has none; the
+// pods on the real control plane).
+func TestHostileOneGPUQuotaCoversContainersAndPodsTogether(t *testing.T) {
+	cluster := kubetest.Env(t)
+	prefix := cluster.Namespace(t, "wmq") + "-"
+	student := cluster.Students()[1]
+	w := newWorld(t)
+	w.rec.cluster = kube.New(cluster.AdminClient(t), kube.Settings{
+		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
+		Quota:      w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults,
+	})
+	ns := prefix + student
+	t.Cleanup(func() {
+		_ = cluster.AdminClient(t).CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	gpuPod := "version: 1\npods:\n  train: {image: self, gpus: 1, memory: 64Mi, cpus: 0.5}\n"
+	gpuContainer := "version: 1\ncontainers:\n  train: {image: self, gpus: 1, memory: 64Mi}\n"
+
+	// A pod first: its namespace's quota needs a moment before it admits.
+	pods := w.push(student+"/pods", gpuPod)
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err = w.reconcile(pods)
+		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("the first GPU, a pod: %v", err)
+	}
+	_, err = w.reconcile(w.push(student+"/box", gpuContainer))
+	wantReason(t, err, Stalled, "QuotaExceeded")
+	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") || len(w.hosts[0].Mutations()) != 0 {
+		t.Errorf("message %v, docker mutations %v", err, w.hosts[0].Mutations())
+	}
+
+	// The pod goes: the container may have the GPU, and then a pod may not.
+	w.push(student+"/pods", "version: 1\n")
+	if _, err := w.reconcile(pods); err != nil {
+		t.Fatal(err)
+	}
+	w.mustReconcile(w.push(student+"/box", gpuContainer))
+	_, err = w.reconcile(w.push(student+"/pods", gpuPod))
+	wantReason(t, err, Stalled, "QuotaExceeded")
+	list, lerr := cluster.AdminClient(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if lerr != nil || len(list.Items) != 0 {
+		t.Errorf("a pod was made past the quota: %v %v", list, lerr)
+	}
 }
