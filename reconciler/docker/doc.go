@@ -11,8 +11,11 @@
 // labels is, to every method but Create, not there (ErrNotFound); to Create
 // it is a conflict (ErrConflict) and it is left alone.
 //
-// A container is identified by its full name, "<owner>-<name>"; its
-// volumes are named "<owner>-<volume>" and its network "wm-<owner>", so no
+// A container is identified by its full name, "<owner>_<name>"
+// (ObjectName: '_' is in neither an account nor a name, so names never
+// collide across accounts); its volumes are named "<owner>_<volume>" (or
+// the legacy "<owner>-<volume>" of a volume the owner already has) and its
+// network "wm-<owner>", so no
 // spec can reach another owner's objects (Spec.Validate refuses a volume
 // outside the owner's prefix, and Create refuses a network or volume of
 // the right name that another owner or nobody labelled).

@@ -80,7 +80,8 @@ type PortBinding struct {
 
 // Mount puts a named volume into a container.
 type Mount struct {
-	// Volume is the full volume name, "<owner>-<volume>".
+	// Volume is the full volume name, ObjectName(owner, volume), or the
+	// legacy name of a volume the owner already has.
 	Volume string `json:"volume"`
 	// Target is the absolute path inside the container.
 	Target string `json:"target"`
