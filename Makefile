@@ -50,6 +50,7 @@ fmt: ## format the Go code
 .PHONY: bench
 bench: ## run the benchmarks (ratios against baselines run side by side)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./reconciler/gitsource/ ./reconciler/webhook/
+	$(GO) test -run '^$$' -bench ParseHostile -benchmem ./schema/
 
 .PHONY: fuzz
 fuzz: ## fuzz the wm.yaml parser for FUZZTIME (default 30s)

@@ -341,6 +341,18 @@ func TestHostileCredentialsInARepoURLAreNeverStored(t *testing.T) {
 	if strings.Contains(string(raw), secret) || st.URL != strings.Replace(repo.URL, "wm:"+secret+"@", "", 1) {
 		t.Errorf("state keeps the credential: %s", raw)
 	}
+	// A failing fetch reports the URL too: scrubbed as well.
+	gone := repo
+	gone.Key, gone.URL = owner+"/gone", strings.Replace(repo.URL, "/web.git", "/gone.git", 1)
+	if _, err := w.pass(gone); err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("the failed pass: %v", err)
+	}
+	st, _, _ = w.store.Repo(gone.Key)
+	hist, _ := w.store.History(gone.Key)
+	raw, _ = json.Marshal([]any{st, hist})
+	if strings.Contains(string(raw), secret) {
+		t.Errorf("state of a failed pass keeps the credential: %s", raw)
+	}
 }
 
 // FuzzQuotaArithmetic: whatever two usages are added, no part of the sum
