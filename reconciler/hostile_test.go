@@ -117,6 +117,22 @@ func (w *realWorld) owned(owner string) []string {
 	return names
 }
 
+// ports returns the host-port allocations of owner's containers (the store
+// also adopts the ports of whatever else runs on this engine).
+func (w *realWorld) ports(owner string) map[string]int {
+	w.t.Helper()
+	all, err := w.store.Ports()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for k := range all {
+		if !strings.HasPrefix(k, owner+docker.NameSeparator) {
+			delete(all, k)
+		}
+	}
+	return all
+}
+
 func (w *realWorld) inspect(name string) docker.Container {
 	w.t.Helper()
 	c, err := w.eng.Inspect(context.Background(), name)
@@ -187,14 +203,7 @@ func TestHostileAPassThatFailsHalfWayStillCountsWhatItCreated(t *testing.T) {
 func TestHostileRefusedFilesReserveNoHostPorts(t *testing.T) {
 	w := newRealWorld(t, "  quota: {containers: 2, ports: 3}")
 	owner := dockertest.Owner(t)
-	ports := func() map[string]int {
-		t.Helper()
-		all, err := w.store.Ports()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return all
-	}
+	ports := func() map[string]int { return w.ports(owner) }
 	t.Run("a file over the container quota reserves nothing", func(t *testing.T) {
 		var b strings.Builder
 		b.WriteString("version: 1\ncontainers:\n")
@@ -317,7 +326,7 @@ func TestHostileNumbersAreRefusedBeforeAnythingIsMade(t *testing.T) {
 			if !strings.Contains(err.Error(), "wm.yaml:5:") || !strings.Contains(err.Error(), tc.field) {
 				t.Errorf("message does not name the line and field %s: %v", tc.field, err)
 			}
-			ports, _ := w.store.Ports()
+			ports := w.ports(owner)
 			if got := w.owned(owner); len(got) != 0 || len(ports) != 0 {
 				t.Errorf("containers %v, ports %v", got, ports)
 			}
