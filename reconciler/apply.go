@@ -9,9 +9,9 @@ import (
 	"github.com/whalemountain/wm/reconciler/store"
 )
 
-// apply carries out the plan in order.
+// apply carries out the plan's container actions in order.
 func (r *Reconciler) apply(ctx context.Context, p *pass) error {
-	for _, a := range p.res.Plan.Actions {
+	for _, a := range p.res.Plan.Of(Container) {
 		if r.progress != nil {
 			r.progress(p.repo.Key, fmt.Sprintf("%s %s", a.Kind, a.Name))
 		}

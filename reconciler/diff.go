@@ -5,6 +5,19 @@ import (
 	"slices"
 
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/store"
+)
+
+// Resource is the kind of thing an action changes. One plan covers every
+// kind with the same verbs: create, recreate, start, stop, remove.
+type Resource string
+
+// The kinds of resource a repo declares.
+const (
+	Container Resource = "container"
+	Pod       Resource = "pod"
+	SIF       Resource = "sif"
 )
 
 // ActionKind is what a plan does to one container.
@@ -37,17 +50,37 @@ type Live struct {
 
 // Action is one step of a plan.
 type Action struct {
-	Kind ActionKind
+	Kind     ActionKind
+	Resource Resource
+	// Host is the Docker host of a container; "" for pods and SIFs.
 	Host string
-	Name string       // the container's full name
-	Spec *docker.Spec // what is wanted; nil for a removal
-	Live *Live        // what is there; nil for a creation
+	// Name is a container's full name, a pod's or a SIF's name.
+	Name string
+	Spec *docker.Spec // a container as it is wanted; nil for a removal
+	Live *Live        // a container as it is; nil for a creation
+	// Pod is a pod as it is wanted (nil for a removal), LivePod as it is.
+	Pod     *kube.Pod
+	LivePod *kube.PodUsage
+	// Image is the image a SIF is built from (empty for a removal).
+	Image string
+}
+
+// Where says where an action happens, for people: a container's host,
+// "kubernetes" for a pod, "artifacts" for a SIF.
+func (a Action) Where() string {
+	switch a.Resource {
+	case Pod:
+		return "kubernetes"
+	case SIF:
+		return "artifacts"
+	}
+	return a.Host
 }
 
 // Plan is what one pass would change, in the order it applies it.
 type Plan struct {
 	Actions []Action
-	// Unchanged counts the containers that already match.
+	// Unchanged counts the resources (of every kind) that already match.
 	Unchanged int
 }
 
@@ -60,6 +93,35 @@ func (p Plan) Count(k ActionKind) int {
 		}
 	}
 	return n
+}
+
+// Of returns the plan's actions on resources of kind r, in order.
+func (p Plan) Of(r Resource) []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Resource == r {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Merge adds q's actions and unchanged count to p, keeping the order in
+// which a plan applies: creations first, removals last.
+func (p Plan) Merge(q Plan) Plan {
+	p.Actions = append(slices.Clone(p.Actions), q.Actions...)
+	p.Unchanged += q.Unchanged
+	sortActions(p.Actions)
+	return p
+}
+
+var resourceOrder = map[Resource]int{Container: 0, Pod: 1, SIF: 2}
+
+func sortActions(actions []Action) {
+	slices.SortStableFunc(actions, func(a, b Action) int {
+		return cmp.Or(cmp.Compare(actionOrder[a.Kind], actionOrder[b.Kind]), cmp.Compare(resourceOrder[a.Resource], resourceOrder[b.Resource]),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Host, b.Host))
+	})
 }
 
 // Diff pairs the desired containers of one repo with the live ones of the
@@ -83,7 +145,7 @@ func Diff(desired []Desired, live []Live) Plan {
 		if _, dup := byName[key]; dup {
 			// The same container on a second host, or under both names:
 			// only one can be the declared container, the other goes.
-			p.Actions = append(p.Actions, Action{Kind: ActionRemove, Host: l.Host, Name: l.Name, Live: l})
+			p.Actions = append(p.Actions, Action{Kind: ActionRemove, Resource: Container, Host: l.Host, Name: l.Name, Live: l})
 			continue
 		}
 		byName[key] = l
@@ -94,22 +156,80 @@ func Diff(desired []Desired, live []Live) Plan {
 		delete(byName, d.Spec.LocalName)
 		switch {
 		case !ok:
-			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec})
+			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec})
 		case l.Labels[docker.LabelSpecHash] != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name:
-			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
+			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		case d.Spec.Running && !l.Running:
-			p.Actions = append(p.Actions, Action{Kind: ActionStart, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
+			p.Actions = append(p.Actions, Action{Kind: ActionStart, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		case !d.Spec.Running && l.Running:
-			p.Actions = append(p.Actions, Action{Kind: ActionStop, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
+			p.Actions = append(p.Actions, Action{Kind: ActionStop, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		default:
 			p.Unchanged++
 		}
 	}
 	for _, l := range byName {
-		p.Actions = append(p.Actions, Action{Kind: ActionRemove, Host: l.Host, Name: l.Name, Live: l})
+		p.Actions = append(p.Actions, Action{Kind: ActionRemove, Resource: Container, Host: l.Host, Name: l.Name, Live: l})
 	}
-	slices.SortFunc(p.Actions, func(a, b Action) int {
-		return cmp.Or(cmp.Compare(actionOrder[a.Kind], actionOrder[b.Kind]), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Host, b.Host))
-	})
+	sortActions(p.Actions)
+	return p
+}
+
+// DiffPods pairs the pods one repo declares with its live pods by name,
+// as Diff does for containers: a pod whose applied hash (hash of the
+// desired pod) differs is recreated (pods are immutable), one nothing
+// declares any more is removed. Callers pass only the repo's own pods.
+func DiffPods(desired []kube.Pod, hash func(kube.Pod) string, live []kube.PodUsage) Plan {
+	var p Plan
+	byName := make(map[string]*kube.PodUsage, len(live))
+	for i := range live {
+		byName[live[i].Name] = &live[i]
+	}
+	for i := range desired {
+		d := &desired[i]
+		l, ok := byName[d.Name]
+		delete(byName, d.Name)
+		switch {
+		case !ok:
+			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Resource: Pod, Name: d.Name, Pod: d})
+		case l.Hash != hash(*d):
+			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Resource: Pod, Name: d.Name, Pod: d, LivePod: l})
+		default:
+			p.Unchanged++
+		}
+	}
+	for _, l := range byName {
+		p.Actions = append(p.Actions, Action{Kind: ActionRemove, Resource: Pod, Name: l.Name, LivePod: l})
+	}
+	sortActions(p.Actions)
+	return p
+}
+
+// DiffSIFs pairs the SIFs one repo declares (name → image reference) with
+// those its last pass built: a new name is created, a changed image
+// rebuilt (a build whose image digest did not change is then a cache hit),
+// a name no longer declared removed (its file goes after the grace
+// period).
+func DiffSIFs(desired map[string]string, built []store.SIFStatus) Plan {
+	var p Plan
+	byName := make(map[string]store.SIFStatus, len(built))
+	for _, b := range built {
+		byName[b.Name] = b
+	}
+	for name, ref := range desired {
+		b, ok := byName[name]
+		delete(byName, name)
+		switch {
+		case !ok:
+			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Resource: SIF, Name: name, Image: ref})
+		case b.Image != ref:
+			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Resource: SIF, Name: name, Image: ref})
+		default:
+			p.Unchanged++
+		}
+	}
+	for name := range byName {
+		p.Actions = append(p.Actions, Action{Kind: ActionRemove, Resource: SIF, Name: name})
+	}
+	sortActions(p.Actions)
 	return p
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/store"
 )
 
 func spec(name string, running bool, env string) docker.Spec {
@@ -72,6 +74,47 @@ func TestDiff(t *testing.T) {
 			p := Diff(tc.desired, tc.live)
 			if got := describe(p); !slices.Equal(got, tc.want) || p.Unchanged != tc.unchanged {
 				t.Errorf("got %v (unchanged %d), want %v (unchanged %d)", got, p.Unchanged, tc.want, tc.unchanged)
+			}
+		})
+	}
+}
+
+func TestDiffPodsAndSIFsUseTheSameVerbs(t *testing.T) {
+	hash := func(p kube.Pod) string { return p.Image }
+	train := kube.Pod{Name: "train", Image: "r/a:2"}
+	for _, tc := range []struct {
+		name string
+		plan Plan
+		want []string
+		same int
+	}{
+		{"a declared pod that does not exist is created",
+			DiffPods([]kube.Pod{train}, hash, nil), []string{"create pod train"}, 0},
+		{"a pod whose hash matches is left alone",
+			DiffPods([]kube.Pod{train}, hash, []kube.PodUsage{{Name: "train", Hash: "r/a:2"}}), nil, 1},
+		{"a changed pod is recreated",
+			DiffPods([]kube.Pod{train}, hash, []kube.PodUsage{{Name: "train", Hash: "r/a:1"}}), []string{"recreate pod train"}, 0},
+		{"a pod nothing declares is removed",
+			DiffPods(nil, hash, []kube.PodUsage{{Name: "old"}}), []string{"remove pod old"}, 0},
+		{"a new SIF is created",
+			DiffSIFs(map[string]string{"env": "r/a:2"}, nil), []string{"create sif env"}, 0},
+		{"a SIF built from the same image is left alone",
+			DiffSIFs(map[string]string{"env": "r/a:2"}, []store.SIFStatus{{Name: "env", Image: "r/a:2"}}), nil, 1},
+		{"a SIF of a new image is rebuilt",
+			DiffSIFs(map[string]string{"env": "r/a:2"}, []store.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"recreate sif env"}, 0},
+		{"a SIF nothing declares is removed",
+			DiffSIFs(nil, []store.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"remove sif env"}, 0},
+		{"merged plans create before they remove, whatever the kind",
+			Diff(nil, []Live{live("h1", spec("web", true, "dev"), true)}).Merge(DiffPods([]kube.Pod{train}, hash, nil)).Merge(DiffSIFs(nil, []store.SIFStatus{{Name: "env"}})),
+			[]string{"create pod train", "remove container alice_web", "remove sif env"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, a := range tc.plan.Actions {
+				got = append(got, fmt.Sprintf("%s %s %s", a.Kind, a.Resource, a.Name))
+			}
+			if !slices.Equal(got, tc.want) || tc.plan.Unchanged != tc.same {
+				t.Errorf("got %v (unchanged %d), want %v (unchanged %d)", got, tc.plan.Unchanged, tc.want, tc.same)
 			}
 		})
 	}

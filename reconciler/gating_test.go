@@ -60,6 +60,13 @@ docker:
 	before, _ := eng.Inspect(context.Background(), owner+"_web")
 
 	second := commit("two")
+	// wm plan and the pass share their steps up to the apply: the plan
+	// says the commit waits too, not that it would recreate.
+	if _, err := rec.Plan(context.Background(), repo); err == nil {
+		t.Fatal("the plan of a commit whose image is not pushed says nothing of it")
+	} else if o, reason := Classify(err); o != Waiting || reason != "WaitingForImage" {
+		t.Fatalf("plan before CI pushed: %v/%s: %v", o, reason, err)
+	}
 	_, err = rec.Reconcile(context.Background(), repo)
 	if o, reason := Classify(err); o != Waiting || reason != "WaitingForImage" || !strings.Contains(err.Error(), "waiting for CI to push "+reg.Ref(owner+"/web", second)) {
 		t.Fatalf("before CI pushed: %v/%s: %v", o, reason, err)

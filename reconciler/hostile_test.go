@@ -21,6 +21,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -183,10 +184,12 @@ func TestHostileAnotherStudentsImageIsRefusedForContainersPodsAndSIFs(t *testing
 func TestHostileAPassThatFailsHalfWayStillCountsWhatItCreated(t *testing.T) {
 	w := newRealWorld(t, "  quota: {memory: 48Mi}")
 	owner := dockertest.Owner(t)
-	// The container is created, then the pass stops at the pods step
-	// (no cluster here): nothing about its usage is recorded as applied.
-	_, err := w.pass(w.push(owner, "one", "version: 1\ncontainers:\n  a:\n    image: self\n    command: [sleep, \"3600\"]\n    memory: 32Mi\npods:\n  p: {image: self, memory: 8Mi}\n"))
-	wantReason(t, err, Stalled, "NoKubernetes")
+	// The container is created, then the pass stops at its SIF, whose
+	// image cannot be found: nothing about its usage is recorded as
+	// applied.
+	w.rec.sif = sif.NewFake()
+	_, err := w.pass(w.push(owner, "one", "version: 1\ncontainers:\n  a:\n    image: self\n    command: [sleep, \"3600\"]\n    memory: 32Mi\nsingularity:\n  s: {image: self}\n"))
+	wantReason(t, err, Waiting, "WaitingForImage")
 	if got := w.owned(owner); len(got) != 1 {
 		t.Fatalf("containers: %v", got)
 	}
@@ -398,7 +401,7 @@ func TestHostileOneGPUQuotaCoversContainersAndPodsTogether(t *testing.T) {
 	cluster := kubetest.Env(t)
 	prefix := cluster.Namespace(t, "wmq") + "-"
 	student := cluster.Students()[1]
-	w := newWorld(t)
+	w := newWorld(t, func(c *schema.ServerConfig) { c.Policy.MaxPrunePercent = 100 })
 	w.rec.cluster = kube.New(cluster.AdminClient(t), kube.Settings{
 		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
 		Quota:      w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults,

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,9 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	cluster := kubetest.Env(t)
 	prefix := cluster.Namespace(t, "wmr") + "-"
 	student := cluster.Students()[0]
-	w := newWorld(t)
+	// The prune limit counts the containers and pods it sees: here the
+	// student's one pod is all there is.
+	w := newWorld(t, func(c *schema.ServerConfig) { c.Policy.MaxPrunePercent = 100 })
 	backend := kube.New(cluster.AdminClient(t), kube.Settings{
 		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
 		Quota:      w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults,
@@ -121,5 +124,68 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	}
 	if n, err := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && n.DeletionTimestamp == nil {
 		t.Error("the namespace stays despite pruneNamespaces")
+	}
+}
+
+// TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy: a change the
+// cluster will refuse is asked about (a server-side dry run) before the
+// pod it replaces is deleted; the old pod stays, the status says why, and
+// a plan that drops the pod shows its removal.
+func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
+	cluster := kubetest.Env(t)
+	prefix := cluster.Namespace(t, "wmd") + "-"
+	student := cluster.Students()[2]
+	w := newWorld(t, func(c *schema.ServerConfig) { c.Policy.Quota.GPUs, c.Policy.MaxPrunePercent = 2, 100 })
+	// The cluster's quota is stricter than WhaleMountain's own: only the
+	// cluster can refuse the second GPU.
+	strict := w.cfg.Policy.Quota
+	strict.GPUs = 1
+	w.rec.cluster = kube.New(cluster.AdminClient(t), kube.Settings{
+		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
+		Quota:      strict, Defaults: w.cfg.Policy.Defaults,
+	})
+	ns := prefix + student
+	admin := cluster.AdminClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
+
+	pod := func(gpus int) string {
+		return fmt.Sprintf("version: 1\npods:\n  train: {image: self, gpus: %d, memory: 64Mi, cpus: 0.5}\n", gpus)
+	}
+	repo := w.push(student+"/ml", pod(1))
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err = w.reconcile(repo)
+		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("first pod: %v", err)
+	}
+	before, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w.push(student+"/ml", pod(2))
+	_, err = w.reconcile(repo)
+	wantReason(t, err, Stalled, "PodRefused")
+	if !strings.Contains(err.Error(), "pods.train: refused by your quota") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("message: %v", err)
+	}
+	after, gerr := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
+	if gerr != nil || after.UID != before.UID {
+		t.Fatalf("the old pod did not stay: %v", gerr)
+	}
+	st, _, _ := w.store.Repo(repo.Key)
+	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") || len(st.Pods) != 1 || st.Pods[0].Phase != "Pending" {
+		t.Errorf("status: %+v, pods %+v", st.Conditions, st.Pods)
+	}
+
+	w.push(student+"/ml", "version: 1\n")
+	plan, err := w.rec.Plan(ctx, repo)
+	if err != nil || len(plan.Plan.Actions) != 1 || plan.Plan.Actions[0].Resource != Pod || plan.Plan.Actions[0].Kind != ActionRemove {
+		t.Errorf("the plan of a commit that drops the pod: %+v, %v", plan.Plan.Actions, err)
 	}
 }

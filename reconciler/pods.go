@@ -9,49 +9,118 @@ import (
 	"github.com/whalemountain/wm/reconciler/store"
 )
 
-// syncPods makes the repo's Kubernetes pods match wm.yaml. A student who
-// declares no pods keeps their namespace; one whose pods the cluster
-// refuses (quota, Pod Security) hears why, pod by pod.
-func (r *Reconciler) syncPods(ctx context.Context, p *pass) error {
+// observePods lists the owner's pods in the cluster, for the quota (all
+// their repos) and the plan (this repo's).
+func (r *Reconciler) observePods(ctx context.Context, p *pass) error {
 	if r.cluster == nil {
-		if len(p.file.Pods) > 0 {
-			return stalled("NoKubernetes", "pods: this WhaleMountain has no Kubernetes cluster configured, so pods cannot run (ask the admins)")
-		}
 		return nil
 	}
-	if len(p.pods) > 0 {
-		if _, err := r.cluster.EnsureOwner(ctx, p.repo.Owner); err != nil {
-			if errors.Is(err, kube.ErrNamespaceNotOurs) {
-				return stalled("NamespaceNotOurs", "pods: %v", err)
-			}
-			return fmt.Errorf("prepare the namespace of %s: %w", p.repo.Owner, err)
-		}
-	}
-	res, err := r.cluster.SyncPods(ctx, p.repo.Owner, p.repo.Key, p.pods)
-	p.res.Pods = nil
-	for _, s := range append(res.Pods, res.Refused...) {
-		p.res.Pods = append(p.res.Pods, store.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
-	}
-	if errors.Is(err, kube.ErrNamespaceNotOurs) {
-		return stalled("NamespaceNotOurs", "pods: %v", err)
-	}
-	if errors.Is(err, kube.ErrRefused) {
-		return stalled("PodRefused", "%v", err)
-	}
-	if errors.Is(err, kube.ErrQuotaNotReady) {
-		return waiting("QuotaNotReady", "%v", err)
-	}
-	if err != nil || len(p.pods) > 0 || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
-		return err
-	}
-	// The admins let namespaces go: this one goes once none of the
-	// owner's repos has a pod in it.
 	pods, err := r.cluster.OwnerPods(ctx, p.repo.Owner)
 	if err != nil {
-		return fmt.Errorf("list the pods of %s: %w", p.repo.Owner, err)
+		return waiting("ClusterUnreachable", "cannot read your pods in the cluster; everything stays as it is: %v", err)
 	}
-	if len(pods) > 0 {
+	p.livePods = pods
+	return nil
+}
+
+// repoPods returns the live pods of the pass's repo.
+func (p *pass) repoPods() []kube.PodUsage {
+	var mine []kube.PodUsage
+	for _, l := range p.livePods {
+		if l.Repo == p.repo.Key {
+			mine = append(mine, l)
+		}
+	}
+	return mine
+}
+
+// checkAdmission asks the cluster, before anything is changed, whether it
+// would admit every pod the plan creates or recreates (Pod Security, the
+// namespace's quota): a refusal stops the pass with the old pods still
+// running and the reason in the repo's status.
+func (r *Reconciler) checkAdmission(ctx context.Context, p *pass) error {
+	pods := p.res.Plan.Of(Pod)
+	var checks []Action
+	for _, a := range pods {
+		if a.Kind == ActionCreate || a.Kind == ActionRecreate {
+			checks = append(checks, a)
+		}
+	}
+	if len(checks) == 0 {
 		return nil
 	}
-	return r.cluster.RemoveOwner(ctx, p.repo.Owner)
+	if _, err := r.cluster.EnsureOwner(ctx, p.repo.Owner); err != nil {
+		return podError(fmt.Errorf("prepare the namespace of %s: %w", p.repo.Owner, err))
+	}
+	for _, a := range checks {
+		err := r.cluster.CheckPod(ctx, *a.Pod, a.Kind == ActionRecreate)
+		if errors.Is(err, kube.ErrRefused) {
+			return stalled("PodRefused", "%v; nothing was changed: what runs stays as it is", err)
+		}
+		if err != nil {
+			return podError(err)
+		}
+	}
+	return nil
+}
+
+// applyPods carries out the plan's pod actions, then lets the owner's
+// namespace go when the admins allow it and no pod of theirs is left.
+func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
+	actions := p.res.Plan.Of(Pod)
+	for _, a := range actions {
+		if r.progress != nil {
+			r.progress(p.repo.Key, fmt.Sprintf("%s pod %s", a.Kind, a.Name))
+		}
+		var err error
+		switch a.Kind {
+		case ActionCreate, ActionRecreate:
+			err = r.cluster.ApplyPod(ctx, *a.Pod, a.Kind == ActionRecreate)
+		case ActionRemove:
+			err = r.cluster.DeletePod(ctx, p.repo.Owner, p.repo.Key, a.Name)
+		}
+		if err != nil {
+			return podError(err)
+		}
+	}
+	if len(p.pods) > 0 || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
+		return nil
+	}
+	// The admins let namespaces go: this one goes once none of the
+	// owner's repos has a pod in it (RemoveOwner of a namespace already
+	// gone does nothing).
+	for _, l := range p.livePods {
+		if l.Repo != p.repo.Key {
+			return nil
+		}
+	}
+	return podError(r.cluster.RemoveOwner(ctx, p.repo.Owner))
+}
+
+// podStatuses reads back the repo's pods as students see them.
+func (r *Reconciler) podStatuses(ctx context.Context, p *pass) ([]store.PodStatus, error) {
+	if r.cluster == nil {
+		return nil, nil
+	}
+	sts, err := r.cluster.PodStatuses(ctx, p.repo.Owner, p.repo.Key)
+	var out []store.PodStatus
+	for _, s := range sts {
+		out = append(out, store.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
+	}
+	return out, err
+}
+
+// podError classifies what the cluster said.
+func podError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kube.ErrNamespaceNotOurs):
+		return stalled("NamespaceNotOurs", "pods: %v", err)
+	case errors.Is(err, kube.ErrRefused):
+		return stalled("PodRefused", "%v", err)
+	case errors.Is(err, kube.ErrQuotaNotReady):
+		return waiting("QuotaNotReady", "%v", err)
+	}
+	return err
 }

@@ -38,15 +38,30 @@ type Registry interface {
 }
 
 // Cluster is the Kubernetes backend as a pass uses it; *kube.Backend is
-// one.
+// one. Which pods to create, recreate or remove is the plan's decision;
+// the cluster observes and carries out one step at a time.
 type Cluster interface {
+	// EnsureOwner makes the owner's namespace and what comes with it.
 	EnsureOwner(ctx context.Context, owner string) (int, error)
-	SyncPods(ctx context.Context, owner, repo string, pods []kube.Pod) (kube.SyncResult, error)
-	RemoveOwner(ctx context.Context, owner string) error
 	// OwnerPods lists the pods WhaleMountain runs for owner, with their
-	// repo and resources, for the one quota over Docker and Kubernetes.
+	// repo, hash and resources.
 	OwnerPods(ctx context.Context, owner string) ([]kube.PodUsage, error)
+	// PodHash is the hash OwnerPods reports for a pod made from p.
+	PodHash(p kube.Pod) string
+	// CheckPod asks admission, changing nothing, whether p would be
+	// admitted; a refusal wraps kube.ErrRefused.
+	CheckPod(ctx context.Context, p kube.Pod, replacing bool) error
+	// ApplyPod creates p or replaces the live pod of its name.
+	ApplyPod(ctx context.Context, p kube.Pod, replacing bool) error
+	// DeletePod deletes a pod of owner's repo.
+	DeletePod(ctx context.Context, owner, repo, name string) error
+	// PodStatuses reads back a repo's pods.
+	PodStatuses(ctx context.Context, owner, repo string) ([]kube.PodStatus, error)
+	// RemoveOwner deletes the owner's namespace.
+	RemoveOwner(ctx context.Context, owner string) error
 }
+
+var _ Cluster = (*kube.Backend)(nil)
 
 // SIFBuilder builds Singularity images; *sif.Builder is one.
 type SIFBuilder interface {
@@ -199,8 +214,6 @@ type Result struct {
 	Usage, OwnerUsage store.Usage
 	// Pods is the state of the repo's Kubernetes pods after the pass.
 	Pods []store.PodStatus
-	// DeclaredPods are the pods wm.yaml asks for, resolved (plans too).
-	DeclaredPods []kube.Pod
 	// SIFs are the repo's Singularity images after the pass.
 	SIFs []store.SIFStatus
 	// Message says in a line what happened or why not.
@@ -217,11 +230,19 @@ type pass struct {
 	allLive []Live // every managed container on every host
 	live    []Live // this repo's
 	desired []Desired
-	pods    []kube.Pod
-	sifRefs map[string]string // SIF name → resolved image reference
-	usage   store.Usage
-	expired bool
-	res     Result
+	// livePods are the owner's pods in the cluster (all their repos),
+	// pods those this repo declares.
+	livePods []kube.PodUsage
+	pods     []kube.Pod
+	sifRefs  map[string]string // SIF name → resolved image reference
+	usage    store.Usage
+	expired  bool
+	res      Result
+	// resolved marks a pass that knows what the repo declares.
+	resolved bool
+	// statusRead marks a failed pass whose containers and pods were read
+	// back, so that its status shows them as they are.
+	statusRead bool
 	// unchanged marks a pass that found the revision already stalled for
 	// a reason only a new commit can fix: nothing is redone or recorded.
 	unchanged bool
@@ -239,17 +260,20 @@ func (r *Reconciler) steps(dryRun bool) []step {
 		{"fetch source", r.fetch},
 		{"parse wm.yaml", r.parse},
 		{"list containers", r.listLive},
-		{"resolve containers", r.resolve},
+		{"list pods", r.observePods},
+		{"resolve", r.resolve},
 		{"check quota", r.checkQuota},
 		{"plan", r.plan},
+		{"check images", r.gateImages},
 	}
 	if dryRun {
 		return steps
 	}
 	return append(steps,
+		step{"check admission", r.checkAdmission},
 		step{"pull images", r.pullImages},
-		step{"apply", r.apply},
-		step{"sync pods", r.syncPods},
+		step{"apply containers", r.apply},
+		step{"apply pods", r.applyPods},
 		step{"build SIFs", r.buildSIFs},
 		step{"check health", r.checkHealth},
 	)
@@ -287,6 +311,14 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 
 	if !dryRun {
 		defer func() {
+			if err != nil && p.resolved && !p.unchanged {
+				// What runs now, whatever the pass got to: best effort,
+				// the pass's own error is what is reported.
+				if _, serr := r.readStatus(ctx, p); serr != nil {
+					r.log.Debug("status not read back", "repo", repo.Key, "err", serr)
+				}
+				p.statusRead = true
+			}
 			if werr := r.record(p, start, err); werr != nil && err == nil {
 				err = werr
 			}
@@ -318,23 +350,18 @@ func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
 	lock := r.ownerLock(repo.Owner)
 	lock.Lock()
 	defer lock.Unlock()
-	p := &pass{repo: repo, file: &schema.File{Version: schema.Version}, res: Result{Repo: repo}}
-	for _, s := range []step{{"list containers", r.listLive}, {"plan", r.plan}, {"apply", r.apply}} {
+	state, _, err := r.store.Repo(repo.Key)
+	if err != nil {
+		return Result{Repo: repo}, err
+	}
+	p := &pass{repo: repo, state: state, file: &schema.File{Version: schema.Version}, res: Result{Repo: repo}}
+	for _, s := range []step{{"list containers", r.listLive}, {"list pods", r.observePods}, {"plan", r.plan}, {"apply containers", r.apply}, {"apply pods", r.applyPods}} {
 		if err := s.run(ctx, p); err != nil {
 			return p.res, err
 		}
 	}
 	if p.res.HeldRemovals > 0 {
-		return p.res, stalled("PruneHeld", "%d container(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
-	}
-	if r.cluster != nil {
-		if _, err := r.cluster.SyncPods(ctx, repo.Owner, repo.Key, nil); err != nil {
-			return p.res, fmt.Errorf("remove the pods of the retired repo %s: %w", repo.Key, err)
-		}
-	}
-	state, _, err := r.store.Repo(repo.Key)
-	if err != nil {
-		return p.res, err
+		return p.res, stalled("PruneHeld", "%d removal(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
 	}
 	for _, s := range state.SIFs {
 		if err := sif.Remove(s.Path); err != nil {
@@ -542,6 +569,11 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 	}
 	for _, name := range sortedKeys(p.file.Pods) {
 		pod := p.file.Pods[name]
+		for _, l := range p.livePods {
+			if l.Name == name && l.Repo != p.repo.Key {
+				return stalled("NameTaken", "pods.%s: the pod name %s is already used by your repo %s; rename it in one of them", name, name, l.Repo)
+			}
+		}
 		image, err := r.images.resolve(p.repo, p.rev, "pods."+name+".image", pod.Image)
 		if err != nil {
 			return err
@@ -562,7 +594,13 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		p.usage.CPUs += kp.CPUs
 		p.usage.MemoryBytes += kp.MemoryBytes
 	}
-	p.res.DeclaredPods = p.pods
+	if len(p.file.Singularity) > 0 && r.sif == nil {
+		return stalled("NoSIFBuilder", "singularity: this WhaleMountain does not build Singularity images (ask the admins)")
+	}
+	if len(p.file.Pods) > 0 && r.cluster == nil {
+		return stalled("NoKubernetes", "pods: this WhaleMountain has no Kubernetes cluster configured, so pods cannot run (ask the admins)")
+	}
+	p.resolved = true
 	return nil
 }
 
@@ -701,24 +739,18 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 // the labels WhaleMountain put on them) and their pods in the cluster. It
 // never trusts a usage written down by an earlier pass, which a pass that
 // failed half-way would have left wrong.
-func (r *Reconciler) checkQuota(ctx context.Context, p *pass) error {
+func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 	total := p.usage
 	for _, l := range p.allLive {
 		if l.Labels[docker.LabelOwner] == p.repo.Owner && l.Labels[docker.LabelRepo] != p.repo.Key {
 			total = total.Add(r.liveUsage(l))
 		}
 	}
-	if r.cluster != nil {
-		pods, err := r.cluster.OwnerPods(ctx, p.repo.Owner)
-		if err != nil {
-			return waiting("ClusterUnreachable", "cannot count your pods against your quota; everything stays as it is: %v", err)
+	for _, pod := range p.livePods {
+		if pod.Repo == p.repo.Key || pod.Phase == "Succeeded" || pod.Phase == "Failed" {
+			continue
 		}
-		for _, pod := range pods {
-			if pod.Repo == p.repo.Key || pod.Phase == "Succeeded" || pod.Phase == "Failed" {
-				continue
-			}
-			total = total.Add(store.Usage{Pods: 1, GPUs: pod.GPUs, CPUs: pod.CPUs, MemoryBytes: pod.MemoryBytes})
-		}
+		total = total.Add(store.Usage{Pods: 1, GPUs: pod.GPUs, CPUs: pod.CPUs, MemoryBytes: pod.MemoryBytes})
 	}
 	p.res.Usage, p.res.OwnerUsage = p.usage, total
 	if over := overQuota(total, r.cfg.Policy.Quota); len(over) > 0 {
@@ -770,22 +802,92 @@ func overQuota(total store.Usage, q schema.Quota) []string {
 	return over
 }
 
-// plan pairs desired and live containers and applies the prune limit.
+// plan pairs what the repo declares with what it has, for every kind of
+// resource alike (Diff, DiffPods, DiffSIFs), and applies the prune limit
+// to the removals of containers and pods: a pass that would remove more
+// than policy.maxPrunePercent of all the managed containers it sees and
+// the owner's pods holds them. SIF removals have a grace period of their
+// own (sif.gracePeriod) instead.
 func (r *Reconciler) plan(_ context.Context, p *pass) error {
-	p.res.Plan = Diff(p.desired, p.live)
-	removals := p.res.Plan.Count(ActionRemove)
-	if removals > 0 && removals*100 > r.cfg.Policy.MaxPrunePercent*len(p.allLive) {
+	plan := Diff(p.desired, p.live)
+	if r.cluster != nil {
+		plan = plan.Merge(DiffPods(p.pods, r.cluster.PodHash, p.repoPods()))
+	}
+	plan = plan.Merge(DiffSIFs(p.sifRefs, p.state.SIFs))
+	p.res.Plan = plan
+	prunable := func(a Action) bool { return a.Kind == ActionRemove && a.Resource != SIF }
+	removals := 0
+	for _, a := range plan.Actions {
+		if prunable(a) {
+			removals++
+		}
+	}
+	if removals > 0 && removals*100 > r.cfg.Policy.MaxPrunePercent*(len(p.allLive)+len(p.livePods)) {
 		p.res.HeldRemovals = removals
-		p.res.Plan.Actions = slices.DeleteFunc(p.res.Plan.Actions, func(a Action) bool { return a.Kind == ActionRemove })
+		p.res.Plan.Actions = slices.DeleteFunc(slices.Clone(plan.Actions), prunable)
 	}
 	return nil
 }
 
-// pullImages makes sure the image of every container to (re)create is on
-// its host before anything is stopped.
+// gateImages makes sure, in plans and passes alike, that the image of
+// every container and pod to (re)create exists, on its host or in the
+// registry: a commit whose image CI has not pushed yet waits, and what
+// runs stays as it is. It reads only; pullImages then pulls.
+func (r *Reconciler) gateImages(ctx context.Context, p *pass) error {
+	seen := map[[2]string]bool{}
+	for _, a := range p.res.Plan.Actions {
+		if a.Kind != ActionCreate && a.Kind != ActionRecreate {
+			continue
+		}
+		var image, host string
+		switch a.Resource {
+		case Container:
+			image, host = a.Spec.Image, a.Host
+		case Pod:
+			image = a.Pod.Image
+		default:
+			continue // SIF builds read their image themselves
+		}
+		if seen[[2]string{host, image}] {
+			continue
+		}
+		seen[[2]string{host, image}] = true
+		if host != "" {
+			ok, err := r.engine(host).ImageExists(ctx, image)
+			if err != nil {
+				return fmt.Errorf("look for image %s on %s: %w", image, host, err)
+			}
+			if ok {
+				continue
+			}
+		}
+		if !r.ownImage(image) || r.registry == nil {
+			continue // pulled by the engine, or the cluster, as it is
+		}
+		exists, err := r.registry.Exists(ctx, image)
+		switch {
+		case err != nil:
+			return waiting("RegistryUnreachable", "cannot ask the registry for %s; what runs stays as it is: %v", image, err)
+		case !exists && strings.HasSuffix(image, ":"+p.rev):
+			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", image)
+		case !exists:
+			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", image)
+		}
+	}
+	return nil
+}
+
+// ownImage reports whether image lives in the configured registry, whose
+// credentials WhaleMountain holds.
+func (r *Reconciler) ownImage(image string) bool {
+	return r.cfg.Registry.Host != "" && strings.HasPrefix(image, r.cfg.Registry.Host+"/")
+}
+
+// pullImages pulls the image of every container to (re)create that is
+// not on its host yet, before anything is stopped.
 func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 	done := map[[2]string]bool{}
-	for _, a := range p.res.Plan.Actions {
+	for _, a := range p.res.Plan.Of(Container) {
 		if a.Kind != ActionCreate && a.Kind != ActionRecreate {
 			continue
 		}
@@ -803,20 +905,8 @@ func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 			continue
 		}
 		var auth *docker.Auth
-		own := r.cfg.Registry.Host != "" && strings.HasPrefix(a.Spec.Image, r.cfg.Registry.Host+"/")
-		if own {
+		if r.ownImage(a.Spec.Image) {
 			auth = r.auth
-		}
-		if own && r.registry != nil {
-			exists, err := r.registry.Exists(ctx, a.Spec.Image)
-			switch {
-			case err != nil:
-				return waiting("RegistryUnreachable", "cannot ask the registry for %s; what runs stays as it is: %v", a.Spec.Image, err)
-			case !exists && strings.HasSuffix(a.Spec.Image, ":"+p.rev):
-				return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", a.Spec.Image)
-			case !exists:
-				return waiting("ImageNotFound", "image %s not found; what runs stays as it is", a.Spec.Image)
-			}
 		}
 		if r.progress != nil {
 			r.progress(p.repo.Key, "pull "+a.Spec.Image)
@@ -834,11 +924,32 @@ func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 	return nil
 }
 
-// checkHealth reads back the repo's containers and judges each.
+// checkHealth reads back the repo's containers and pods and judges each.
 func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
-	all, err := r.listAll(ctx)
+	problems, err := r.readStatus(ctx, p)
 	if err != nil {
 		return err
+	}
+	p.res.Ready = len(problems) == 0
+	switch {
+	case p.expired:
+		p.res.Message = fmt.Sprintf("expired on %s: everything is stopped, nothing was deleted", p.file.Expires)
+	case len(problems) > 0:
+		p.res.Message = strings.Join(problems, "; ")
+	default:
+		p.res.Message = summary(p.res)
+	}
+	return nil
+}
+
+// readStatus reads back the state of the repo's containers and pods into
+// the result, as students see it, and lists what is not as wm.yaml asks.
+// It runs after every pass that got as far as reading wm.yaml, whatever
+// its outcome, so that the status never shows what was before.
+func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) {
+	all, err := r.listAll(ctx)
+	if err != nil {
+		return nil, err
 	}
 	byName := map[string]*Live{}
 	for i := range all {
@@ -846,7 +957,6 @@ func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
 			byName[all[i].Name] = &all[i]
 		}
 	}
-	p.res.Ready = true
 	var problems []string
 	p.res.Containers = nil
 	for _, d := range p.desired {
@@ -865,31 +975,23 @@ func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
 		h, msg := health.Container(c, d.Spec.Running)
 		st.Health = string(h)
 		if h != health.Healthy && h != health.Suspended {
-			p.res.Ready = false
 			problems = append(problems, d.Spec.LocalName+": "+msg)
 		}
 		p.res.Containers = append(p.res.Containers, st)
+	}
+	if p.res.Pods, err = r.podStatuses(ctx, p); err != nil {
+		return nil, fmt.Errorf("read back the pods: %w", err)
 	}
 	for _, pod := range p.res.Pods {
 		switch pod.Phase {
 		case "Running", "Succeeded":
 		case "Failed":
-			p.res.Ready = false
 			problems = append(problems, "pod "+pod.Name+": failed: "+pod.Message)
 		default:
-			p.res.Ready = false
 			problems = append(problems, "pod "+pod.Name+": "+strings.ToLower(pod.Phase)+": "+pod.Message)
 		}
 	}
-	switch {
-	case p.expired:
-		p.res.Message = fmt.Sprintf("expired on %s: everything is stopped, nothing was deleted", p.file.Expires)
-	case len(problems) > 0:
-		p.res.Message = strings.Join(problems, "; ")
-	default:
-		p.res.Message = summary(p.res)
-	}
-	return nil
+	return problems, nil
 }
 
 // summary says in one line what a successful pass did.
@@ -904,7 +1006,7 @@ func summary(res Result) string {
 		parts = append(parts, fmt.Sprintf("%d removal(s) held by the prune limit", res.HeldRemovals))
 	}
 	if len(parts) == 0 {
-		return fmt.Sprintf("%d container(s) up to date", res.Plan.Unchanged)
+		return fmt.Sprintf("%d container(s), pod(s) and SIF(s) up to date", res.Plan.Unchanged)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -946,6 +1048,9 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		st.SetCondition(store.Condition{Type: store.Reconciling, Status: false, Reason: "Done"}, now)
 		st.SetCondition(store.Condition{Type: store.Stalled, Status: false, Reason: "Done"}, now)
 	} else {
+		if p.statusRead {
+			st.Containers, st.Pods = p.res.Containers, p.res.Pods
+		}
 		outcome, reason := Classify(err)
 		result = reason
 		st.SetCondition(store.Condition{Type: store.Ready, Status: false, Reason: reason, Message: err.Error()}, now)

@@ -44,8 +44,12 @@ func TestSingularityImagesAreBuiltCachedAndRetiredAfterTheirGracePeriod(t *testi
 	_, err = w.reconcile(w.push("alice/other", "version: 1\nsingularity:\n  env: {image: self}\n"))
 	wantReason(t, err, Stalled, "NameTaken")
 
-	// Dropped from wm.yaml: kept for the grace period, then removed.
+	// Dropped from wm.yaml: the plan (as a merge request's note shows it)
+	// says so; kept for the grace period, then removed.
 	w.push("alice/tool", "version: 1\n")
+	if plan, err := w.rec.Plan(context.Background(), repo); err != nil || len(plan.Plan.Of(SIF)) != 1 || plan.Plan.Of(SIF)[0].Kind != ActionRemove {
+		t.Errorf("the plan of a commit that drops the SIF: %+v, %v", plan.Plan.Actions, err)
+	}
 	w.mustReconcile(repo)
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("removed before the grace period: %v", err)

@@ -33,9 +33,6 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 	if len(p.file.Singularity) == 0 {
 		return nil
 	}
-	if r.sif == nil {
-		return stalled("NoSIFBuilder", "singularity: this WhaleMountain does not build Singularity images (ask the admins)")
-	}
 	taken, err := r.sifNamesOfOtherRepos(p)
 	if err != nil {
 		return err

@@ -72,13 +72,13 @@ func printPlans(w io.Writer, outs []outcome) error {
 				continue
 			}
 			for _, a := range o.res.Plan.Actions {
-				fmt.Fprintf(w, "    %s %-8s %s on %s%s\n", planSigns[a.Kind], a.Kind, a.Name, a.Host, actionDetail(a))
+				fmt.Fprintf(w, "    %s %-8s %-9s %s on %s%s\n", planSigns[a.Kind], a.Kind, a.Resource, a.Name, a.Where(), actionDetail(a))
 			}
 			if o.res.HeldRemovals > 0 {
 				fmt.Fprintf(w, "    ! %d removal(s) would be held by the prune limit (policy.maxPrunePercent)\n", o.res.HeldRemovals)
 			}
 			if len(o.res.Plan.Actions) == 0 {
-				fmt.Fprintf(w, "    no changes (%d container(s) up to date)\n", o.res.Plan.Unchanged)
+				fmt.Fprintf(w, "    no changes (%d container(s), pod(s) and SIF(s) up to date)\n", o.res.Plan.Unchanged)
 			}
 		}
 	}
@@ -90,8 +90,14 @@ func printPlans(w io.Writer, outs []outcome) error {
 
 // actionDetail says what a create or recreate will run and publish.
 func actionDetail(a reconciler.Action) string {
-	if a.Spec == nil || (a.Kind != reconciler.ActionCreate && a.Kind != reconciler.ActionRecreate) {
+	if a.Kind != reconciler.ActionCreate && a.Kind != reconciler.ActionRecreate {
 		return ""
+	}
+	switch {
+	case a.Pod != nil:
+		return fmt.Sprintf(" (%s, %d GPU(s), %g CPU(s))", a.Pod.Image, a.Pod.GPUs, a.Pod.CPUs)
+	case a.Spec == nil:
+		return " (" + a.Image + ")"
 	}
 	parts := []string{a.Spec.Image}
 	for _, p := range a.Spec.Ports {

@@ -33,48 +33,53 @@ func RenderPlan(res reconciler.Result, err error, branch string, quota schema.Qu
 		return b.String()
 	}
 	if len(res.Plan.Actions) == 0 {
-		fmt.Fprintf(&b, "Merging would change nothing: %d container(s) stay as they are.\n", res.Plan.Unchanged)
+		fmt.Fprintf(&b, "Merging would change nothing: %d container(s), pod(s) and SIF(s) stay as they are.\n", res.Plan.Unchanged)
 	} else {
-		fmt.Fprintf(&b, "Merging into %s would:\n\n| | action | container | host | image | ports |\n|---|---|---|---|---|---|\n", code(branch))
+		fmt.Fprintf(&b, "Merging into %s would:\n\n| | action | kind | name | where | image | details |\n|---|---|---|---|---|---|---|\n", code(branch))
 		for _, a := range res.Plan.Actions {
-			image, ports := "", ""
-			if a.Spec != nil {
-				image = code(a.Spec.Image)
-				var ps []string
-				for _, p := range a.Spec.Ports {
-					host := "new"
-					if p.Host != 0 {
-						host = fmt.Sprint(p.Host)
-					}
-					ps = append(ps, fmt.Sprintf("%d → %s", p.Guest, host))
-				}
-				ports = strings.Join(ps, ", ")
-				if !a.Spec.Running && a.Kind != reconciler.ActionStop {
-					ports += " (stopped)"
-				}
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", actionIcons[a.Kind], a.Kind, code(a.Name), a.Host, image, ports)
+			image, details := actionImageAndDetails(a)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", actionIcons[a.Kind], a.Kind, a.Resource, code(a.Name), a.Where(), image, details)
 		}
 		if res.Plan.Unchanged > 0 {
-			fmt.Fprintf(&b, "\n%d other container(s) stay as they are.\n", res.Plan.Unchanged)
+			fmt.Fprintf(&b, "\n%d other container(s), pod(s) or SIF(s) stay as they are.\n", res.Plan.Unchanged)
 		}
 		if res.HeldRemovals > 0 {
 			fmt.Fprintf(&b, "\n⚠️ %d removal(s) would be held by the prune limit until an admin allows them.\n", res.HeldRemovals)
 		}
 	}
-	if len(res.DeclaredPods) > 0 {
-		fmt.Fprintf(&b, "\nKubernetes pods wm.yaml declares (applied to your namespace on merge):\n\n| pod | image | GPUs | CPUs | memory | restart |\n|---|---|---|---|---|---|\n")
-		for _, p := range res.DeclaredPods {
-			fmt.Fprintf(&b, "| %s | %s | %d | %g | %s | %s |\n", code(p.Name), code(p.Image), p.GPUs, p.CPUs,
-				resource.NewQuantity(p.MemoryBytes, resource.BinarySI), p.Restart)
-		}
-	}
 	u := res.OwnerUsage
-	fmt.Fprintf(&b, "\n**Quota** (all your repos, with this one as merged): %d of %d containers, %d of %d GPUs, %g of %g CPUs, %s of %s memory.\n",
-		u.Containers, quota.Containers, u.GPUs, quota.GPUs, u.CPUs, quota.CPUs,
-		resource.NewQuantity(u.MemoryBytes, resource.BinarySI), quota.Memory)
+	fmt.Fprintf(&b, "\n**Quota** (all your repos, Docker and Kubernetes together, with this one as merged): %d of %d containers, %d of %d pods, %d of %d GPUs, %g of %g CPUs, %s of %s memory, %d of %d host ports.\n",
+		u.Containers, quota.Containers, u.Pods, quota.Pods, u.GPUs, quota.GPUs, u.CPUs, quota.CPUs,
+		resource.NewQuantity(u.MemoryBytes, resource.BinarySI), quota.Memory, u.Ports, quota.Ports)
 	fmt.Fprintf(&b, "\nNothing is applied from a merge request; merging rolls this out.\n")
 	return b.String()
+}
+
+// actionImageAndDetails are the image and the details of what an action
+// makes, as note cells: a container's ports, a pod's resources.
+func actionImageAndDetails(a reconciler.Action) (image, details string) {
+	switch {
+	case a.Spec != nil:
+		var ps []string
+		for _, p := range a.Spec.Ports {
+			host := "new"
+			if p.Host != 0 {
+				host = fmt.Sprint(p.Host)
+			}
+			ps = append(ps, fmt.Sprintf("%d → %s", p.Guest, host))
+		}
+		details = strings.Join(ps, ", ")
+		if !a.Spec.Running && a.Kind != reconciler.ActionStop {
+			details += " (stopped)"
+		}
+		return code(a.Spec.Image), details
+	case a.Pod != nil:
+		p := a.Pod
+		return code(p.Image), fmt.Sprintf("%d GPU(s), %g CPU(s), %s, restart %s", p.GPUs, p.CPUs, resource.NewQuantity(p.MemoryBytes, resource.BinarySI), p.Restart)
+	case a.Image != "":
+		return code(a.Image), ""
+	}
+	return "", ""
 }
 
 // What a student wrote (wm.yaml's keys and values, error messages that

@@ -415,7 +415,7 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 		return strings.Contains(b, head1[:12])
 	})
 	body, _ := planNote()
-	for _, want := range []string{"| ➕ | create | `" + docker.ObjectName("alice", "db") + "`", "| 🔁 | recreate | `" + docker.ObjectName("alice", "web") + "`", "5432 → new", "**Quota**", "2 of 5 containers"} {
+	for _, want := range []string{"| ➕ | create | container | `" + docker.ObjectName("alice", "db") + "`", "| 🔁 | recreate | container | `" + docker.ObjectName("alice", "web") + "`", "5432 → new", "**Quota**", "2 of 5 containers"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("plan note lacks %q:\n%s", want, body)
 		}

@@ -387,9 +387,11 @@ func (b *Backend) RemoveOwner(ctx context.Context, owner string) error {
 // PodUsage is one pod WhaleMountain manages, as the owner's quota counts it.
 type PodUsage struct {
 	Repo, Name, Phase string
-	GPUs              int
-	CPUs              float64
-	MemoryBytes       int64
+	// Hash is the pod's applied hash (Settings.PodHash of what made it).
+	Hash        string
+	GPUs        int
+	CPUs        float64
+	MemoryBytes int64
 }
 
 // OwnerPods lists the pods WhaleMountain manages in owner's namespace
@@ -415,7 +417,7 @@ func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, erro
 	}
 	var out []PodUsage
 	for _, p := range list.Items {
-		u := PodUsage{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase)}
+		u := PodUsage{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase), Hash: p.Annotations[AnnotationHash]}
 		if u.Repo == "" {
 			u.Repo = p.Labels[LabelRepo]
 		}
