@@ -2,6 +2,7 @@ package gitlab
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync"
@@ -18,15 +19,21 @@ const (
 	PlanStatusName = "whalemountain/plan"
 )
 
-// statusSetter posts commit statuses; *Client is one.
+// statusSetter posts and reads commit statuses; *Client is one.
 type statusSetter interface {
 	SetStatus(ctx context.Context, project, sha, name string, state gl.BuildStateValue, description, targetURL string) error
+	LatestStatus(ctx context.Context, project, sha, name string) (state gl.BuildStateValue, description string, found bool, err error)
 }
 
 // Reporter turns passes into the "whalemountain" commit status of the
-// commit they rolled out. It posts only what changed since it last posted
-// for that commit, so a poll that finds everything as it was says nothing.
-// It implements reconciler.Reporter.
+// commit they rolled out. On GitLab every finished status posted again
+// adds a job to the commit's external pipeline (which then shows as
+// running), so the reporter posts only a change: "running" on the first
+// pass of a commit, and an outcome only when its state or description
+// differs from the last one on the commit. What was posted is remembered
+// per repo for its current commit; a commit it does not remember (a new
+// one, or any after a restart) has its latest status read from GitLab
+// before anything is posted. It implements reconciler.Reporter.
 type Reporter struct {
 	client    statusSetter
 	dashboard string
@@ -37,9 +44,23 @@ type Reporter struct {
 	last map[string]posted // repo key → what was last posted for it
 }
 
-// posted is the last status posted for a repo; one per repo keeps memory
-// bounded by the number of repos.
+// posted is the last status on a repo's current commit, "state|description"
+// ("" for none); one per repo keeps memory bounded by the number of repos.
 type posted struct{ sha, status string }
+
+// queued is the description of the status a push webhook posts.
+const queued = "queued: WhaleMountain will roll this commit out"
+
+// when says which posts a status makes: the queued status only on a
+// commit without any status; "running" only on a commit no pass has
+// reported on yet; an outcome whenever it changed.
+type when int
+
+const (
+	onFirst when = iota
+	beforeOutcome
+	onChange
+)
 
 var _ reconciler.Reporter = (*Reporter)(nil)
 
@@ -50,18 +71,18 @@ func NewReporter(client statusSetter, dashboardURL string, paths func(key string
 
 // Pending says a pushed commit is queued.
 func (r *Reporter) Pending(ctx context.Context, repo, sha string) {
-	r.post(ctx, repo, sha, StatePending, "queued: WhaleMountain will roll this commit out")
+	r.post(ctx, repo, sha, StatePending, queued, onFirst)
 }
 
 // PassStarted says the pass is running.
 func (r *Reporter) PassStarted(ctx context.Context, repo reconciler.Repo, rev string) {
-	r.post(ctx, repo.Key, rev, StateRunning, "rolling out "+short(rev))
+	r.post(ctx, repo.Key, rev, StateRunning, "rolling out "+short(rev), beforeOutcome)
 }
 
 // PassFinished says how the pass ended.
 func (r *Reporter) PassFinished(ctx context.Context, repo reconciler.Repo, res reconciler.Result, err error) {
 	state, desc := StatusOf(res, err)
-	r.post(ctx, repo.Key, res.Revision, state, desc)
+	r.post(ctx, repo.Key, res.Revision, state, desc, onChange)
 }
 
 // StatusOf maps a pass's outcome to a commit status and a one-line
@@ -91,17 +112,32 @@ func StatusOf(res reconciler.Result, err error) (gl.BuildStateValue, string) {
 	return StateRunning, "retrying after: " + firstLine(msg)
 }
 
-func (r *Reporter) post(ctx context.Context, key, sha string, state gl.BuildStateValue, desc string) {
+func (r *Reporter) post(ctx context.Context, key, sha string, state gl.BuildStateValue, desc string, w when) {
 	path, ok := r.paths(key)
 	if !ok || sha == "" {
 		return
 	}
-	now := posted{sha, string(state) + "|" + desc}
 	r.mu.Lock()
-	same := r.last[key] == now
-	r.last[key] = now
+	last, known := r.last[key]
 	r.mu.Unlock()
-	if same {
+	if !known || last.sha != sha {
+		last = posted{sha: sha}
+		st, d, found, err := r.client.LatestStatus(ctx, path, sha, StatusName)
+		switch {
+		case err != nil:
+			// Not knowing is no reason to stay silent: post, and read
+			// again next time.
+			r.log.Warn("commit status not read; posting without knowing the last", "repo", key, "sha", short(sha), "err", err)
+		case found:
+			last.status = statusKey(st, d)
+		}
+	}
+	now := statusKey(state, desc)
+	switch {
+	case now == last.status,
+		w == onFirst && last.status != "",
+		w == beforeOutcome && last.status != "" && last.status != statusKey(StatePending, queued):
+		r.remember(key, last)
 		return
 	}
 	target := ""
@@ -110,10 +146,51 @@ func (r *Reporter) post(ctx context.Context, key, sha string, state gl.BuildStat
 	}
 	if err := r.client.SetStatus(ctx, path, sha, StatusName, state, desc, target); err != nil {
 		r.mu.Lock()
-		delete(r.last, key) // post again next time
+		delete(r.last, key) // read and post again next time
 		r.mu.Unlock()
 		r.log.Warn("commit status not posted", "repo", key, "sha", short(sha), "err", err)
+		return
 	}
+	r.remember(key, posted{sha, now})
+}
+
+func (r *Reporter) remember(key string, p posted) {
+	r.mu.Lock()
+	r.last[key] = p
+	r.mu.Unlock()
+}
+
+// statusKey is a status as GitLab keeps it: the description as SetStatus
+// sends it.
+func statusKey(state gl.BuildStateValue, desc string) string {
+	return string(state) + "|" + StatusText(desc)
+}
+
+// LatestStatus reads the newest status named name on a commit (GitLab
+// lists the latest of each job; a retried one is left out), so that a
+// reporter that does not remember the commit posts only a change.
+func (c *Client) LatestStatus(ctx context.Context, project, sha, name string) (gl.BuildStateValue, string, bool, error) {
+	opt := &gl.GetCommitStatusesOptions{Name: gl.Ptr(name), ListOptions: gl.ListOptions{PerPage: 100}}
+	var latest *gl.CommitStatus
+	for {
+		page, resp, err := c.gl.Commits.GetCommitStatuses(project, sha, opt, gl.WithContext(ctx))
+		if err != nil {
+			return "", "", false, fmt.Errorf("read status %s of %s@%s: %w", name, project, short(sha), classify(resp, err))
+		}
+		for _, s := range page {
+			if s.Name == name && (latest == nil || s.ID > latest.ID) {
+				latest = s
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opt.Page = resp.NextPage
+	}
+	if latest == nil {
+		return "", "", false, nil
+	}
+	return gl.BuildStateValue(latest.Status), latest.Description, true, nil
 }
 
 func firstLine(s string) string {
