@@ -11,6 +11,7 @@ import (
 
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // engine is the method set every implementation has.
@@ -362,10 +363,15 @@ func inspect(t *testing.T, e engine, name string) docker.Container {
 	return c
 }
 
+// wantErr checks that err is of class, and so of class's kind in package
+// fault too.
 func wantErr(t *testing.T, err, class error) {
 	t.Helper()
 	if !errors.Is(err, class) {
 		t.Errorf("error = %v, want %v", err, class)
+	}
+	if kind := fault.Of(class); kind == nil || !errors.Is(err, kind) {
+		t.Errorf("error = %v, want it of the kind fault.%v", err, kind)
 	}
 }
 
@@ -399,7 +405,7 @@ func wantVolumes(t *testing.T, e engine, owner string, names ...string) {
 	for _, v := range list {
 		if strings.HasPrefix(v.Name, owner+"-") || v.Labels[docker.LabelOwner] == owner {
 			got = append(got, v.Name)
-			want := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner}
+			want := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner, docker.LabelInstance: docker.DefaultInstance}
 			if !maps.Equal(v.Labels, want) {
 				t.Errorf("volume %s labels = %v, want %v", v.Name, v.Labels, want)
 			}

@@ -51,10 +51,30 @@ const inspectParallelism = 8
 // concurrent use.
 type Engine struct {
 	name string
-	cli  *client.Client
+	// instance is the WhaleMountain instance whose objects this engine
+	// lists and changes; DefaultInstance unless WithInstance says.
+	instance string
+	cli      *client.Client
 	// ensureMu serializes making networks and volumes, so that two
 	// concurrent Creates for one owner do not race to make the same network.
 	ensureMu sync.Mutex
+}
+
+// Option configures an Engine made by New.
+type Option func(*Engine)
+
+// WithInstance makes the engine instance's: every container, volume and
+// network it makes carries LabelInstance=instance, and it lists, changes
+// and removes only those (and, for DefaultInstance, those labelled before
+// instances existed). To it, another instance's objects are not there,
+// except that their names are taken (ErrConflict). instance is a DNS
+// label; "" is DefaultInstance.
+func WithInstance(instance string) Option {
+	return func(e *Engine) {
+		if instance != "" {
+			e.instance = instance
+		}
+	}
 }
 
 // New returns an Engine for the Docker daemon at endpoint ("unix:///...",
@@ -62,7 +82,20 @@ type Engine struct {
 // DOCKER_TLS_VERIFY as the docker CLI does). name is the host's name, used
 // by callers to tell hosts apart. New does no I/O; the API version is
 // negotiated on the first call.
-func New(name, endpoint string) (*Engine, error) {
+func New(name, endpoint string, opts ...Option) (*Engine, error) {
+	e := &Engine{name: name, instance: DefaultInstance}
+	for _, o := range opts {
+		o(e)
+	}
+	if !validInstance(e.instance) {
+		return nil, fmt.Errorf("docker host %s: instance %q is not a DNS label (at most 63 lower-case letters, digits and '-')", name, e.instance)
+	}
+	return e.connect(endpoint)
+}
+
+// connect makes e's client for endpoint.
+func (e *Engine) connect(endpoint string) (*Engine, error) {
+	name := e.name
 	opts := []client.Opt{client.WithAPIVersionNegotiation()}
 	if endpoint == "" {
 		opts = append(opts, client.FromEnv)
@@ -77,24 +110,56 @@ func New(name, endpoint string) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker host %s: connect: %w", name, err)
 	}
-	return &Engine{name: name, cli: cli}, nil
+	e.cli = cli
+	return e, nil
+}
+
+// validInstance reports whether instance is a DNS label.
+func validInstance(instance string) bool {
+	if len(instance) == 0 || len(instance) > 63 || instance[0] == '-' || instance[len(instance)-1] == '-' {
+		return false
+	}
+	for _, r := range instance {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // Name returns the host's name.
 func (e *Engine) Name() string { return e.name }
 
+// Instance returns the WhaleMountain instance whose objects the engine
+// manages (WithInstance).
+func (e *Engine) Instance() string { return e.instance }
+
+// NetworkName is NetworkName(e.Instance(), owner): the network Create
+// wants in a Spec of owner's.
+func (e *Engine) NetworkName(owner string) string { return NetworkName(e.instance, owner) }
+
+// mine reports whether an object with labels is this instance's.
+func (e *Engine) mine(labels map[string]string) bool { return InstanceOf(labels) == e.instance }
+
 // Close releases the client's connections.
 func (e *Engine) Close() error { return e.cli.Close() }
 
-// managedFilter selects WhaleMountain's objects.
-func managedFilter() filters.Args {
-	return filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+ManagedByValue))
+// managedFilter selects WhaleMountain's objects: the instance's when it
+// is not the default one (whose own include those without an instance
+// label, which a filter cannot select: mine sorts them out).
+func (e *Engine) managedFilter() filters.Args {
+	f := filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+ManagedByValue))
+	if e.instance != DefaultInstance {
+		f.Add("label", LabelInstance+"="+e.instance)
+	}
+	return f
 }
 
-// ListManaged returns every managed container on the host, in any state,
-// sorted by name. It inspects each one, so it costs one call per container.
+// ListManaged returns every container of the engine's instance on the
+// host, in any state, sorted by name. It inspects each one, so it costs
+// one call per container.
 func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
-	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: managedFilter()})
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: e.managedFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", e.name, classify(err, ErrNotFound, nil))
 	}
@@ -114,7 +179,7 @@ func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
 				// Removed between the list and the inspect.
 			case err != nil:
 				errs[i] = err
-			case c.Managed():
+			case e.mine(c.Labels):
 				out[i], found[i] = c, true
 			}
 		}()
@@ -134,7 +199,8 @@ func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
 }
 
 // Inspect returns the managed container called name; ErrNotFound when there
-// is none or when the container of that name is not managed.
+// is none or when the container of that name is not managed by the
+// engine's instance.
 func (e *Engine) Inspect(ctx context.Context, name string) (Container, error) {
 	c, err := e.lookup(ctx, name)
 	if err != nil {
@@ -155,6 +221,9 @@ func (e *Engine) lookup(ctx context.Context, name string) (Container, error) {
 	}
 	if !c.Managed() {
 		return Container{}, fmt.Errorf("container %s is not managed by whalemountain: %w", name, ErrNotFound)
+	}
+	if !e.mine(c.Labels) {
+		return Container{}, fmt.Errorf("container %s is whalemountain instance %s's, not %s's: %w", name, c.Instance(), e.instance, ErrNotFound)
 	}
 	return c, nil
 }
@@ -222,6 +291,9 @@ func (e *Engine) Create(ctx context.Context, s Spec) (Container, error) {
 	if err := s.Validate(); err != nil {
 		return fail(err)
 	}
+	if want := e.NetworkName(s.Owner); s.Network != want {
+		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", ErrInvalidSpec, s.Name, want, e.instance))
+	}
 	if ok, err := e.ImageExists(ctx, s.Image); err != nil {
 		return fail(err)
 	} else if !ok {
@@ -236,6 +308,7 @@ func (e *Engine) Create(ctx context.Context, s Spec) (Container, error) {
 		return fail(err)
 	}
 	config, hostConfig, netConfig := containerConfig(s)
+	config.Labels[LabelInstance] = e.instance
 	created, err := e.cli.ContainerCreate(ctx, config, hostConfig, netConfig, nil, s.Name)
 	if err != nil {
 		// The image or the network can have gone since they were checked.
@@ -364,7 +437,7 @@ func (e *Engine) ensureNetwork(ctx context.Context, name, owner string) error {
 		return err
 	}
 	if n == nil {
-		_, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: ownedLabels(owner)})
+		_, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: ownedLabels(e.instance, owner)})
 		if err := classify(err, ErrNotFound, nil); err != nil && !errors.Is(err, ErrConflict) {
 			return fmt.Errorf("create network %s: %w", name, err)
 		}
@@ -375,8 +448,8 @@ func (e *Engine) ensureNetwork(ctx context.Context, name, owner string) error {
 			return fmt.Errorf("network %s vanished after it was created: %w", name, ErrNotFound)
 		}
 	}
-	if !ownedBy(n.Labels, owner) {
-		return fmt.Errorf("network %s exists and is not %s's: %w", name, owner, ErrConflict)
+	if !e.ownedBy(n.Labels, owner) {
+		return fmt.Errorf("network %s exists and is not %s's under instance %s: %w", name, owner, e.instance, ErrConflict)
 	}
 	return nil
 }
@@ -388,20 +461,26 @@ func (e *Engine) ensureVolume(ctx context.Context, name, owner string) error {
 		if cerr := classify(err, ErrNotFound, nil); !errors.Is(cerr, ErrNotFound) {
 			return fmt.Errorf("inspect volume %s: %w", name, cerr)
 		}
-		v, err = e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local", Labels: ownedLabels(owner)})
+		v, err = e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local", Labels: ownedLabels(e.instance, owner)})
 		if err != nil {
 			return fmt.Errorf("create volume %s: %w", name, classify(err, ErrNotFound, nil))
 		}
 	}
-	if !ownedBy(v.Labels, owner) {
-		return fmt.Errorf("volume %s exists and is not %s's: %w", name, owner, ErrConflict)
+	if !e.ownedBy(v.Labels, owner) {
+		return fmt.Errorf("volume %s exists and is not %s's under instance %s: %w", name, owner, e.instance, ErrConflict)
 	}
 	return nil
 }
 
-// ownedBy reports whether labels mark an object as owner's.
-func ownedBy(labels map[string]string, owner string) bool {
-	return labels[LabelManagedBy] == ManagedByValue && labels[LabelOwner] == owner
+// ownedBy reports whether labels mark an object as owner's under e's
+// instance.
+func (e *Engine) ownedBy(labels map[string]string, owner string) bool {
+	return ownedBy(labels, e.instance, owner)
+}
+
+// ownedBy reports whether labels mark an object as owner's under instance.
+func ownedBy(labels map[string]string, instance, owner string) bool {
+	return InstanceOf(labels) == instance && labels[LabelOwner] == owner
 }
 
 // Start starts the managed container called name; starting a running one
@@ -460,15 +539,15 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// ListVolumes returns the managed volumes, sorted by name.
+// ListVolumes returns the volumes of the engine's instance, sorted by name.
 func (e *Engine) ListVolumes(ctx context.Context) ([]Volume, error) {
-	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: managedFilter()})
+	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: e.managedFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list volumes on %s: %w", e.name, classify(err, ErrNotFound, nil))
 	}
 	var out []Volume
 	for _, v := range resp.Volumes {
-		if v.Labels[LabelManagedBy] == ManagedByValue {
+		if e.mine(v.Labels) {
 			out = append(out, Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
 		}
 	}
@@ -477,8 +556,8 @@ func (e *Engine) ListVolumes(ctx context.Context) ([]Volume, error) {
 }
 
 // RemoveVolume removes the managed volume called name: ErrNotFound when
-// there is none or it is not managed, ErrConflict while a container (in any
-// state) mounts it.
+// there is none or it is not the engine's instance's, ErrConflict while a
+// container (in any state) mounts it.
 func (e *Engine) RemoveVolume(ctx context.Context, name string) error {
 	fail := func(err error) error { return fmt.Errorf("remove volume %s on %s: %w", name, e.name, err) }
 	v, err := e.cli.VolumeInspect(ctx, name)
@@ -487,6 +566,9 @@ func (e *Engine) RemoveVolume(ctx context.Context, name string) error {
 	}
 	if v.Labels[LabelManagedBy] != ManagedByValue {
 		return fail(fmt.Errorf("volume %s is not managed by whalemountain: %w", name, ErrNotFound))
+	}
+	if !e.mine(v.Labels) {
+		return fail(fmt.Errorf("volume %s is whalemountain instance %s's, not %s's: %w", name, InstanceOf(v.Labels), e.instance, ErrNotFound))
 	}
 	if err := e.cli.VolumeRemove(ctx, name, false); err != nil {
 		return fail(classify(err, ErrNotFound, nil))
@@ -505,6 +587,27 @@ func (e *Engine) ImageExists(ctx context.Context, ref string) (bool, error) {
 	default:
 		return false, fmt.Errorf("inspect image %s on %s: %w", ref, e.name, err)
 	}
+}
+
+// ImageID returns the ID of the image ref on the host (the digest of its
+// configuration): ErrImageNotFound when it is not there.
+func (e *Engine) ImageID(ctx context.Context, ref string) (string, error) {
+	img, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("inspect image %s on %s: %w", ref, e.name, classify(err, ErrImageNotFound, nil))
+	}
+	return img.ID, nil
+}
+
+// ImageSave streams the image ref from the host as `docker save` writes it
+// (a tarball with a manifest.json): ErrImageNotFound when it is not there.
+// The caller closes the stream.
+func (e *Engine) ImageSave(ctx context.Context, ref string) (io.ReadCloser, error) {
+	rc, err := e.cli.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, fmt.Errorf("save image %s on %s: %w", ref, e.name, classify(err, ErrImageNotFound, nil))
+	}
+	return rc, nil
 }
 
 // Pull pulls ref onto the host, with auth when it is not nil. The registry's

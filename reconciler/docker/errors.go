@@ -7,35 +7,42 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/client"
+
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // Classes of errors. Every error the engines return that falls in one of
-// them matches it with errors.Is, whatever the implementation; the rest are
-// transient (retry with backoff) unless they wrap a context error.
+// them matches it with errors.Is, whatever the implementation, and matches
+// its kind in package fault too (noted on each), so that a caller can
+// branch on the kind alone; the rest are transient (retry with backoff)
+// unless they wrap a context error.
 var (
-	// ErrNotFound: the container or volume does not exist, or exists but is
-	// not managed by WhaleMountain, which to a caller is the same thing.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: the name is taken (by any container, labelled or not;
-	// by a volume or network that is not the owner's), or a volume is
-	// still in use. Retrying the same call does not help.
-	ErrConflict = errors.New("conflict")
-	// ErrImageNotFound: the image is not on the host (Create) or the
-	// registry says it does not exist (Pull). The student must fix the
-	// reference.
-	ErrImageNotFound = errors.New("image not found")
-	// ErrUnauthorized: the registry refused the credentials. The student
-	// or the operator must fix them.
-	ErrUnauthorized = errors.New("unauthorized")
-	// ErrUnreachable: the Docker daemon or the registry could not be
-	// reached. Transient: requeue with backoff.
-	ErrUnreachable = errors.New("unreachable")
-	// ErrPortInUse: a host port of the container is held by something
-	// else, so it could not start. The container is left created.
-	ErrPortInUse = errors.New("host port in use")
-	// ErrInvalidSpec: the Spec breaks an invariant (see Spec.Validate); a
-	// bug in the caller, not something a retry fixes.
-	ErrInvalidSpec = errors.New("invalid spec")
+	// ErrNotFound (fault.NotFound): the container or volume does not
+	// exist, or exists but is not managed by this WhaleMountain instance,
+	// which to a caller is the same thing.
+	ErrNotFound = fault.New(fault.NotFound, "not found")
+	// ErrConflict (fault.Conflict): the name is taken (by any container,
+	// labelled or not, of any instance; by a volume or network that is not
+	// the owner's under this instance), or a volume is still in use.
+	// Retrying the same call does not help.
+	ErrConflict = fault.New(fault.Conflict, "conflict")
+	// ErrImageNotFound (fault.NotFound): the image is not on the host
+	// (Create) or the registry says it does not exist (Pull). The student
+	// must fix the reference, or CI has not pushed it yet.
+	ErrImageNotFound = fault.New(fault.NotFound, "image not found")
+	// ErrUnauthorized (fault.Refused): the registry refused the
+	// credentials. The student or the operator must fix them.
+	ErrUnauthorized = fault.New(fault.Refused, "unauthorized")
+	// ErrUnreachable (fault.Unreachable): the Docker daemon or the
+	// registry could not be reached. Transient: requeue with backoff.
+	ErrUnreachable = fault.New(fault.Unreachable, "unreachable")
+	// ErrPortInUse (fault.Conflict): a host port of the container is held
+	// by something else, so it could not start. The container is left
+	// created.
+	ErrPortInUse = fault.New(fault.Conflict, "host port in use")
+	// ErrInvalidSpec (fault.Invalid): the Spec breaks an invariant (see
+	// Spec.Validate); a bug in the caller, not something a retry fixes.
+	ErrInvalidSpec = fault.New(fault.Invalid, "invalid spec")
 )
 
 // classifiedError keeps the daemon's message and adds a class to it, so that

@@ -202,6 +202,12 @@ func (f *Fake) record(method, arg string) error {
 // Name returns the host's name.
 func (f *Fake) Name() string { return f.name }
 
+// Instance is DefaultInstance: a Fake is the default instance's host.
+func (f *Fake) Instance() string { return DefaultInstance }
+
+// NetworkName is NetworkName(DefaultInstance, owner).
+func (f *Fake) NetworkName(owner string) string { return NetworkName(DefaultInstance, owner) }
+
 // Close does nothing; it is recorded.
 func (f *Fake) Close() error {
 	f.mu.Lock()
@@ -282,24 +288,29 @@ func (f *Fake) Create(ctx context.Context, s Spec) (Container, error) {
 	if _, ok := f.containers[s.Name]; ok {
 		return fail(fmt.Errorf("a container named %s exists: %w", s.Name, ErrConflict))
 	}
-	if labels, ok := f.networks[s.Network]; ok && !ownedBy(labels, s.Owner) {
+	if want := f.NetworkName(s.Owner); s.Network != want {
+		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", ErrInvalidSpec, s.Name, want, DefaultInstance))
+	}
+	if labels, ok := f.networks[s.Network]; ok && !ownedBy(labels, DefaultInstance, s.Owner) {
 		return fail(fmt.Errorf("network %s exists and is not %s's: %w", s.Network, s.Owner, ErrConflict))
 	}
-	f.networks[s.Network] = ownedLabels(s.Owner)
+	f.networks[s.Network] = ownedLabels(DefaultInstance, s.Owner)
 	for _, m := range s.Mounts {
 		v, ok := f.volumes[m.Volume]
 		if !ok {
-			v = Volume{Name: m.Volume, Labels: ownedLabels(s.Owner)}
+			v = Volume{Name: m.Volume, Labels: ownedLabels(DefaultInstance, s.Owner)}
 			f.volumes[m.Volume] = v
 		}
-		if !ownedBy(v.Labels, s.Owner) {
+		if !ownedBy(v.Labels, DefaultInstance, s.Owner) {
 			return fail(fmt.Errorf("volume %s exists and is not %s's: %w", m.Volume, s.Owner, ErrConflict))
 		}
 	}
+	labels := s.Labels()
+	labels[LabelInstance] = DefaultInstance
 	fc := &fakeContainer{spec: cloneSpec(s), c: Container{
 		ID:      newID(),
 		Name:    s.Name,
-		Labels:  s.Labels(),
+		Labels:  labels,
 		Image:   s.Image,
 		State:   "created",
 		Ports:   sortedPorts(s.Ports),

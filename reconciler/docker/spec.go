@@ -40,7 +40,42 @@ const (
 	LabelMemory   = "dev.whalemountain.memory-bytes"
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "whalemountain"
+	// LabelInstance is the WhaleMountain instance that made the object
+	// (the server config's instance): an engine lists, changes and
+	// removes only its own instance's objects. An object without it was
+	// made before instances existed, and is DefaultInstance's.
+	LabelInstance = "dev.whalemountain.instance"
 )
+
+// DefaultInstance is the instance of an Engine made without WithInstance,
+// and of every object labelled before LabelInstance existed.
+const DefaultInstance = "wm"
+
+// InstanceOf is the instance a managed object with labels belongs to: its
+// LabelInstance, or DefaultInstance when it has none; "" when it is not
+// managed at all.
+func InstanceOf(labels map[string]string) string {
+	if labels[LabelManagedBy] != ManagedByValue {
+		return ""
+	}
+	if i := labels[LabelInstance]; i != "" {
+		return i
+	}
+	return DefaultInstance
+}
+
+// NetworkName is the name of owner's bridge network under instance:
+// "wm-<owner>" for DefaultInstance (or ""), as before instances existed,
+// and "<instance>_<owner>" for any other. Instances and owners are DNS
+// labels, which never hold '_', so another instance's names never meet
+// the default one's, nor each other's ("wm-a" and "b" against "wm" and
+// "a-b").
+func NetworkName(instance, owner string) string {
+	if instance == "" || instance == DefaultInstance {
+		return DefaultInstance + "-" + owner
+	}
+	return instance + NameSeparator + owner
+}
 
 // NameSeparator joins an owner and a name from wm.yaml into the name of a
 // container or volume. Both are DNS labels ([a-z0-9-]), which never hold
@@ -124,8 +159,9 @@ type Spec struct {
 	// Mounts are named volumes; they are created when missing and outlive
 	// the container.
 	Mounts []Mount
-	// Network is the owner's bridge network, "wm-<owner>"; it is created
-	// when missing.
+	// Network is the owner's bridge network under the engine's instance,
+	// NetworkName(instance, Owner) ("wm-<owner>" for the default
+	// instance); it is created when missing.
 	Network string
 
 	// Limits.
@@ -205,7 +241,9 @@ func (s Spec) Hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Labels returns the labels a container made from s carries.
+// Labels returns the labels a container made from s carries, besides
+// LabelInstance, which the engine adds (it is not part of the spec, nor of
+// its Hash, so that the containers made before it are kept as they are).
 func (s Spec) Labels() map[string]string {
 	return map[string]string{
 		LabelManagedBy: ManagedByValue,
@@ -219,9 +257,10 @@ func (s Spec) Labels() map[string]string {
 	}
 }
 
-// ownedLabels are the labels of a volume or network made for owner.
-func ownedLabels(owner string) map[string]string {
-	return map[string]string{LabelManagedBy: ManagedByValue, LabelOwner: owner}
+// ownedLabels are the labels of a volume or network made for owner by
+// instance.
+func ownedLabels(instance, owner string) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedByValue, LabelOwner: owner, LabelInstance: instance}
 }
 
 // pidsLimit is the effective process limit.
@@ -319,8 +358,13 @@ type Container struct {
 	StartedAt, FinishedAt time.Time
 }
 
-// Managed reports whether the container carries WhaleMountain's label.
+// Managed reports whether the container carries WhaleMountain's label,
+// whatever its instance.
 func (c Container) Managed() bool { return c.Labels[LabelManagedBy] == ManagedByValue }
+
+// Instance is the instance the container belongs to (InstanceOf its
+// labels).
+func (c Container) Instance() string { return InstanceOf(c.Labels) }
 
 // SpecHash returns the spec hash the container was created with.
 func (c Container) SpecHash() string { return c.Labels[LabelSpecHash] }
