@@ -133,6 +133,12 @@ type Poll struct {
 	Jitter *Duration `yaml:"jitter"`
 	// Concurrency is how many repos are looked at at once.
 	Concurrency int `yaml:"concurrency"`
+	// PassTimeout is the deadline of one pass of one repo: a hung Docker
+	// daemon or apiserver never holds a worker longer.
+	PassTimeout Duration `yaml:"passTimeout"`
+	// ShutdownGrace is how long the passes under way at SIGTERM may go on
+	// before they are cancelled.
+	ShutdownGrace Duration `yaml:"shutdownGrace"`
 }
 
 // Sources lists where students' repos come from.
@@ -439,7 +445,7 @@ func newServerConfig() ServerConfig {
 		StateDir:  "wm-state",
 		Listen:    "127.0.0.1:8080",
 		RateLimit: RateLimit{Rate: 5, Burst: 20},
-		Poll:      Poll{Interval: Duration(time.Minute), Concurrency: 4},
+		Poll:      Poll{Interval: Duration(time.Minute), Concurrency: 4, PassTimeout: Duration(10 * time.Minute), ShutdownGrace: Duration(30 * time.Second)},
 		SIF: SIFConfig{
 			Compression: "gzip", Timeout: Duration(10 * time.Minute), Concurrency: 2, GracePeriod: Duration(7 * 24 * time.Hour),
 			MaxUnpackedSize: "8Gi", MaxFiles: 500_000, MaxCompressedSize: "4Gi",
@@ -519,6 +525,12 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 	if c.Poll.Concurrency < 1 || c.Poll.Concurrency > 256 {
 		report("poll.concurrency", false, "%d is not between 1 and 256", c.Poll.Concurrency)
+	}
+	if t := c.Poll.PassTimeout.Std(); t < 10*time.Second || t > 24*time.Hour {
+		report("poll.passTimeout", false, "%v is not between 10s and 24h", t)
+	}
+	if g := c.Poll.ShutdownGrace.Std(); g < 0 || g > time.Hour {
+		report("poll.shutdownGrace", false, "%v is not between 0s and 1h", g)
 	}
 	seenRepo := map[string]int{}
 	for i, r := range c.Sources.Repos {
