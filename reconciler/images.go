@@ -21,10 +21,11 @@ type imageResolver struct {
 	registry string   // where "self" images live
 	allowed  []string // registry prefixes references may come from
 	public   []string // paths under registry every student may use
-	// repo looks up a repo's recorded state by key; repos lists them all
-	// (for shared/<owner>/<repo>, whose repo may sit below groups).
-	repo  func(key string) (store.RepoState, bool, error)
-	repos func() ([]store.RepoState, error)
+	// repo looks up a repo's recorded state by key; ownerRepos lists an
+	// owner's (for shared/<owner>/<repo>, whose repo may sit below
+	// groups, and for the owner's own projects).
+	repo       func(key string) (store.RepoState, bool, error)
+	ownerRepos func(owner string) ([]store.RepoState, error)
 }
 
 // resolve returns the reference for field (a path such as
@@ -89,25 +90,15 @@ func (ir imageResolver) mayUse(repo Repo, field, path string) error {
 	if path == strings.ToLower(repo.Key) {
 		return nil
 	}
-	other, ok, err := ir.repo(path)
+	// Keys keep GitLab's case; image paths are lower-case.
+	mine, err := ir.ownerRepos(repo.Owner)
 	if err != nil {
 		return err
 	}
-	if !ok {
-		// Keys keep GitLab's case; image paths are lower-case.
-		all, err := ir.repos()
-		if err != nil {
-			return err
+	for _, other := range mine {
+		if strings.ToLower(other.Key) == path {
+			return nil
 		}
-		for i := range all {
-			if strings.ToLower(all[i].Key) == path {
-				other, ok = all[i], true
-				break
-			}
-		}
-	}
-	if ok && other.Owner == repo.Owner {
-		return nil
 	}
 	return stalled("ImageNotYours", "%s: %s/%s is another project's image: use %q for this repo's own image, or %sOWNER/REPO for an image its owner shares", field, ir.registry, path, schema.ImageSelf, schema.SharedImagePrefix)
 }
@@ -128,19 +119,19 @@ func (ir imageResolver) sharedRepo(rest string) (*store.RepoState, error) {
 	if !found {
 		return nil, nil
 	}
-	all, err := ir.repos()
+	theirs, err := ir.ownerRepos(owner)
 	if err != nil {
 		return nil, err
 	}
 	var match *store.RepoState
-	for i := range all {
-		if all[i].Owner != owner || !strings.HasSuffix(strings.ToLower(all[i].Key), "/"+rest) {
+	for i := range theirs {
+		if !strings.HasSuffix(strings.ToLower(theirs[i].Key), "/"+rest) {
 			continue
 		}
 		if match != nil {
-			return nil, stalled("ImageAmbiguous", "%s%s names both %s and %s: give the full project path, %s%s", schema.SharedImagePrefix, rest, match.Key, all[i].Key, schema.SharedImagePrefix, all[i].Key)
+			return nil, stalled("ImageAmbiguous", "%s%s names both %s and %s: give the full project path, %s%s", schema.SharedImagePrefix, rest, match.Key, theirs[i].Key, schema.SharedImagePrefix, theirs[i].Key)
 		}
-		match = &all[i]
+		match = &theirs[i]
 	}
 	return match, nil
 }

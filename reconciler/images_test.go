@@ -29,12 +29,14 @@ func TestImageResolution(t *testing.T) {
 			r, ok := repos[key]
 			return r, ok, nil
 		},
-		repos: func() ([]store.RepoState, error) {
-			var all []store.RepoState
+		ownerRepos: func(owner string) ([]store.RepoState, error) {
+			var theirs []store.RepoState
 			for _, k := range sortedKeys(repos) {
-				all = append(all, repos[k])
+				if repos[k].Owner == owner {
+					theirs = append(theirs, repos[k])
+				}
 			}
-			return all, nil
+			return theirs, nil
 		},
 	}
 	alice := Repo{Key: "alice/Web", Owner: "alice"}

@@ -3,6 +3,7 @@ package reconciler
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -170,11 +171,11 @@ func New(cfg *schema.ServerConfig, git GitSource, engines []Engine, st *store.St
 		hosts: map[string]schema.DockerHost{},
 		store: st,
 		images: imageResolver{
-			registry: cfg.Registry.Host,
-			allowed:  cfg.Policy.AllowedRegistries,
-			public:   cfg.Registry.PublicPaths,
-			repo:     st.Repo,
-			repos:    st.Repos,
+			registry:   cfg.Registry.Host,
+			allowed:    cfg.Policy.AllowedRegistries,
+			public:     cfg.Registry.PublicPaths,
+			repo:       st.Repo,
+			ownerRepos: st.OwnerRepos,
 		},
 		now: time.Now,
 		log: slog.New(slog.DiscardHandler),
@@ -238,6 +239,9 @@ type pass struct {
 	usage    store.Usage
 	expired  bool
 	res      Result
+	// loaded is the repo's state as the pass found it, encoded: a pass
+	// that leaves it so writes nothing.
+	loaded []byte
 	// resolved marks a pass that knows what the repo declares.
 	resolved bool
 	// statusRead marks a failed pass whose containers and pods were read
@@ -300,11 +304,15 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 
 	start := r.now()
 	p := &pass{repo: repo, dryRun: dryRun, res: Result{Repo: repo}}
-	state, _, err := r.store.Repo(repo.Key)
+	state, ok, err := r.store.Repo(repo.Key)
 	if err != nil {
 		return p.res, err
 	}
 	p.state = state
+	p.loaded = []byte("{}")
+	if ok {
+		p.loaded, _ = json.Marshal(state)
+	}
 	// Credentials in a configured URL are for fetching only: state is
 	// printed and served, so it never holds them.
 	p.state.Key, p.state.Owner, p.state.URL, p.state.Branch = repo.Key, repo.Owner, gitsource.ScrubURL(repo.URL), repo.Branch
@@ -1020,7 +1028,6 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 	}
 	now := r.now()
 	st := &p.state
-	st.LastPass = now
 	result := "Applied"
 	if err == nil {
 		st.AppliedRevision = p.rev
@@ -1057,6 +1064,12 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		st.SetCondition(store.Condition{Type: store.Reconciling, Status: outcome != Stalled, Reason: outcome.String()}, now)
 		st.SetCondition(store.Condition{Type: store.Stalled, Status: outcome == Stalled, Reason: reason, Message: err.Error()}, now)
 	}
+	if len(p.res.Plan.Actions) == 0 && equalJSON(*st, p.loaded) {
+		// Nothing changed and nothing was done: a no-op pass writes
+		// nothing, and LastPass stays the last pass that did something.
+		return nil
+	}
+	st.LastPass = now
 	if werr := r.store.PutRepo(*st); werr != nil {
 		return werr
 	}
@@ -1064,6 +1077,18 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		Start: start, Duration: now.Sub(start), Revision: p.rev, Result: result,
 		Message: firstLine(p.res.Message), Changes: len(p.res.Plan.Actions),
 	})
+}
+
+// equalJSON reports whether v encodes to the JSON in want, the time of
+// the last pass set aside.
+func equalJSON(v store.RepoState, want []byte) bool {
+	var prev store.RepoState
+	if json.Unmarshal(want, &prev) != nil {
+		return false
+	}
+	v.LastPass = prev.LastPass
+	got, err := json.Marshal(v)
+	return err == nil && bytes.Equal(got, want)
 }
 
 // inventory lists what the repo has applied after a successful pass: its

@@ -208,14 +208,20 @@ func TestAFailedRecreationPutsTheOldContainerBack(t *testing.T) {
 	}
 }
 
-func TestANoOpPassChangesNothing(t *testing.T) {
+func TestANoOpPassChangesNothingAndWritesNothing(t *testing.T) {
 	w := newWorld(t)
 	repo := w.push("alice/web", webV1)
 	w.mustReconcile(repo)
+	w.mustReconcile(repo) // the first no-op may still settle the status
 	w.hosts[0].ResetCalls()
+	writes := w.store.Writes()
+	w.now = w.now.Add(time.Minute)
 	res := w.mustReconcile(repo)
 	if m := w.hosts[0].Mutations(); len(m) != 0 || len(res.Plan.Actions) != 0 || res.Plan.Unchanged != 1 {
 		t.Errorf("mutations %v, plan %+v", m, res.Plan)
+	}
+	if n := w.store.Writes() - writes; n != 0 {
+		t.Errorf("a no-op pass wrote %d page(s) to the state", n)
 	}
 }
 

@@ -170,13 +170,13 @@ func (r *Reconciler) sifPath(owner, name string) string {
 // sifNamesOfOtherRepos maps the SIF names the owner's other repos hold to
 // those repos: two repos cannot write one file.
 func (r *Reconciler) sifNamesOfOtherRepos(p *pass) (map[string]string, error) {
-	repos, err := r.store.Repos()
+	repos, err := r.store.OwnerRepos(p.repo.Owner)
 	if err != nil {
 		return nil, err
 	}
 	taken := map[string]string{}
 	for _, other := range repos {
-		if other.Owner == p.repo.Owner && other.Key != p.repo.Key {
+		if other.Key != p.repo.Key {
 			for _, s := range other.SIFs {
 				taken[s.Name] = other.Key
 			}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,9 @@ var (
 	bucketRepos   = []byte("repos")
 	bucketPorts   = []byte("ports")
 	bucketHistory = []byte("history")
+	// bucketOwners indexes repos by owner: "<owner>\x00<key>", so that a
+	// pass asks about one owner's repos without reading everyone's.
+	bucketOwners = []byte("owners")
 )
 
 // HistoryLimit is how many passes are kept per repo.
@@ -215,7 +219,21 @@ func Open(dir string) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bucketOwners) != nil {
+			return nil
+		}
+		// A state file from before the index: build it once.
+		owners, err := tx.CreateBucket(bucketOwners)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketRepos).ForEach(func(k, v []byte) error {
+			var r RepoState
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			return owners.Put(ownerKey(r.Owner, r.Key), nil)
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -243,6 +261,13 @@ func OpenReadOnly(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	return &Store{db: db}, nil
+}
+
+// Writes is how many pages the store has written to its file since it was
+// opened: what a no-op pass must leave as it is.
+func (s *Store) Writes() int64 {
+	st := s.db.Stats()
+	return st.TxStats.GetWrite()
 }
 
 // Close closes the state file.
@@ -283,31 +308,107 @@ func (s *Store) Repos() ([]RepoState, error) {
 	return out, nil
 }
 
-// PutRepo records the state of a repo.
+// PutRepo records the state of a repo. A state equal to the one recorded
+// is not written again: a pass that changed nothing writes nothing.
 func (s *Store) PutRepo(r RepoState) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketRepos).Put([]byte(r.Key), v) })
+	same := false
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		same = bytes.Equal(tx.Bucket(bucketRepos).Get([]byte(r.Key)), v)
+		return nil
+	}); err != nil || same {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRepos)
+		if old := b.Get([]byte(r.Key)); old != nil {
+			var prev RepoState
+			if err := json.Unmarshal(old, &prev); err == nil && prev.Owner != r.Owner {
+				if err := tx.Bucket(bucketOwners).Delete(ownerKey(prev.Owner, r.Key)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Bucket(bucketOwners).Put(ownerKey(r.Owner, r.Key), nil); err != nil {
+			return err
+		}
+		return b.Put([]byte(r.Key), v)
+	})
 	if err != nil {
 		return fmt.Errorf("write repo %s: %w", r.Key, err)
 	}
 	return nil
 }
 
+// OwnerRepos returns the recorded repos of owner, ordered by key, reading
+// only theirs.
+func (s *Store) OwnerRepos(owner string) ([]RepoState, error) {
+	var out []RepoState
+	err := s.db.View(func(tx *bolt.Tx) error {
+		repos := tx.Bucket(bucketRepos)
+		index := tx.Bucket(bucketOwners)
+		if index == nil {
+			// A state file from before the index, opened read-only.
+			return repos.ForEach(func(_, v []byte) error {
+				var r RepoState
+				if err := json.Unmarshal(v, &r); err != nil || r.Owner != owner {
+					return err
+				}
+				out = append(out, r)
+				return nil
+			})
+		}
+		prefix := ownerKey(owner, "")
+		c := index.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+			v := repos.Get(k[len(prefix):])
+			if v == nil {
+				continue
+			}
+			var r RepoState
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list repos of %s: %w", owner, err)
+	}
+	return out, nil
+}
+
+func ownerKey(owner, key string) []byte { return []byte(owner + "\x00" + key) }
+
 // DeleteRepo forgets a repo and its history (its ports stay allocated
 // until released).
 func (s *Store) DeleteRepo(key string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRepos).Delete([]byte(key)); err != nil {
+		b := tx.Bucket(bucketRepos)
+		if old := b.Get([]byte(key)); old != nil {
+			var prev RepoState
+			if err := json.Unmarshal(old, &prev); err == nil {
+				if err := tx.Bucket(bucketOwners).Delete(ownerKey(prev.Owner, key)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := b.Delete([]byte(key)); err != nil {
 			return err
 		}
 		h := tx.Bucket(bucketHistory)
 		prefix := historyPrefix(key)
+		var drop [][]byte
 		c := h.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
+			drop = append(drop, slices.Clone(k))
+		}
+		for _, k := range drop {
+			if err := h.Delete(k); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -147,5 +148,64 @@ func TestHistoryKeepsTheLastPassesInOrderAndGoesWithTheRepo(t *testing.T) {
 	}
 	if h, _ := s.History("alice/web2"); len(h) != 1 {
 		t.Errorf("a repo whose key extends the deleted one lost its history: %d", len(h))
+	}
+}
+
+func TestOwnerReposReadsOnlyThatOwnersAndFollowsMovesAndDeletes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range []RepoState{{Key: "a/x", Owner: "a"}, {Key: "a/y", Owner: "a"}, {Key: "ab/x", Owner: "ab"}, {Key: "b/x", Owner: "b"}} {
+		if err := s.PutRepo(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func(owner string) []string {
+		t.Helper()
+		rs, err := s.OwnerRepos(owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Key)
+		}
+		return out
+	}
+	if got := keys("a"); !slices.Equal(got, []string{"a/x", "a/y"}) {
+		t.Errorf("a: %v", got)
+	}
+	// A repo that changes hands leaves its old owner's index.
+	if err := s.PutRepo(RepoState{Key: "a/y", Owner: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRepo("a/x"); err != nil {
+		t.Fatal(err)
+	}
+	if got, gotB := keys("a"), keys("b"); len(got) != 0 || !slices.Equal(gotB, []string{"a/y", "b/x"}) {
+		t.Errorf("a: %v, b: %v", got, gotB)
+	}
+}
+
+func TestPuttingAnUnchangedStateWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := RepoState{Key: "a/x", Owner: "a", AppliedRevision: "1"}
+	if err := s.PutRepo(r); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Writes()
+	if err := s.PutRepo(r); err != nil {
+		t.Fatal(err)
+	}
+	if after := s.Writes(); after != before {
+		t.Errorf("an unchanged state was written: %d writes", after-before)
 	}
 }
