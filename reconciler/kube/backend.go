@@ -3,7 +3,6 @@ package kube
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,21 +16,29 @@ import (
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // ErrRefused is wrapped by errors for pods the cluster refused at
-// admission (quota, Pod Security): the student must change wm.yaml.
-var ErrRefused = errors.New("refused by the cluster")
+// admission (quota, Pod Security): the student must change wm.yaml. It is
+// of the kind fault.Refused.
+var ErrRefused = fault.New(fault.Refused, "refused by the cluster")
 
 // ErrQuotaNotReady is wrapped when a new ResourceQuota has no status yet:
 // until the quota controller writes it, admission refuses every pod. It
-// is a matter of seconds: try again.
-var ErrQuotaNotReady = errors.New("the namespace's quota is not ready yet")
+// is a matter of seconds: try again (fault.NotReady).
+var ErrQuotaNotReady = fault.New(fault.NotReady, "the namespace's quota is not ready yet")
 
 // ErrNamespaceNotOurs is wrapped when owner's namespace exists without
-// WhaleMountain's labels for that owner, or its name is a system or
-// reserved one: nothing is written into it, and the admins must act.
-var ErrNamespaceNotOurs = errors.New("the namespace is not WhaleMountain's")
+// WhaleMountain's labels for that owner (or with another instance's), or
+// its name is a system or reserved one: nothing is written into it, and
+// the admins must act (fault.Conflict: the name is taken).
+var ErrNamespaceNotOurs = fault.New(fault.Conflict, "the namespace is not WhaleMountain's")
+
+// Every other error of the backend that comes from the cluster is marked
+// with its kind in package fault (classify): fault.Unreachable when the
+// API server cannot be reached or fails on its side.
 
 // Backend applies owners' namespaces and pods to one cluster.
 type Backend struct {
@@ -78,7 +85,7 @@ func (b *Backend) liveHash(ctx context.Context, ns string, o object) (string, er
 		return "", nil
 	}
 	if err != nil {
-		return "", err
+		return "", classify(err)
 	}
 	return meta.GetAnnotations()[AnnotationHash], nil
 }
@@ -107,7 +114,7 @@ func (b *Backend) send(ctx context.Context, ns string, o object) error {
 	default:
 		return fmt.Errorf("cannot apply %T", o.apply)
 	}
-	return err
+	return classify(err)
 }
 
 // ownNamespace reads owner's namespace and says whether WhaleMountain may
@@ -124,10 +131,10 @@ func (b *Backend) ownNamespace(ctx context.Context, owner string) (*corev1.Names
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read namespace %s: %w", ns, err)
+		return nil, fmt.Errorf("read namespace %s: %w", ns, classify(err))
 	}
-	if !ours(cur, owner) {
-		return nil, notOurs(cur, owner)
+	if !b.set.ours(cur, owner) {
+		return nil, b.set.notOurs(cur, owner)
 	}
 	return cur, nil
 }
@@ -151,10 +158,10 @@ func (b *Backend) EnsureOwner(ctx context.Context, owner string) (changed int, e
 		// Create, not apply: a namespace somebody else made in the
 		// meantime is then a conflict, not a takeover.
 		cur, err = b.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels(owner)},
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: b.set.ownedLabels(owner)},
 		}, metav1.CreateOptions{FieldManager: FieldManager})
 		if err != nil {
-			return 0, fmt.Errorf("create namespace %s: %w", ns, err)
+			return 0, fmt.Errorf("create namespace %s: %w", ns, classify(err))
 		}
 	}
 	for _, o := range b.set.ownerObjects(owner) {
@@ -226,12 +233,14 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 	}
 	live, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return res, fmt.Errorf("list pods of %s: %w", ns, err)
+		return res, fmt.Errorf("list pods of %s: %w", ns, classify(err))
 	}
 	byName := map[string]*corev1.Pod{}
 	if live != nil {
 		for i := range live.Items {
-			byName[live.Items[i].Name] = &live.Items[i]
+			if b.set.mine(live.Items[i].Labels) {
+				byName[live.Items[i].Name] = &live.Items[i]
+			}
 		}
 	}
 	declared := map[string]bool{}
@@ -253,7 +262,7 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 		if cur != nil {
 			zero := int64(0)
 			if err := b.client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
-				return res, fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, err)
+				return res, fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, classify(err))
 			}
 		}
 		if err := b.sendPod(ctx, ns, o, cur != nil); err != nil {
@@ -280,7 +289,7 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 			return res, err
 		}
 		if err := b.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			return res, fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+			return res, fmt.Errorf("delete pod %s/%s: %w", ns, name, classify(err))
 		}
 		res.Removed = append(res.Removed, name)
 	}
@@ -326,10 +335,13 @@ func (b *Backend) sendPod(ctx context.Context, ns string, o object, replacing bo
 func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]PodStatus, error) {
 	list, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRepo + "=" + repoLabel(repo)})
 	if err != nil {
-		return nil, fmt.Errorf("list pods of %s: %w", ns, err)
+		return nil, fmt.Errorf("list pods of %s: %w", ns, classify(err))
 	}
 	var out []PodStatus
 	for _, p := range list.Items {
+		if !b.set.mine(p.Labels) {
+			continue
+		}
 		msg := p.Status.Message
 		if msg == "" && p.Status.Phase == corev1.PodPending {
 			msg = "waiting to be scheduled"
@@ -379,7 +391,7 @@ func (b *Backend) RemoveOwner(ctx context.Context, owner string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("delete namespace %s: %w", cur.Name, err)
+		return fmt.Errorf("delete namespace %s: %w", cur.Name, classify(err))
 	}
 	return nil
 }
@@ -413,10 +425,13 @@ func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, erro
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list pods of %s: %w", ns, err)
+		return nil, fmt.Errorf("list pods of %s: %w", ns, classify(err))
 	}
 	var out []PodUsage
 	for _, p := range list.Items {
+		if !b.set.mine(p.Labels) {
+			continue // another instance's
+		}
 		u := PodUsage{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase), Hash: p.Annotations[AnnotationHash]}
 		if u.Repo == "" {
 			u.Repo = p.Labels[LabelRepo]

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/schema"
@@ -175,7 +176,7 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 
 	t.Run("a pod over the GPU quota is refused and says why", func(t *testing.T) {
 		res, err := b.SyncPods(ctx, alice, alice+"/ml", []kube.Pod{pod(alice, "train", 1), pod(alice, "more", 1)})
-		if !errors.Is(err, kube.ErrRefused) || len(res.Refused) != 1 || !strings.Contains(res.Refused[0].Message, "refused by your quota") ||
+		if !errors.Is(err, kube.ErrRefused) || !errors.Is(err, fault.Refused) || len(res.Refused) != 1 || !strings.Contains(res.Refused[0].Message, "refused by your quota") ||
 			!strings.Contains(err.Error(), "pods.more: refused by your quota") || !strings.Contains(err.Error(), "nvidia.com/gpu") {
 			t.Errorf("refusal: %+v, %v", res.Refused, err)
 		}

@@ -36,6 +36,19 @@
 // Only objects with WhaleMountain's labels are ever pruned, and a
 // student's namespace is deleted only when the admins allow it.
 //
+// Every object also carries the instance that made it (LabelInstance,
+// Settings.Instance): a backend reads, writes and deletes only its own
+// instance's, and refuses another instance's namespace like one it did not
+// make (ErrNamespaceNotOurs), so two WhaleMountains on one cluster leave
+// each other alone (give them different namespace prefixes). Objects
+// labelled before instances existed are the default instance's ("wm"); the
+// label is not part of the applied hash, so an upgrade recreates nothing.
+//
+// Errors from the cluster are marked with their kind in package fault:
+// fault.Unreachable when the API server cannot be reached or fails on its
+// side; ErrRefused is fault.Refused, ErrQuotaNotReady fault.NotReady and
+// ErrNamespaceNotOurs fault.Conflict.
+//
 // OwnerPods lists an owner's managed pods with their repo and limits, so
 // that the reconciler counts them with the owner's Docker containers
 // against one quota; the ResourceQuota in the namespace stays as the

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/schema"
@@ -103,8 +104,8 @@ func foreignNamespace(t *testing.T, admin kubernetes.Interface, name string, lab
 func wantNotOurs(t *testing.T, what string, err error, ns string, more ...string) {
 	t.Helper()
 	t.Logf("%s: %v", what, err)
-	if !errors.Is(err, kube.ErrNamespaceNotOurs) {
-		t.Errorf("%s: %v, want an error wrapping ErrNamespaceNotOurs", what, err)
+	if !errors.Is(err, kube.ErrNamespaceNotOurs) || !errors.Is(err, fault.Conflict) {
+		t.Errorf("%s: %v, want an error wrapping ErrNamespaceNotOurs, of the kind fault.Conflict", what, err)
 		return
 	}
 	for _, s := range append([]string{ns, "admins"}, more...) {

@@ -32,7 +32,30 @@ const (
 	AnnotationHash = "whalemountain.dev/applied-hash"
 	AnnotationRepo = "whalemountain.dev/repo"
 	FieldManager   = "whalemountain"
+	// LabelInstance is the WhaleMountain instance that made the object
+	// (Settings.Instance): a backend reads, writes and deletes only its
+	// own instance's objects. An object without it was made before
+	// instances existed, and is DefaultInstance's. It is not part of the
+	// applied hash, so that adding it recreates no pod.
+	LabelInstance = "whalemountain.dev/instance"
 )
+
+// DefaultInstance is the instance of Settings whose Instance is "", and
+// of every object labelled before LabelInstance existed.
+const DefaultInstance = "wm"
+
+// InstanceOf is the instance an object of WhaleMountain's with labels
+// belongs to: its LabelInstance, or DefaultInstance when it has none; ""
+// when it is not WhaleMountain's at all.
+func InstanceOf(labels map[string]string) string {
+	if labels[LabelManagedBy] != ManagedByValue {
+		return ""
+	}
+	if i := labels[LabelInstance]; i != "" {
+		return i
+	}
+	return DefaultInstance
+}
 
 // Names of the per-owner objects.
 const (
@@ -64,6 +87,37 @@ type Settings struct {
 	// PullSecret, when set, is a .dockerconfigjson put in every namespace
 	// and used to pull images.
 	PullSecret []byte
+	// Instance is the WhaleMountain instance (the server config's
+	// instance) whose namespaces and pods the backend manages; ""
+	// is DefaultInstance. Another instance's namespace is refused like
+	// one WhaleMountain did not make (ErrNamespaceNotOurs), and its pods
+	// are never listed: two instances on one cluster need different
+	// namespace prefixes.
+	Instance string
+}
+
+// instance is s.Instance, DefaultInstance when unset.
+func (s Settings) instance() string {
+	if s.Instance == "" {
+		return DefaultInstance
+	}
+	return s.Instance
+}
+
+// mine reports whether an object with labels is s's instance's.
+func (s Settings) mine(labels map[string]string) bool { return InstanceOf(labels) == s.instance() }
+
+// instanceLabel is the label that says which instance made an object.
+func (s Settings) instanceLabel() map[string]string {
+	return map[string]string{LabelInstance: s.instance()}
+}
+
+// ownedLabels are the labels of owner's namespace: labels(owner) and
+// the instance.
+func (s Settings) ownedLabels(owner string) map[string]string {
+	l := labels(owner)
+	l[LabelInstance] = s.instance()
+	return l
 }
 
 // Namespace is the name of owner's namespace.
@@ -100,16 +154,22 @@ func refusedName(owner, problem string) error {
 		ErrNamespaceNotOurs, problem, owner)
 }
 
-// ours says whether n is the namespace WhaleMountain made for owner: it
-// carries both ownership labels, which WhaleMountain sets when it creates
-// it and students cannot change.
-func ours(n *corev1.Namespace, owner string) bool {
-	return n.Labels[LabelManagedBy] == ManagedByValue && n.Labels[LabelOwner] == owner
+// ours says whether n is the namespace this WhaleMountain instance made
+// for owner: it carries both ownership labels and the instance's (none is
+// the default instance's), which WhaleMountain sets when it creates it
+// and students cannot change.
+func (s Settings) ours(n *corev1.Namespace, owner string) bool {
+	return s.mine(n.Labels) && n.Labels[LabelOwner] == owner
 }
 
 // notOurs is the error for an existing namespace that is not owner's
 // WhaleMountain namespace, saying what the admins can do about it.
-func notOurs(n *corev1.Namespace, owner string) error {
+func (s Settings) notOurs(n *corev1.Namespace, owner string) error {
+	if other := InstanceOf(n.Labels); other != "" && other != s.instance() {
+		return fmt.Errorf("%w: namespace %s is WhaleMountain instance %s's, not this instance's (%s); nothing is written to it "+
+			"(admins: give each instance on one cluster its own kubernetes.namespacePrefix)",
+			ErrNamespaceNotOurs, n.Name, other, s.instance())
+	}
 	if other := n.Labels[LabelOwner]; n.Labels[LabelManagedBy] == ManagedByValue && other != "" {
 		return fmt.Errorf("%w: namespace %s is WhaleMountain's namespace of %s, not of %s; nothing is written to it "+
 			"(admins: if the account was renamed, delete the namespace or set its label %s to %s)",
@@ -159,6 +219,8 @@ type object struct {
 func (s Settings) ownerObjects(owner string) []object {
 	ns := s.Namespace(owner)
 	k := s.Kubernetes
+	// Added after the hash: see LabelInstance.
+	inst := s.instanceLabel()
 	var out []object
 	add := func(kind, name string, ac any, setHash func(string)) {
 		h := hashOf(ac)
@@ -172,19 +234,19 @@ func (s Settings) ownerObjects(owner string) []object {
 		"pod-security.kubernetes.io/warn":            "restricted",
 		"pod-security.kubernetes.io/audit":           "restricted",
 	})
-	add("Namespace", ns, nsAC, func(h string) { nsAC.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("Namespace", ns, nsAC, func(h string) { nsAC.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	role := rbacv1ac.Role(RoleName, ns).WithLabels(labels(owner)).WithRules(
 		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods").WithVerbs("get", "list", "watch"),
 		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods/log").WithVerbs("get"),
 		rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods/exec").WithVerbs("get", "create"),
 	)
-	add("Role", RoleName, role, func(h string) { role.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("Role", RoleName, role, func(h string) { role.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	binding := rbacv1ac.RoleBinding(RoleName, ns).WithLabels(labels(owner)).
 		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("Role").WithName(RoleName)).
 		WithSubjects(rbacv1ac.Subject().WithAPIGroup("rbac.authorization.k8s.io").WithKind("User").WithName(k.UserPrefix + owner))
-	add("RoleBinding", RoleName, binding, func(h string) { binding.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("RoleBinding", RoleName, binding, func(h string) { binding.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	q := s.Quota
 	hard := corev1.ResourceList{
@@ -196,12 +258,12 @@ func (s Settings) ownerObjects(owner string) []object {
 		corev1.ResourcePods:                              *resource.NewQuantity(int64(q.Pods), resource.DecimalSI),
 	}
 	quota := corev1ac.ResourceQuota(QuotaName, ns).WithLabels(labels(owner)).WithSpec(corev1ac.ResourceQuotaSpec().WithHard(hard))
-	add("ResourceQuota", QuotaName, quota, func(h string) { quota.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("ResourceQuota", QuotaName, quota, func(h string) { quota.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	def := corev1.ResourceList{corev1.ResourceCPU: cpuQuantity(s.Defaults.CPUs), corev1.ResourceMemory: resource.MustParse(s.Defaults.Memory)}
 	lr := corev1ac.LimitRange(LimitRangeName, ns).WithLabels(labels(owner)).WithSpec(corev1ac.LimitRangeSpec().WithLimits(
 		corev1ac.LimitRangeItem().WithType(corev1.LimitTypeContainer).WithDefault(def).WithDefaultRequest(def)))
-	add("LimitRange", LimitRangeName, lr, func(h string) { lr.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("LimitRange", LimitRangeName, lr, func(h string) { lr.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	np := netv1ac.NetworkPolicy(NetworkPolicyName, ns).WithLabels(labels(owner))
 	spec := netv1ac.NetworkPolicySpec().WithPodSelector(metav1ac.LabelSelector()).WithPolicyTypes("Ingress", "Egress")
@@ -213,12 +275,12 @@ func (s Settings) ownerObjects(owner string) []object {
 			netv1ac.NetworkPolicyPort().WithProtocol(tcp).WithPort(dns)))
 	}
 	np.WithSpec(spec)
-	add("NetworkPolicy", NetworkPolicyName, np, func(h string) { np.WithAnnotations(map[string]string{AnnotationHash: h}) })
+	add("NetworkPolicy", NetworkPolicyName, np, func(h string) { np.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 
 	if len(s.PullSecret) > 0 {
 		sec := corev1ac.Secret(PullSecretName, ns).WithLabels(labels(owner)).WithType(corev1.SecretTypeDockerConfigJson).
 			WithData(map[string][]byte{corev1.DockerConfigJsonKey: s.PullSecret})
-		add("Secret", PullSecretName, sec, func(h string) { sec.WithAnnotations(map[string]string{AnnotationHash: h}) })
+		add("Secret", PullSecretName, sec, func(h string) { sec.WithAnnotations(map[string]string{AnnotationHash: h}).WithLabels(inst) })
 	}
 	return out
 }
@@ -287,7 +349,8 @@ func (s Settings) podObject(p Pod) object {
 	l[LabelName] = p.Name
 	pod := corev1ac.Pod(p.Name, ns).WithLabels(l).WithSpec(spec)
 	h := hashOf(pod)
-	pod.WithAnnotations(map[string]string{AnnotationHash: h, AnnotationRepo: p.Repo})
+	// The instance is added after the hash: see LabelInstance.
+	pod.WithAnnotations(map[string]string{AnnotationHash: h, AnnotationRepo: p.Repo}).WithLabels(s.instanceLabel())
 	return object{kind: "Pod", name: p.Name, hash: h, apply: pod}
 }
 

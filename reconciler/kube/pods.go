@@ -57,7 +57,7 @@ func (b *Backend) CheckPod(ctx context.Context, p Pod, replacing bool) error {
 	if refused := admissionRefusal(err); refused != "" {
 		return fmt.Errorf("%w: pods.%s: %s", ErrRefused, p.Name, refused)
 	}
-	return fmt.Errorf("check pod %s/%s: %w", ns, p.Name, err)
+	return fmt.Errorf("check pod %s/%s: %w", ns, p.Name, classify(err))
 }
 
 // ApplyPod creates p, or replaces the live pod of its name (pods are
@@ -71,7 +71,7 @@ func (b *Backend) ApplyPod(ctx context.Context, p Pod, replacing bool) error {
 	if replacing {
 		zero := int64(0)
 		if err := b.client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, err)
+			return fmt.Errorf("delete pod %s/%s to recreate it: %w", ns, p.Name, classify(err))
 		}
 	}
 	err := b.sendPod(ctx, ns, b.set.podObject(p), replacing)
@@ -84,7 +84,7 @@ func (b *Backend) ApplyPod(ctx context.Context, p Pod, replacing bool) error {
 	if refused := admissionRefusal(err); refused != "" {
 		return fmt.Errorf("%w: pods.%s: %s", ErrRefused, p.Name, refused)
 	}
-	return fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, err)
+	return fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, classify(err))
 }
 
 // DeletePod deletes owner's pod name when it is WhaleMountain's and repo's;
@@ -99,14 +99,14 @@ func (b *Backend) DeletePod(ctx context.Context, owner, repo, name string) error
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read pod %s/%s: %w", ns, name, err)
+		return fmt.Errorf("read pod %s/%s: %w", ns, name, classify(err))
 	}
-	if cur.Labels[LabelManagedBy] != ManagedByValue || cur.Annotations[AnnotationRepo] != repo {
+	if !b.set.mine(cur.Labels) || cur.Annotations[AnnotationRepo] != repo {
 		return fmt.Errorf("pod %s/%s is not %s's: it was left alone", ns, name, repo)
 	}
 	pre := metav1.Preconditions{UID: &cur.UID}
 	if err := b.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &pre}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete pod %s/%s: %w", ns, name, err)
+		return fmt.Errorf("delete pod %s/%s: %w", ns, name, classify(err))
 	}
 	return nil
 }
@@ -117,11 +117,11 @@ func (b *Backend) DeletePod(ctx context.Context, owner, repo, name string) error
 func (b *Backend) fitsReplacing(ctx context.Context, ns string, pod *corev1.Pod, old string) error {
 	q, err := b.client.CoreV1().ResourceQuotas(ns).Get(ctx, QuotaName, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("read the quota of %s: %w", ns, err)
+		return fmt.Errorf("read the quota of %s: %w", ns, classify(err))
 	}
 	cur, err := b.client.CoreV1().Pods(ns).Get(ctx, old, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("read pod %s/%s: %w", ns, old, err)
+		return fmt.Errorf("read pod %s/%s: %w", ns, old, classify(err))
 	}
 	var over []string
 	for name, hard := range q.Status.Hard {
