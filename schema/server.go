@@ -23,6 +23,12 @@ import (
 // ServerConfig is the admins' configuration of one WhaleMountain server.
 // Relative paths in it are resolved against the folder of the config file.
 type ServerConfig struct {
+	// Instance names this WhaleMountain among others sharing a Docker
+	// Engine or a cluster (production beside staging, a demo beside a
+	// test): every object it makes carries it, and it lists, changes and
+	// prunes only its own. A DNS label; default DefaultInstance ("wm"),
+	// which also owns what was made before instances existed.
+	Instance string `yaml:"instance"`
 	// StateDir holds the state store and the git caches.
 	StateDir string `yaml:"stateDir"`
 	// ArtifactsDir holds built artifacts such as SIF files.
@@ -442,6 +448,7 @@ func (c *ServerConfig) Validate() error {
 // means no GPUs, not "the default").
 func newServerConfig() ServerConfig {
 	return ServerConfig{
+		Instance:  DefaultInstance,
 		StateDir:  "wm-state",
 		Listen:    "127.0.0.1:8080",
 		RateLimit: RateLimit{Rate: 5, Burst: 20},
@@ -512,7 +519,14 @@ func lastSegment(u string) string {
 	return u[strings.LastIndexAny(u, "/:")+1:]
 }
 
+// DefaultInstance is the instance of a server config that names none.
+const DefaultInstance = "wm"
+
 func (c *ServerConfig) validate(report reporter) {
+	// "" (a config built in code) is DefaultInstance.
+	if errs := validation.IsDNS1123Label(c.Instance); c.Instance != "" && (len(errs) > 0 || len(c.Instance) > MaxNameLength) {
+		report("instance", false, "%s is not an instance name: use at most %d lower-case letters, digits and '-'", quote(c.Instance), MaxNameLength)
+	}
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		report("listen", false, "%s is not host:port, such as 127.0.0.1:8080", quote(c.Listen))
 	}

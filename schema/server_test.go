@@ -19,6 +19,7 @@ func TestEmbeddedDefaultsRunEverythingLocally(t *testing.T) {
 		what      string
 		got, want any
 	}{
+		{"instance", c.Instance, "wm"},
 		{"state dir", c.StateDir, "/srv/wm/wm-state"},
 		{"artifacts dir", c.ArtifactsDir, "/srv/wm/wm-state/artifacts"},
 		{"repo folder", c.Sources.Dirs[0].Root, "/srv/wm/repos"},
@@ -178,6 +179,8 @@ func TestBadServerConfigsNameLineAndField(t *testing.T) {
 				`s.yaml:2:17: sources.gitlab.url: "gitlab.example.edu" is not a GitLab URL such as https://gitlab.example.edu`},
 		{"a gitlab group is a path", "sources:\n  gitlab: {url: \"https://g\", tokenFile: t, groups: [/students/]}\n",
 			`s.yaml:2:53: sources.gitlab.groups[0]: "/students/" is not a group path such as students/2026`},
+		{"an instance is a DNS label", "instance: Staging_1\n",
+			`s.yaml:1:11: instance: "Staging_1" is not an instance name: use at most 40 lower-case letters, digits and '-'`},
 		{"listen is host and port", "listen: localhost\n",
 			`s.yaml:1:9: listen: "localhost" is not host:port, such as 127.0.0.1:8080`},
 	} {
