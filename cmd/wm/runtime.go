@@ -53,12 +53,16 @@ type runtime struct {
 	// gitlab is set when the config has a GitLab source.
 	gitlab *gitlab.Service
 	sif    *sif.Builder
+	// daemon is the local Docker daemon the SIF builder reads images
+	// from when their registry cannot be reached.
+	daemon *docker.Engine
 }
 
 // sifOptions are the SIF builder's options from the server config: the
-// configured registry's credentials go to it only.
-func sifOptions(cfg *schema.ServerConfig, auth docker.Auth) sif.Options {
-	o := sif.Options{Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir,
+// configured registry's credentials go to it only; daemon, when not nil,
+// is the local Docker daemon for images no registry has.
+func sifOptions(cfg *schema.ServerConfig, auth docker.Auth, daemon sif.ImageStore) sif.Options {
+	o := sif.Options{Docker: daemon, Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir,
 		MaxUnpackedBytes: schema.SizeBytes(cfg.SIF.MaxUnpackedSize), MaxFiles: cfg.SIF.MaxFiles, MaxCompressedBytes: schema.SizeBytes(cfg.SIF.MaxCompressedSize)}
 	if h := cfg.Registry.Host; h != "" {
 		host, _, _ := strings.Cut(h, "/")
@@ -108,7 +112,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 	rt := &runtime{cfg: cfg, store: st}
 	var engines []reconciler.Engine
 	for _, h := range cfg.Docker.Hosts {
-		e, err := docker.New(h.Name, h.Endpoint)
+		e, err := docker.New(h.Name, h.Endpoint, docker.WithInstance(cfg.Instance))
 		if err != nil {
 			rt.Close()
 			return nil, fmt.Errorf("docker host %s: %w", h.Name, err)
@@ -133,7 +137,8 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 	if cfg.Registry.Host != "" {
 		opts = append(opts, reconciler.WithRegistry(registry.New(cfg.Registry.Host, cfg.Registry.Insecure, auth.Username, auth.Password)))
 	}
-	rt.sif = sif.NewBuilder(sifOptions(cfg, auth))
+	rt.daemon = localDaemon(log)
+	rt.sif = sif.NewBuilder(sifOptions(cfg, auth, imageStore(rt.daemon)))
 	opts = append(opts, reconciler.WithSIFBuilder(rt.sif))
 	if k := cfg.Kubernetes; k != nil {
 		backend, err := kubeBackend(cfg, auth)
@@ -193,10 +198,35 @@ func (rt *runtime) repos(log *slog.Logger) ([]reconciler.Repo, error) {
 	return repos, nil
 }
 
+// localDaemon is the local Docker daemon (DOCKER_HOST, else the local
+// socket), from which a SIF build reads an image its registry cannot
+// serve; nil, logged, when DOCKER_HOST does not name one: SIF builds then
+// read registries only. It only reads images, so it needs no instance.
+func localDaemon(log *slog.Logger) *docker.Engine {
+	e, err := docker.New("local", "")
+	if err != nil {
+		log.Warn("SIF builds read registries only", "err", err)
+		return nil
+	}
+	return e
+}
+
+// imageStore is e as a SIF image store; nil (not a nil *docker.Engine)
+// when there is none.
+func imageStore(e *docker.Engine) sif.ImageStore {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
 // Close releases the store, the builder and the engine connections.
 func (rt *runtime) Close() {
 	if rt.sif != nil {
 		rt.sif.Close()
+	}
+	if rt.daemon != nil {
+		rt.daemon.Close()
 	}
 	for _, e := range rt.engines {
 		e.Close()
@@ -224,7 +254,7 @@ func kubeBackend(cfg *schema.ServerConfig, auth docker.Auth) (*kube.Backend, err
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	set := kube.Settings{Kubernetes: *cfg.Kubernetes, Quota: cfg.Policy.Quota, Defaults: cfg.Policy.Defaults}
+	set := kube.Settings{Kubernetes: *cfg.Kubernetes, Quota: cfg.Policy.Quota, Defaults: cfg.Policy.Defaults, Instance: cfg.Instance}
 	if auth.Username != "" && cfg.Registry.Host != "" {
 		creds := base64.StdEncoding.EncodeToString([]byte(auth.Username + ":" + auth.Password))
 		set.PullSecret, err = json.Marshal(map[string]any{"auths": map[string]any{

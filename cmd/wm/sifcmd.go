@@ -43,7 +43,11 @@ unchanged image does nothing.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			b := sif.NewBuilder(sif.Options{Compression: compression, Insecure: insecure})
+			daemon := localDaemon(newLogger(cmd.ErrOrStderr(), false))
+			if daemon != nil {
+				defer daemon.Close()
+			}
+			b := sif.NewBuilder(sif.Options{Compression: compression, Insecure: insecure, Docker: imageStore(daemon)})
 			defer b.Close()
 			var bar *progressbar.ProgressBar
 			progress := func(stage string, done, total int64) {

@@ -19,6 +19,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/whalemountain/wm/reconciler/docker/dockertest"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/sif"
 )
@@ -345,7 +347,7 @@ func TestBuildFailuresAreClassified(t *testing.T) {
 		{"an image missing in the registry is ErrImageNotFound", reg.Ref("students/dave/app", "nope"), sif.Options{}, sif.ErrImageNotFound},
 		{"a repository missing in the registry is ErrImageNotFound", reg.Ref("students/nobody/app", "v1"), sif.Options{}, sif.ErrImageNotFound},
 		{"a registry that is down is ErrUnreachable", downRef, sif.Options{Source: sif.SourceRegistry}, sif.ErrUnreachable},
-		{"a registry that is down is ErrUnreachable when the daemon has no such image either", downRef, sif.Options{Source: sif.SourceAuto}, sif.ErrUnreachable},
+		{"a registry that is down is ErrUnreachable when the daemon has no such image either", downRef, sif.Options{Source: sif.SourceAuto, Docker: dockertest.Engine(t)}, sif.ErrUnreachable},
 		{"a reference that does not parse is ErrInvalidRef", "Students/UPPER CASE", sif.Options{}, sif.ErrInvalidRef},
 		{"a missing mksquashfs is ErrToolMissing", ref, sif.Options{Mksquashfs: "/nonexistent/mksquashfs"}, sif.ErrToolMissing},
 		{"a failing mksquashfs is ErrSquashFailed", ref, sif.Options{Mksquashfs: failing}, sif.ErrSquashFailed},
@@ -362,6 +364,9 @@ func TestBuildFailuresAreClassified(t *testing.T) {
 			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("error %v, want one that is %v", err, tc.want)
+			}
+			if kind := fault.Of(tc.want); kind != nil && !errors.Is(err, kind) {
+				t.Errorf("error %v, want it of the kind fault.%v", err, kind)
 			}
 			if time.Since(start) > 10*time.Second {
 				t.Errorf("took %s to fail", time.Since(start))

@@ -78,7 +78,7 @@ type Builder struct {
 	version  string
 	slots    chan struct{}
 	locks    keyedLocks
-	daemon   *Daemon // closed by Close, when made here
+	daemon   *Daemon // reads Options.Docker, when given
 }
 
 // NewBuilder returns a Builder with opts, defaults filled in. An invalid
@@ -109,11 +109,15 @@ func NewBuilder(opts Options) *Builder {
 		case SourceRegistry:
 			b.source = reg
 		case SourceDaemon:
-			b.daemon = NewDaemon(opts.DockerHost, opts.TempDir)
+			b.daemon = NewDaemon(opts.Docker, opts.TempDir)
 			b.source = b.daemon
 		default:
-			b.daemon = NewDaemon(opts.DockerHost, opts.TempDir)
-			b.source = &Auto{Registry: reg, Daemon: b.daemon}
+			auto := &Auto{Registry: reg}
+			if opts.Docker != nil {
+				b.daemon = NewDaemon(opts.Docker, opts.TempDir)
+				auto.Daemon = b.daemon
+			}
+			b.source = auto
 		}
 		if b.daemon != nil {
 			b.daemon.MaxSaveBytes = opts.MaxUnpackedBytes + opts.MaxCompressedBytes
@@ -127,7 +131,8 @@ func NewBuilder(opts Options) *Builder {
 // another version is rebuilt.
 func (b *Builder) Version() string { return b.version }
 
-// Close releases the connection to the Docker daemon, if one was made.
+// Close releases what the builder holds. The Docker daemon of
+// Options.Docker is the caller's to close.
 func (b *Builder) Close() error {
 	if b.daemon != nil {
 		return b.daemon.Close()

@@ -68,10 +68,13 @@
 // Registry reads registries with go-containerregistry: credentials per
 // host (Options.Auth, then Options.Keychain), plain HTTP for
 // Options.Insecure hosts, one platform picked from multi-platform images.
-// Daemon reads the local Docker Engine with go-containerregistry's daemon
-// package (for images built on the host and never pushed). Auto, the
-// default, tries the registry and falls back to the daemon only when the
-// registry cannot be reached at all.
+// Daemon reads the local Docker Engine (for images built on the host and
+// never pushed) through Options.Docker, an ImageStore that *docker.Engine
+// implements: `docker save` into a bounded temporary file, read with
+// go-containerregistry's tarball package. This package has no Docker
+// client of its own. Auto, the default, tries the registry and falls back
+// to the daemon only when the registry cannot be reached at all (and there
+// is an Options.Docker).
 //
 // # Errors
 //
@@ -82,7 +85,9 @@
 // ErrTooLarge (the student must make the image smaller, or an
 // administrator raise a limit),
 // ErrUnreachable and ErrSquashFailed (transient), or a context error
-// (context.DeadlineExceeded past Options.Timeout).
+// (context.DeadlineExceeded past Options.Timeout). Each sentinel but
+// ErrSquashFailed is of a kind in package fault, which callers may branch
+// on instead (errors.go says which).
 //
 // # Serving
 //

@@ -11,48 +11,55 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/moby/moby/client"
+
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // The outcomes a caller branches on with errors.Is. Each says what happens
-// next. A build that ran past its deadline or was cancelled wraps
+// next, and each but ErrSquashFailed is of a kind in package fault (noted
+// on each), so that a caller may branch on the kind alone. A build that ran past its deadline or was cancelled wraps
 // context.DeadlineExceeded or context.Canceled instead: retry later, the
 // SIF already served (if any) stays as it was.
 var (
 	// ErrImageNotFound: the source has no such image (no repository, no
 	// tag, no manifest for the platform asked, or not on the local daemon).
 	// The student must push it, or CI has not yet: wait.
-	ErrImageNotFound = errors.New("image not found")
+	//
+	// fault.NotFound.
+	ErrImageNotFound = fault.New(fault.NotFound, "image not found")
 	// ErrAccessDenied: the registry refused the credentials (HTTP 401 or
-	// 403). An administrator must fix them.
-	ErrAccessDenied = errors.New("registry access denied")
+	// 403). An administrator must fix them (fault.Refused).
+	ErrAccessDenied = fault.New(fault.Refused, "registry access denied")
 	// ErrUnreachable: the image source could not be reached or failed on
 	// its side (connection refused, DNS, HTTP 429 or 5xx, a cut-off
-	// download, no Docker daemon). Transient: retry with backoff.
-	ErrUnreachable = errors.New("image source unreachable")
-	// ErrInvalidRef: the reference does not parse. The student must fix it.
-	ErrInvalidRef = errors.New("invalid image reference")
+	// download, no Docker daemon). Transient: retry with backoff
+	// (fault.Unreachable).
+	ErrUnreachable = fault.New(fault.Unreachable, "image source unreachable")
+	// ErrInvalidRef: the reference does not parse. The student must fix it
+	// (fault.Invalid).
+	ErrInvalidRef = fault.New(fault.Invalid, "invalid image reference")
 	// ErrInvalidImage: the image cannot become a SIF (not a Linux image,
 	// a layer with a path outside the root, no configuration). The student
-	// must fix the image.
-	ErrInvalidImage = errors.New("image unusable for a SIF")
+	// must fix the image (fault.Invalid).
+	ErrInvalidImage = fault.New(fault.Invalid, "image unusable for a SIF")
 	// ErrTooLarge: the image is past one of a build's limits: bytes or
 	// files unpacked (Options.MaxUnpackedBytes, MaxFiles), bytes of layers
 	// as stored (MaxCompressedBytes), or a path longer or deeper than
 	// Linux and mksquashfs can hold. The message says which limit, its
 	// value and where to change it. Nothing is left of the build. The
 	// student must make the image smaller (or an administrator raise the
-	// limit).
-	ErrTooLarge = errors.New("image too large for a SIF")
+	// limit). fault.TooLarge.
+	ErrTooLarge = fault.New(fault.TooLarge, "image too large for a SIF")
 	// ErrToolMissing: mksquashfs is not installed (apt-get install
-	// squashfs-tools). An administrator must install it.
-	ErrToolMissing = errors.New("mksquashfs missing")
+	// squashfs-tools). An administrator must install it; no retry helps
+	// (fault.Invalid: the build host cannot build).
+	ErrToolMissing = fault.New(fault.Invalid, "mksquashfs missing")
 	// ErrSquashFailed: mksquashfs ran and failed (a full disk, most
 	// likely); its last lines of output are in the message. Transient.
 	ErrSquashFailed = errors.New("mksquashfs failed")
 	// ErrInvalidSIF: Verify found no valid SIF with a squashfs primary
-	// partition at the path.
-	ErrInvalidSIF = errors.New("invalid SIF")
+	// partition at the path (fault.Invalid).
+	ErrInvalidSIF = fault.New(fault.Invalid, "invalid SIF")
 )
 
 // classified is an error placed under one of the sentinels: Is matches
@@ -71,8 +78,8 @@ func (e *classified) Error() string {
 
 func (e *classified) Unwrap() []error { return []error{e.kind, e.err} }
 
-// classify puts an error of go-containerregistry or of the Docker client
-// under one of the sentinels, or returns it as it is when none fits.
+// classify puts an error of go-containerregistry or of the ImageStore
+// (whose errors are of a kind in package fault) under one of the sentinels, or returns it as it is when none fits.
 // Cancellation and deadlines are left as they are: they are the caller's.
 func classify(err error) error {
 	if err == nil {
@@ -89,6 +96,12 @@ func classify(err error) error {
 	}
 	var kind error
 	switch {
+	case errors.Is(err, fault.NotFound):
+		kind = ErrImageNotFound
+	case errors.Is(err, fault.Unreachable):
+		kind = ErrUnreachable
+	case errors.Is(err, fault.Refused):
+		kind = ErrAccessDenied
 	case notFound(err):
 		kind = ErrImageNotFound
 	case denied(err):
@@ -149,7 +162,7 @@ func unreachable(err error) bool {
 		return te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests ||
 			te.StatusCode == http.StatusRequestTimeout
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || client.IsErrConnectionFailed(err) {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return true
 	}
 	// refused, reset, DNS, timeouts. A bare system call error is a

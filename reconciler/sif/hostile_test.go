@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/sif"
 )
@@ -265,12 +266,12 @@ func TestAnImageOfTheLocalDaemonPastTheLimitsIsRefusedBeforeItIsSavedWhole(t *te
 	ref := "wm-test/sif-daemon:1"
 	daemonImage(t, ref, false) // busybox: about 2 MiB uncompressed
 	tmp := t.TempDir()
-	b := newBuilder(t, nil, sif.Options{Source: sif.SourceDaemon, DockerHost: dockertest.Endpoint(), TempDir: tmp,
+	b := newBuilder(t, nil, sif.Options{Source: sif.SourceDaemon, Docker: dockertest.Engine(t), TempDir: tmp,
 		MaxUnpackedBytes: 256 << 10, MaxCompressedBytes: 256 << 10})
 	out := t.TempDir()
 	_, err := b.Build(t.Context(), ref, filepath.Join(out, "local.sif"), nil)
-	if !errors.Is(err, sif.ErrTooLarge) || !strings.Contains(err.Error(), "512 KiB") {
-		t.Fatalf("err = %v, want ErrTooLarge at 512 KiB", err)
+	if !errors.Is(err, sif.ErrTooLarge) || !errors.Is(err, fault.TooLarge) || !strings.Contains(err.Error(), "512 KiB") {
+		t.Fatalf("err = %v, want ErrTooLarge (fault.TooLarge) at 512 KiB", err)
 	}
 	mustBeEmpty(t, tmp)
 	mustBeEmpty(t, out)

@@ -121,9 +121,10 @@ type Options struct {
 	// Platform is picked from multi-platform images; default
 	// DefaultPlatform.
 	Platform *v1.Platform
-	// DockerHost is the Docker daemon for SourceAuto and SourceDaemon;
-	// default DOCKER_HOST, else the local socket.
-	DockerHost string
+	// Docker is the local Docker daemon for SourceAuto and SourceDaemon
+	// (a *docker.Engine). Without it, SourceAuto reads registries only and
+	// SourceDaemon fails every build with ErrUnreachable.
+	Docker ImageStore
 	// Images replaces the sources above altogether (tests, or a caller
 	// with its own): Build resolves and opens every reference through it.
 	Images Source

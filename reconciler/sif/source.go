@@ -9,16 +9,14 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/moby/moby/client"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // Source finds and reads images by reference: Registry and Daemon are the
@@ -249,10 +247,23 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Daemon reads images from a Docker daemon with go-containerregistry's
-// daemon package: `docker save` of the image once, into a temporary file
-// in its folder, then read like a tarball. The image Open returns is an
-// io.Closer that removes the file; Builder closes it after the build.
+// ImageStore is a Docker daemon as Daemon reads it: *docker.Engine
+// implements it, so this package needs no Docker client of its own.
+// Errors are of a kind in package fault: fault.NotFound for an image that
+// is not there, fault.Unreachable for a daemon that cannot be reached.
+type ImageStore interface {
+	// ImageID returns the ID of the image ref on the daemon: the digest
+	// of its configuration.
+	ImageID(ctx context.Context, ref string) (string, error)
+	// ImageSave streams the image ref as `docker save` writes it: a
+	// tarball with a manifest.json. The caller closes it.
+	ImageSave(ctx context.Context, ref string) (io.ReadCloser, error)
+}
+
+// Daemon reads images from a Docker daemon: `docker save` of the image
+// once, into a temporary file in its folder, then read like a tarball.
+// The image Open returns is an io.Closer that removes the file; Builder
+// closes it after the build.
 type Daemon struct {
 	// MaxSaveBytes bounds the file `docker save` writes, which holds the
 	// image's layers uncompressed; 0 is DefaultMaxUnpackedBytes plus
@@ -261,144 +272,101 @@ type Daemon struct {
 	// with ErrTooLarge and the file is removed.
 	MaxSaveBytes int64
 
-	host    string
+	store   ImageStore
 	tempDir string
-
-	once sync.Once
-	cli  *client.Client
-	err  error
 }
 
-// NewDaemon returns a Daemon for the daemon at host ("unix:///..." or
-// "tcp://..."; "" is DOCKER_HOST, else the local socket) that saves images
-// into tempDir ("" is os.TempDir()). It connects on first use.
-func NewDaemon(host, tempDir string) *Daemon { return &Daemon{host: host, tempDir: tempDir} }
-
-func (d *Daemon) client() (*client.Client, error) {
-	d.once.Do(func() {
-		opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
-		if d.host != "" {
-			opts = append(opts, client.WithHost(d.host))
-		}
-		d.cli, d.err = client.New(opts...)
-		if d.err != nil {
-			d.err = &classified{kind: ErrUnreachable, err: fmt.Errorf("docker client: %w", d.err)}
-		}
-	})
-	return d.cli, d.err
+// NewDaemon returns a Daemon reading from store (nil: every call fails
+// with ErrUnreachable, there being no daemon) that saves images into
+// tempDir ("" is os.TempDir()).
+func NewDaemon(store ImageStore, tempDir string) *Daemon {
+	return &Daemon{store: store, tempDir: tempDir}
 }
 
-// Close releases the daemon's connections.
-func (d *Daemon) Close() error {
-	if d.cli != nil {
-		return d.cli.Close()
-	}
-	return nil
-}
+// errNoDaemon is the error of a Daemon without an ImageStore.
+var errNoDaemon = &classified{kind: ErrUnreachable, err: errors.New("no local Docker daemon is configured")}
+
+// Close does nothing: the ImageStore is the caller's.
+func (d *Daemon) Close() error { return nil }
 
 // Resolve asks the daemon for the image's ID.
 func (d *Daemon) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if _, err := name.ParseReference(ref); err != nil {
 		return Resolved{}, &classified{kind: ErrInvalidRef, err: err}
 	}
-	cli, err := d.client()
-	if err != nil {
-		return Resolved{}, err
+	if d.store == nil {
+		return Resolved{}, errNoDaemon
 	}
-	res, err := cli.ImageInspect(ctx, ref)
+	id, err := d.store.ImageID(ctx, ref)
 	if err != nil {
 		return Resolved{}, classify(fmt.Errorf("local daemon: %w", err))
 	}
-	return Resolved{Ref: ref, From: FromDaemon, ImageID: res.ID, Pinned: ref}, nil
+	return Resolved{Ref: ref, From: FromDaemon, ImageID: id, Pinned: ref}, nil
 }
 
 // Open saves the image from the daemon; progress is not told anything.
 // The image's ID is checked against the resolved one, since a tag on a
 // daemon can move between the two.
 func (d *Daemon) Open(ctx context.Context, res Resolved, _ func(done, total int64)) (v1.Image, error) {
-	cli, err := d.client()
-	if err != nil {
-		return nil, err
+	if d.store == nil {
+		return nil, errNoDaemon
 	}
-	ref, err := name.ParseReference(res.Pinned)
-	if err != nil {
+	if _, err := name.ParseReference(res.Pinned); err != nil {
 		return nil, &classified{kind: ErrInvalidRef, err: err}
 	}
 	maxSave := d.MaxSaveBytes
 	if maxSave <= 0 {
 		maxSave = DefaultMaxUnpackedBytes + DefaultMaxCompressedBytes
 	}
-	saved := &savedClient{Client: cli, dir: d.tempDir, max: maxSave}
-	// Unbuffered: every read of the tarball calls ImageSave, which
-	// savedClient answers from its one file.
-	img, err := daemon.Image(ref, daemon.WithContext(ctx), daemon.WithClient(saved), daemon.WithUnbufferedOpener())
+	path, err := d.save(ctx, res.Pinned, maxSave)
 	if err != nil {
-		saved.Close()
+		return nil, classify(fmt.Errorf("local daemon: %w", err))
+	}
+	remove := func() error { return os.Remove(path) }
+	// The tarball is read again for each layer: from the file, not the
+	// daemon.
+	img, err := tarball.Image(func() (io.ReadCloser, error) { return os.Open(path) }, nil)
+	if err != nil {
+		remove()
 		return nil, classify(fmt.Errorf("local daemon: %w", err))
 	}
 	id, err := img.ConfigName()
 	if err != nil {
-		saved.Close()
+		remove()
 		return nil, classify(fmt.Errorf("local daemon: %w", err))
 	}
 	if res.ImageID != "" && id.String() != res.ImageID {
-		saved.Close()
+		remove()
 		return nil, fmt.Errorf("local daemon: %s moved from %s to %s while building: %w", res.Ref, res.ImageID, id, ErrUnreachable)
 	}
-	return &closingImage{Image: img, close: saved.Close}, nil
+	return &closingImage{Image: img, close: remove}, nil
 }
 
-// savedClient is a daemon client whose ImageSave saves the image into a
-// file once and then reads it from there.
-type savedClient struct {
-	daemon.Client
-	dir string
-	max int64 // bytes saved at most
-
-	mu   sync.Mutex
-	path string
-}
-
-func (s *savedClient) ImageSave(ctx context.Context, images []string, opts ...client.ImageSaveOption) (client.ImageSaveResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.path == "" {
-		rc, err := s.Client.ImageSave(ctx, images, opts...)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		f, err := os.CreateTemp(s.dir, "wm-sif-docker-save-*.tar")
-		if err != nil {
-			return nil, fmt.Errorf("save image: %w", err)
-		}
-		n, err := io.Copy(f, io.LimitReader(rc, s.max+1))
-		if err == nil && n > s.max {
-			err = tooLarge("the local Docker daemon's copy of it, its layers uncompressed, is more than %s: make the image smaller, or ask the admins to raise sif.maxUnpackedSize or sif.maxCompressedSize in the server config",
-				formatBytes(s.max))
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(f.Name())
-			return nil, fmt.Errorf("save image: %w", err)
-		}
-		s.path = f.Name()
+// save writes `docker save` of ref into a new file of d's folder, at most
+// max bytes (ErrTooLarge past them), and returns its path.
+func (d *Daemon) save(ctx context.Context, ref string, max int64) (string, error) {
+	rc, err := d.store.ImageSave(ctx, ref)
+	if err != nil {
+		return "", err
 	}
-	return os.Open(s.path)
-}
-
-// Close removes the saved file.
-func (s *savedClient) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.path == "" {
-		return nil
+	defer rc.Close()
+	f, err := os.CreateTemp(d.tempDir, "wm-sif-docker-save-*.tar")
+	if err != nil {
+		return "", fmt.Errorf("save image: %w", err)
 	}
-	err := os.Remove(s.path)
-	s.path = ""
-	return err
+	n, err := io.Copy(f, io.LimitReader(rc, max+1))
+	if err == nil && n > max {
+		err = tooLarge("the local Docker daemon's copy of it, its layers uncompressed, is more than %s: make the image smaller, or ask the admins to raise sif.maxUnpackedSize or sif.maxCompressedSize in the server config",
+			formatBytes(max))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("save image: %w", err)
+	}
+	return f.Name(), nil
 }
 
 // closingImage is an image holding something to release after use.
@@ -421,7 +389,7 @@ type Auto struct {
 // error is returned: it is the one the caller can act on.
 func (a *Auto) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	r, err := a.Registry.Resolve(ctx, ref)
-	if err == nil || !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
+	if err == nil || !errors.Is(err, ErrUnreachable) || ctx.Err() != nil || a.Daemon == nil {
 		return r, err
 	}
 	if dr, derr := a.Daemon.Resolve(ctx, ref); derr == nil {
