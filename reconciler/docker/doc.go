@@ -11,12 +11,26 @@
 // labels is, to every method but Create, not there (ErrNotFound); to Create
 // it is a conflict (ErrConflict) and it is left alone.
 //
+// Every object also carries LabelInstance, the WhaleMountain instance
+// whose engine made it (WithInstance; DefaultInstance, "wm", unless the
+// server config names another). An engine lists, changes and removes only
+// its own instance's objects: another instance's are, like unlabelled
+// ones, not there to every method but Create, and a conflict to Create, so
+// two WhaleMountains on one Docker Engine leave each other alone. Objects
+// labelled before instances existed (no LabelInstance) are
+// DefaultInstance's, so an upgrade adopts them. The instance label is not
+// part of Spec.Hash: adding it recreates nothing.
+//
+// Errors are of the classes in errors.go, each of a kind in package fault
+// (ErrUnreachable is fault.Unreachable, ErrConflict fault.Conflict, ...).
+//
 // A container is identified by its full name, "<owner>_<name>"
 // (ObjectName: '_' is in neither an account nor a name, so names never
 // collide across accounts); its volumes are named "<owner>_<volume>" (or
 // the legacy "<owner>-<volume>" of a volume the owner already has) and its
-// network "wm-<owner>", so no
-// spec can reach another owner's objects (Spec.Validate refuses a volume
+// network NetworkName(instance, owner) ("wm-<owner>" for the default
+// instance, "<instance>_<owner>" for another; Create refuses any other),
+// so no spec can reach another owner's objects (Spec.Validate refuses a volume
 // outside the owner's prefix, and Create refuses a network or volume of
 // the right name that another owner or nobody labelled).
 //
@@ -86,6 +100,7 @@ type engine interface {
 	Name() string
 	Close() error
 	ListManaged(ctx context.Context) ([]Container, error)
+	ListOwned(ctx context.Context, owner string) ([]Container, error)
 	Inspect(ctx context.Context, name string) (Container, error)
 	Create(ctx context.Context, s Spec) (Container, error)
 	Start(ctx context.Context, name string) error
