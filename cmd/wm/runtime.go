@@ -211,6 +211,9 @@ func localDaemon(log *slog.Logger) *docker.Engine {
 	return e
 }
 
+// The local daemon's engine is what SIF builds read images from.
+var _ sif.ImageStore = (*docker.Engine)(nil)
+
 // imageStore is e as a SIF image store; nil (not a nil *docker.Engine)
 // when there is none.
 func imageStore(e *docker.Engine) sif.ImageStore {
