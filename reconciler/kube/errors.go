@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -12,7 +13,8 @@ import (
 
 // classify marks an error of the Kubernetes client with its kind in
 // package fault, so that a caller can tell a cluster that is down
-// (fault.Unreachable) from one that said no. Errors already of a kind,
+// (fault.Unreachable) from one that said no (fault.Refused: forbidden;
+// fault.Invalid: an object the API refuses as malformed, a bug). Errors already of a kind,
 // context errors and what fits no kind are returned as they are.
 func classify(err error) error {
 	if err == nil || fault.Of(err) != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -23,7 +25,13 @@ func classify(err error) error {
 	case apierrors.IsNotFound(err):
 		kind = fault.NotFound
 	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
-		kind = fault.Conflict
+		// A race (a resourceVersion that moved, a namespace made in
+		// between), not a name somebody else holds: the next pass reads
+		// again and decides. Left without a kind: transient.
+		return err
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "is being terminated"):
+		// A namespace being deleted: gone in a moment, then made again.
+		kind = fault.NotReady
 	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
 		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), apierrors.IsUnexpectedServerError(err):
 		kind = fault.Unreachable
