@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -15,12 +16,28 @@ type Passer interface {
 	Reconcile(ctx context.Context, repo Repo) (Result, error)
 }
 
+// Retirer removes what a repo that is gone had applied; *Reconciler is
+// one. A Passer that is also a Retirer has the repos Loop.Retire is given
+// retired on the loop's workers.
+type Retirer interface {
+	Retire(ctx context.Context, repo Repo) (Result, error)
+}
+
+// DefaultPassTimeout and DefaultShutdownGrace are a new Loop's PassTimeout
+// and ShutdownGrace (the server config's poll.passTimeout and
+// poll.shutdownGrace defaults).
+const (
+	DefaultPassTimeout   = 10 * time.Minute
+	DefaultShutdownGrace = 30 * time.Second
+)
+
 // Loop keeps repos reconciled: it polls each repo every interval (plus
 // jitter), lets webhooks trigger a repo at once, and runs passes on a fixed
 // number of workers. It queues repo keys, not work: a poll and a trigger of
 // the same repo collapse into one pass, and two workers never handle one
 // repo at once (client-go's workqueue guarantees both). Failed passes are
-// retried with capped exponential backoff.
+// retried with capped exponential backoff. Every pass has a deadline, and
+// shutdown cancels the passes still under way after a grace period.
 type Loop struct {
 	passer   Passer
 	discover func() ([]Repo, error)
@@ -38,23 +55,36 @@ type Loop struct {
 	// passes have not seen it yet: a webhook can arrive before the pushed
 	// commit is visible to a fetch.
 	expect map[string]expectation
+	// retiring holds the repos Retire was given, until a worker retires
+	// them.
+	retiring map[string]Repo
+
 	// OnResult, when set, is told every pass's outcome (for metrics and
 	// status reporting).
 	OnResult func(Result, error)
+	// PassTimeout is the deadline of each pass; 0 for none.
+	PassTimeout time.Duration
+	// ShutdownGrace is how long Run lets the passes under way go on once
+	// its context is done, before it cancels them.
+	ShutdownGrace time.Duration
 }
 
 // NewLoop returns a loop over the repos discover lists; discover is called
 // again every interval, so new repos join and removed ones stop being
 // polled (their containers stay: a repo that cannot be listed is not a
-// repo that declares nothing).
+// repo that declares nothing; only Retire retires one).
 func NewLoop(p Passer, discover func() ([]Repo, error), interval, jitter time.Duration, workers int, log *slog.Logger) *Loop {
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](2*time.Second, 5*time.Minute)
 	return &Loop{
 		passer: p, discover: discover, interval: interval, jitter: jitter, workers: max(1, workers), log: log,
-		queue:   workqueue.NewTypedRateLimitingQueueWithConfig(backoff, workqueue.TypedRateLimitingQueueConfig[string]{Name: "repos"}),
-		backoff: backoff,
-		repos:   map[string]Repo{},
-		expect:  map[string]expectation{},
+		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(backoff, workqueue.TypedRateLimitingQueueConfig[string]{Name: "repos"}),
+		backoff:  backoff,
+		repos:    map[string]Repo{},
+		expect:   map[string]expectation{},
+		retiring: map[string]Repo{},
+
+		PassTimeout:   DefaultPassTimeout,
+		ShutdownGrace: DefaultShutdownGrace,
 	}
 }
 
@@ -130,13 +160,32 @@ func (l *Loop) Trigger(key string) bool {
 	return ok
 }
 
-// Run polls and reconciles until ctx is done, then lets the passes under
-// way finish and returns.
+// Retire has a repo its source says is gone (an authoritative word, never
+// a failure to read it) retired on a worker, so never beside a pass of
+// it, and stops polling it. A Passer that is not a Retirer retires
+// nothing.
+func (l *Loop) Retire(repo Repo) {
+	l.mu.Lock()
+	delete(l.repos, repo.Key)
+	delete(l.expect, repo.Key)
+	l.retiring[repo.Key] = repo
+	l.mu.Unlock()
+	l.queue.Add(repo.Key)
+}
+
+// Run polls and reconciles until ctx is done. Then no new pass starts;
+// the passes under way may go on for ShutdownGrace, after which their
+// context is cancelled; Run returns once they have all returned.
 func (l *Loop) Run(ctx context.Context) {
+	// Passes run under their own context, so that shutdown does not
+	// cancel them at once: cancelling a pass half-way only leaves more to
+	// redo.
+	passCtx, cancelPasses := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPasses()
 	var wg sync.WaitGroup
 	for range l.workers {
 		wg.Go(func() {
-			for l.processNext(ctx) {
+			for l.processNext(ctx, passCtx) {
 			}
 		})
 	}
@@ -146,12 +195,28 @@ func (l *Loop) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			l.queue.ShutDownWithDrain()
-			wg.Wait()
+			l.shutdown(&wg, cancelPasses)
 			return
 		case <-ticker.C:
 			l.rediscover()
 		}
+	}
+}
+
+// shutdown stops the queue, waits for the workers for the grace period,
+// then cancels the passes under way and waits for them to return.
+func (l *Loop) shutdown(workers *sync.WaitGroup, cancelPasses context.CancelFunc) {
+	l.queue.ShutDown()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	grace := time.NewTimer(l.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		l.log.Warn("passes still under way after the shutdown grace; cancelling them", "grace", l.ShutdownGrace)
+		cancelPasses()
+		<-done
 	}
 }
 
@@ -181,23 +246,40 @@ func (l *Loop) randJitter() time.Duration {
 	return rand.N(l.jitter)
 }
 
-// processNext runs one pass; it returns false once the queue shuts down.
-func (l *Loop) processNext(ctx context.Context) bool {
+// processNext runs one pass under passCtx and the pass deadline; it
+// returns false once the queue shuts down. Once ctx is done, what is still
+// queued is dropped.
+func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 	key, shutdown := l.queue.Get()
 	if shutdown {
 		return false
 	}
 	defer l.queue.Done(key)
-	l.mu.Lock()
-	repo, ok := l.repos[key]
-	l.mu.Unlock()
-	if !ok {
-		l.queue.Forget(key)
+	if ctx.Err() != nil {
 		return true
 	}
-	// A pass under way finishes even when shutdown starts: cancelling it
-	// half-way would only leave more to redo.
-	res, err := l.passer.Reconcile(context.WithoutCancel(ctx), repo)
+	l.mu.Lock()
+	repo, ok := l.repos[key]
+	gone, retiring := l.retiring[key]
+	delete(l.retiring, key)
+	l.mu.Unlock()
+	if !ok {
+		if retiring {
+			l.retire(passCtx, gone)
+		} else {
+			l.queue.Forget(key)
+		}
+		return true
+	}
+	if l.PassTimeout > 0 {
+		var cancel context.CancelFunc
+		passCtx, cancel = context.WithTimeout(passCtx, l.PassTimeout)
+		defer cancel()
+	}
+	res, err := l.passer.Reconcile(passCtx, repo)
+	if errors.Is(context.Cause(passCtx), context.DeadlineExceeded) {
+		l.log.Warn("pass cancelled at its deadline", "repo", key, "timeout", l.PassTimeout)
+	}
 	if l.OnResult != nil {
 		l.OnResult(res, err)
 	}
@@ -221,4 +303,37 @@ func (l *Loop) processNext(ctx context.Context) bool {
 	}
 	l.queue.AddAfter(key, next)
 	return true
+}
+
+// retire retires a repo Retire was given, within the pass deadline; a
+// transient failure is retried with backoff (unless the repo is listed
+// again meanwhile).
+func (l *Loop) retire(ctx context.Context, repo Repo) {
+	r, ok := l.passer.(Retirer)
+	if !ok {
+		return
+	}
+	if l.PassTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.PassTimeout)
+		defer cancel()
+	}
+	res, err := r.Retire(ctx, repo)
+	if err == nil {
+		l.queue.Forget(repo.Key)
+		l.log.Info("retired", "repo", repo.Key, "result", res.Message)
+		return
+	}
+	if outcome, reason := Classify(err); outcome != Transient {
+		l.queue.Forget(repo.Key)
+		l.log.Warn("retiring a repo that is gone stopped", "repo", repo.Key, "reason", reason, "err", err)
+		return
+	}
+	l.log.Warn("retiring a repo that is gone failed, retrying", "repo", repo.Key, "err", err)
+	l.mu.Lock()
+	if _, listed := l.repos[repo.Key]; !listed {
+		l.retiring[repo.Key] = repo
+	}
+	l.mu.Unlock()
+	l.queue.AddRateLimited(repo.Key)
 }

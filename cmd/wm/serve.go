@@ -36,8 +36,9 @@ func newServeCmd() *cobra.Command {
 it, on poll.concurrency workers. Serve GitLab's webhooks, SIF downloads and a
 health check on the public listen address, rate-limited per client, and the
 status API and metrics on adminListen (by default a unix socket in the state
-folder that only wm's user may connect to). SIGTERM or SIGINT lets the passes
-under way finish, then exits.`,
+folder that only wm's user may connect to). Each pass has a deadline
+(poll.passTimeout). SIGTERM or SIGINT starts no new pass and lets those under
+way go on for poll.shutdownGrace, then cancels them and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -83,6 +84,11 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 	log := newLogger(cmd.ErrOrStderr(), false)
 	discover := func() ([]reconciler.Repo, error) { return rt.repos(log) }
 	loop := reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
+	loop.PassTimeout, loop.ShutdownGrace = rt.cfg.Poll.PassTimeout.Std(), rt.cfg.Poll.ShutdownGrace.Std()
+	// The grace starts with shutdown; the GitLab work under way gets no
+	// more than the passes.
+	graceOver := make(chan struct{})
+	context.AfterFunc(ctx, func() { time.AfterFunc(loop.ShutdownGrace, func() { close(graceOver) }) })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	passes := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -130,8 +136,14 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 			log.Info("serving", "listener", s.name, "address", s.ln.Addr().String())
 		}
 	}
+	backgroundDone := make(chan struct{})
+	go func() { background.Wait(); close(backgroundDone) }()
 	loop.Run(ctx)
-	background.Wait()
+	select {
+	case <-backgroundDone:
+	case <-graceOver:
+		log.Warn("GitLab work still under way after the shutdown grace; exiting without waiting for it")
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, srv := range servers {
