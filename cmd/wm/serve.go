@@ -82,8 +82,21 @@ func listen(cfg *schema.ServerConfig) (*listeners, error) {
 // the HTTP servers when ls is not nil, until ctx is done.
 func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listeners) error {
 	log := newLogger(cmd.ErrOrStderr(), false)
-	discover := func() ([]reconciler.Repo, error) { return rt.repos(log) }
-	loop := reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
+	// A repo whose folder was removed from a folder source is retired;
+	// those the state store knows are watched too, for removals made
+	// while wm was down.
+	var known []reconciler.Repo
+	if states, err := rt.store.Repos(); err != nil {
+		log.Warn("state not read: repo folders removed while wm was down are not retired", "err", err)
+	} else {
+		for _, s := range states {
+			known = append(known, reconciler.Repo{Key: s.Key, Owner: s.Owner, URL: s.URL, Branch: s.Branch})
+		}
+	}
+	var loop *reconciler.Loop
+	folders := reconciler.NewFolderWatch(rt.cfg.Sources.Dirs, known, log)
+	discover := folders.Discovering(func() ([]reconciler.Repo, error) { return rt.repos(log) }, func(r reconciler.Repo) { loop.Retire(r) })
+	loop = reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
 	loop.PassTimeout, loop.ShutdownGrace = rt.cfg.Poll.PassTimeout.Std(), rt.cfg.Poll.ShutdownGrace.Std()
 	// The grace starts with shutdown; the GitLab work under way gets no
 	// more than the passes.
