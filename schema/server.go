@@ -430,12 +430,7 @@ func LoadServer(path string) (*ServerConfig, error) {
 // ParseServer reads a server config from r, applies defaults, resolves
 // relative paths against dir and validates it. A non-nil error is Errors.
 func ParseServer(name string, r io.Reader, dir string) (*ServerConfig, error) {
-	c := newServerConfig()
-	if err := parseInto(name, r, &c, c.applyDefaults, c.validate); err != nil {
-		return nil, err
-	}
-	c.resolvePaths(dir)
-	return &c, nil
+	return ParseServerChecked(name, r, dir, nil)
 }
 
 // Validate checks a ServerConfig built in code; errors carry no positions.

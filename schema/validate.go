@@ -37,14 +37,21 @@ func locate(file string, p *positions, validate func(reporter)) Errors {
 // defaults, validation, all problems placed in the file and returned
 // together as Errors.
 func parseInto(name string, r io.Reader, out any, defaults func(), validate func(reporter)) error {
+	_, err := parsePlaced(name, r, out, defaults, validate)
+	return err
+}
+
+// parsePlaced is parseInto that also returns where each field of the file
+// is, for checks made after parsing.
+func parsePlaced(name string, r io.Reader, out any, defaults func(), validate func(reporter)) (*positions, error) {
 	p, errs := decodeStrict(name, r, out)
 	for _, e := range errs {
 		if e.Path == "" {
-			return errs // the file as a whole is wrong: rules would only add noise
+			return nil, errs // the file as a whole is wrong: rules would only add noise
 		}
 	}
 	defaults()
-	return capErrors(name, merge(errs, locate(name, p, validate))).orNil()
+	return p, capErrors(name, merge(errs, locate(name, p, validate))).orNil()
 }
 
 // maxErrors is the most problems reported for one file: a student fixes the

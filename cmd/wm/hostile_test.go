@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -459,7 +460,13 @@ func TestTheAdminListenerConfigIsChecked(t *testing.T) {
 			}
 		})
 	}
-	code, out, _ := wm(t, "validate", "--server", writeFile(t, dir, "ok.yaml", "adminListen: unix:///run/wm/admin.sock\nadminGroup: wm-admins\ntrustedProxies: [127.0.0.1, 10.0.0.0/8]\nrateLimit: {rate: 0}\n"))
+	// The group must exist on this machine: wm serve checks it, and so
+	// does wm validate --server.
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := wm(t, "validate", "--server", writeFile(t, dir, "ok.yaml", "adminListen: unix:///run/wm/admin.sock\nadminGroup: \""+me.Gid+"\"\ntrustedProxies: [127.0.0.1, 10.0.0.0/8]\nrateLimit: {rate: 0}\n"))
 	if code != 0 {
 		t.Errorf("a good config: exit %d\n%s", code, out)
 	}

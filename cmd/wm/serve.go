@@ -43,6 +43,10 @@ way go on for poll.shutdownGrace, then cancels them and exits.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// The checks wm validate --server makes too (preflight.go).
+			if _, err := loadCheckedConfig(cmd, cfgPath); err != nil {
+				return err
+			}
 			rt, _, err := openRuntime(cmd, cfgPath, verbose, nil)
 			if err != nil {
 				return err

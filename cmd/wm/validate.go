@@ -32,7 +32,10 @@ func newValidateCmd() *cobra.Command {
 file:line:column: field.path: message.
 
 PATH is a file or a folder; folders are searched for files named wm.yaml.
-With no PATH, ./wm.yaml is checked. --server FILE checks a server config.
+With no PATH, ./wm.yaml is checked. --server FILE checks a server config:
+its rules, and every check wm serve makes before it starts (secret files
+readable and not empty, the kubeconfig, the admin group and socket, the
+listen addresses free), with the messages wm serve would print.
 
 Exit status: 0 all valid, 1 a file is invalid, 2 usage error.`,
 		Example: `  wm validate
@@ -48,7 +51,7 @@ Exit status: 0 all valid, 1 a file is invalid, 2 usage error.`,
 			}
 			var results []fileResult
 			if server != "" {
-				results = append(results, check(server, "server", validateServer))
+				results = append(results, checkServer(server))
 			}
 			for _, arg := range args {
 				files, err := findWMFiles(arg)
@@ -74,13 +77,14 @@ func validateWM(name string, r io.Reader) error {
 	return err
 }
 
-func validateServer(name string, r io.Reader) error {
-	abs, err := filepath.Abs(filepath.Dir(name))
-	if err != nil {
-		return err
+// checkServer parses a server config and makes on it every check wm serve
+// makes at start-up (serverChecks), with the same messages.
+func checkServer(name string) fileResult {
+	if _, err := os.Stat(name); err != nil {
+		return failed(name, "server", err)
 	}
-	_, err = schema.ParseServer(name, r, abs)
-	return err
+	_, err := schema.LoadServerChecked(name, serverChecks)
+	return failed(name, "server", err)
 }
 
 // check opens and parses one file.
