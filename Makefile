@@ -4,6 +4,9 @@ GO    ?= go
 BIN   := bin/wm
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The linter beyond vet, run at a pinned version (fetched once into the
+# module cache).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .DEFAULT_GOAL := help
 
@@ -33,13 +36,19 @@ setup: ## install what the tests need on this machine (idempotent)
 	bash ci/setup
 
 .PHONY: test
-test: setup ## run every test, the real engines included
+test: setup ## run every test: the fast set under the race detector, then all against the real engines
+	$(GO) test -count=1 -race -short -timeout 10m ./...
 	bash ci/kube-up >/dev/null
 	$(GO) test -count=1 -timeout 25m ./...
 
+.PHONY: test-short
+test-short: ## the fast set only (pure and fake-backed tests, no engine), under the race detector
+	$(GO) test -count=1 -race -short -timeout 10m ./...
+
 .PHONY: lint
-lint: ## go vet and a gofmt check
+lint: ## go vet, staticcheck and a gofmt check
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
