@@ -69,6 +69,7 @@ var transitions = map[string]map[string]string{
 func (s *commitStatus) fire(event string, at time.Time) error {
 	to, ok := transitions[event][s.status]
 	if !ok {
+		//lint:ignore ST1005 GitLab's own message, word for word, which clients match
 		return fmt.Errorf("Cannot transition status via :%s from :%s (Reason(s): Status cannot transition via \"%s\")",
 			event, s.status, event)
 	}
