@@ -30,7 +30,8 @@ type statusSetter interface {
 // adds a job to the commit's external pipeline (which then shows as
 // running), so the reporter posts only a change: "running" on the first
 // pass of a commit, and an outcome only when its state or description
-// differs from the last one on the commit. What was posted is remembered
+// differs from the last one on the commit (a success only after another
+// state: its description says what that pass did, which is no news). What was posted is remembered
 // per repo for its current commit; a commit it does not remember (a new
 // one, or any after a restart) has its latest status read from GitLab
 // before anything is posted. It implements reconciler.Reporter.
@@ -135,6 +136,9 @@ func (r *Reporter) post(ctx context.Context, key, sha string, state gl.BuildStat
 	now := statusKey(state, desc)
 	switch {
 	case now == last.status,
+		// A green commit stays green: what a later pass did ("created",
+		// "up to date") is no news.
+		state == StateSuccess && strings.HasPrefix(last.status, string(StateSuccess)+"|"),
 		w == onFirst && last.status != "",
 		w == beforeOutcome && last.status != "" && last.status != statusKey(StatePending, queued):
 		r.remember(key, last)

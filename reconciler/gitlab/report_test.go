@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
 	"github.com/whalemountain/wm/schema"
@@ -20,6 +22,7 @@ type reportEvent struct {
 	commit int    // index of the commit
 	err    error
 	ready  bool
+	msg    string // the pass's summary, when not the usual one
 }
 
 func poll(commit int) reportEvent { return reportEvent{kind: "pass", commit: commit, ready: true} }
@@ -37,6 +40,10 @@ func TestTheReporterPostsACommitStatusOnlyOnAChange(t *testing.T) {
 	}, {
 		name:   "a reporter that restarts reads the commit's status from GitLab and posts nothing",
 		events: []reportEvent{poll(0), {kind: "restart"}, poll(0), poll(0)},
+		want:   [][]string{{"running", "success"}},
+	}, {
+		name:   "a ready commit whose later passes say something else stays as it was",
+		events: []reportEvent{{kind: "pass", ready: true, msg: "1 created"}, poll(0), {kind: "pass", ready: true, msg: "1 recreated"}},
 		want:   [][]string{{"running", "success"}},
 	}, {
 		name:   "a new commit posts its own rollout, once",
@@ -81,9 +88,12 @@ func TestTheReporterPostsACommitStatusOnlyOnAChange(t *testing.T) {
 					rep.Pending(ctx, repo.Key, sha)
 				case "pass":
 					rep.PassStarted(ctx, repo, sha)
-					msg := "1 container running"
+					msg := "1 container(s) up to date"
 					if !e.ready {
 						msg = "web: unhealthy"
+					}
+					if e.msg != "" {
+						msg = e.msg
 					}
 					rep.PassFinished(ctx, repo, reconciler.Result{Repo: repo, Revision: sha, Ready: e.ready, Message: msg}, e.err)
 				}
@@ -98,5 +108,43 @@ func TestTheReporterPostsACommitStatusOnlyOnAChange(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// infoRefs counts the ref listings of a project's repo the double served:
+// one per pass.
+func infoRefs(g *gitlabtest.GitLab, p *gitlabtest.Project) int {
+	n := 0
+	for _, r := range g.Requests() {
+		if r == "GET /"+p.Path()+".git/info/refs" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPollsOfARolledOutCommitPostNoNewStatusThroughTheWholeStack(t *testing.T) {
+	g := gitlabtest.New(t, token)
+	p := studentProject(t, g, "students/alice/web")
+	s := newStack(t, docker.NewFake("h1"), g)
+	first := s.rollOut(p)
+	want := s.statuses(p.Path(), first, gitlab.StatusName)
+	// Each poll lists the repo's refs first; once the last one has, every
+	// pass before it has ended (passes of one repo never overlap).
+	for i := range 6 {
+		before := infoRefs(g, p)
+		if !s.loop.Trigger(strings.ToLower(p.Path())) {
+			t.Fatal("the repo is not known to the loop")
+		}
+		eventually(t, fmt.Sprintf("poll %d", i+1), func() bool { return infoRefs(g, p) > before })
+	}
+	if got := s.statuses(p.Path(), first, gitlab.StatusName); !slices.Equal(got, want) {
+		t.Errorf("after 6 more polls the commit has the statuses %v; want those of its rollout, %v", got, want)
+		for _, st := range g.Statuses(p.Path(), first) {
+			t.Logf("%s %q", st.Status, st.Description)
+		}
+	}
+	if !slices.Equal(want, []string{"running", "success"}) {
+		t.Errorf("the rollout posted %v; want [running success]", want)
 	}
 }
