@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go"
 
@@ -113,11 +114,18 @@ func StatusOf(res reconciler.Result, err error) (gl.BuildStateValue, string) {
 	return StateRunning, "retrying after: " + firstLine(msg)
 }
 
+// postTimeout bounds the reading and posting of one status, which go on
+// when the pass's own context is done: a pass cut at its deadline still
+// says so.
+const postTimeout = 10 * time.Second
+
 func (r *Reporter) post(ctx context.Context, key, sha string, state gl.BuildStateValue, desc string, w when) {
 	path, ok := r.paths(key)
 	if !ok || sha == "" {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), postTimeout)
+	defer cancel()
 	r.mu.Lock()
 	last, known := r.last[key]
 	r.mu.Unlock()

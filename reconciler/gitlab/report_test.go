@@ -23,6 +23,7 @@ type reportEvent struct {
 	err    error
 	ready  bool
 	msg    string // the pass's summary, when not the usual one
+	cut    bool   // the pass's context is done when it finishes
 }
 
 func poll(commit int) reportEvent { return reportEvent{kind: "pass", commit: commit, ready: true} }
@@ -45,6 +46,10 @@ func TestTheReporterPostsACommitStatusOnlyOnAChange(t *testing.T) {
 		name:   "a ready commit whose later passes say something else stays as it was",
 		events: []reportEvent{{kind: "pass", ready: true, msg: "1 created"}, poll(0), {kind: "pass", ready: true, msg: "1 recreated"}},
 		want:   [][]string{{"running", "success"}},
+	}, {
+		name:   "a pass whose context is done still reports its outcome",
+		events: []reportEvent{{kind: "pass", err: stalled, cut: true}},
+		want:   [][]string{{"running", "failed"}},
 	}, {
 		name:   "a new commit posts its own rollout, once",
 		events: []reportEvent{poll(0), poll(0), poll(1), poll(1), poll(1)},
@@ -95,7 +100,13 @@ func TestTheReporterPostsACommitStatusOnlyOnAChange(t *testing.T) {
 					if e.msg != "" {
 						msg = e.msg
 					}
-					rep.PassFinished(ctx, repo, reconciler.Result{Repo: repo, Revision: sha, Ready: e.ready, Message: msg}, e.err)
+					done := ctx
+					if e.cut {
+						var cancel context.CancelFunc
+						done, cancel = context.WithCancel(ctx)
+						cancel()
+					}
+					rep.PassFinished(done, repo, reconciler.Result{Repo: repo, Revision: sha, Ready: e.ready, Message: msg}, e.err)
 				}
 			}
 			for i, sha := range shas {
