@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -73,8 +72,7 @@ func (m *Mksquashfs) Check() error {
 // killed with the group when ctx ends.
 func (m *Mksquashfs) Squash(ctx context.Context, dir, out string) error {
 	cmd := exec.CommandContext(ctx, m.Path, m.Args(dir, out)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	inOwnGroup(cmd)
 	cmd.WaitDelay = waitDelay
 	output := &lastLines{max: 20}
 	cmd.Stdout = output
