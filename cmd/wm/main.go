@@ -61,7 +61,8 @@ wm.yaml reference: schema/README.md`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate(currentBuild().String() + "\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newValidateCmd(), newSchemaCmd(), newReconcileCmd(), newPlanCmd(), newStatusCmd(), newServeCmd(), newImagesCmd(), newKubeconfigCmd(), newSIFCmd())
+	root.AddCommand(newValidateCmd(), newSchemaCmd(), newReconcileCmd(), newPlanCmd(), newStatusCmd(), newServeCmd(), newImagesCmd(), newKubeconfigCmd(), newSIFCmd(), newVersionCmd())
 	return root
 }

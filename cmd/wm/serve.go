@@ -223,6 +223,7 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	handleSchema(mux)
 	rl := rt.cfg.RateLimit
 	if rl.Rate == 0 {
 		log.Info("rateLimit.rate is 0: the public listener is not rate-limited")
