@@ -100,7 +100,7 @@ func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error 
 // allocations of a container that could not be created are given back,
 // and those of guest ports it no longer publishes too.
 func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *docker.Spec) error {
-	allocated, err := r.allocatePorts(p, spec)
+	allocated, err := r.allocatePorts(ctx, p, spec)
 	if err == nil {
 		_, err = r.engine(host).Create(ctx, *spec)
 	}
@@ -110,6 +110,25 @@ func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *doc
 				err = errors.Join(err, rerr)
 			}
 		}
+	}
+	if errors.Is(err, docker.ErrPortInUse) {
+		// Something WhaleMountain does not see (another instance, a
+		// person) binds a port just allocated: the container that could
+		// not start goes, those ports are set aside for good, and the
+		// next pass allocates others.
+		if rerr := r.engine(host).Remove(ctx, spec.Name); rerr != nil && !errors.Is(rerr, docker.ErrNotFound) {
+			return errors.Join(err, rerr)
+		}
+		for _, key := range allocated {
+			for _, b := range spec.Ports {
+				if store.PortKey(spec.Name, b.Guest) == key {
+					if aerr := r.store.AdoptPort(store.PortKey(outsideHolder, b.Host), b.Host); aerr != nil {
+						return errors.Join(err, aerr)
+					}
+				}
+			}
+		}
+		return fmt.Errorf("create %s on %s: a new host port is bound by something else; another is chosen on the next pass: %w", spec.Name, host, err)
 	}
 	if errors.Is(err, docker.ErrConflict) {
 		return stalled("NameConflict", "a container or volume named %s (or one of its volumes) exists on %s that WhaleMountain does not manage for you; it was left alone: ask the admins to remove or rename it", spec.Name, host)
@@ -128,13 +147,22 @@ func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *doc
 	return r.store.RetainPorts(spec.Name, guests)
 }
 
+// outsideHolder holds, in the store, host ports found bound by something
+// WhaleMountain does not manage, so that they are never allocated again.
+// No container name starts with '-'.
+const outsideHolder = "-outside"
+
 // allocatePorts gives each port of spec that has no host port yet the
 // lowest free one of the policy's range, skipping what any live container
 // binds and what this pass's other containers hold. It returns the keys it
 // allocated.
-func (r *Reconciler) allocatePorts(p *pass, spec *docker.Spec) ([]string, error) {
+func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *docker.Spec) ([]string, error) {
+	all, err := r.everyone(ctx, p)
+	if err != nil {
+		return nil, err
+	}
 	busy := map[int]bool{}
-	for _, l := range p.allLive {
+	for _, l := range all {
 		for _, b := range l.Ports {
 			busy[b.Host] = true
 		}
@@ -193,8 +221,8 @@ func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 			inUse[m.Volume] = true
 		}
 	}
-	for _, l := range p.allLive {
-		if l.Name != a.Name && l.Labels[docker.LabelOwner] == p.repo.Owner {
+	for _, l := range p.ownerLive {
+		if l.Name != a.Name {
 			for _, v := range l.Volumes {
 				inUse[v] = true
 			}

@@ -1,8 +1,11 @@
 package reconciler
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // Outcome says what happens after a pass failed, and so which condition
@@ -48,11 +51,29 @@ func waiting(reason string, format string, args ...any) error {
 }
 
 // Classify returns the outcome and reason of any error: a PassError says
-// so itself, anything else is transient.
+// so itself; any other error is judged by its kind (package fault), which
+// every backend gives its errors, so that the pass maps kinds to outcomes
+// in this one place; an error of no kind is transient.
 func Classify(err error) (Outcome, string) {
 	var pe *PassError
 	if errors.As(err, &pe) {
 		return pe.Outcome, pe.Reason
+	}
+	switch {
+	case err == nil:
+		return Transient, ""
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return Transient, "Interrupted"
+	case errors.Is(err, fault.Unreachable):
+		return Waiting, "BackendUnreachable"
+	case errors.Is(err, fault.NotReady):
+		return Waiting, "NotReady"
+	case errors.Is(err, fault.Refused):
+		return Stalled, "Refused"
+	case errors.Is(err, fault.TooLarge):
+		return Stalled, "TooLarge"
+	case errors.Is(err, fault.Invalid):
+		return Stalled, "Invalid"
 	}
 	return Transient, "TransientError"
 }

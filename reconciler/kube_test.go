@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
@@ -188,4 +190,20 @@ func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
 	if err != nil || len(plan.Plan.Actions) != 1 || plan.Plan.Actions[0].Resource != Pod || plan.Plan.Actions[0].Kind != ActionRemove {
 		t.Errorf("the plan of a commit that drops the pod: %+v, %v", plan.Plan.Actions, err)
 	}
+}
+
+// TestARepoWithoutPodsGoesOnWhileTheClusterIsDown: a cluster that cannot
+// be reached stalls only repos that have pods there.
+func TestARepoWithoutPodsGoesOnWhileTheClusterIsDown(t *testing.T) {
+	w := newWorld(t)
+	// A closed port: nothing answers there.
+	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: 2 * time.Second}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.rec.cluster = kube.New(client, kube.Settings{Kubernetes: schema.Kubernetes{NamespacePrefix: "wm-", GPUResource: "nvidia.com/gpu"}, Quota: w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults})
+	w.mustReconcile(w.push("alice/web", webV1))
+	_, err = w.reconcile(w.push("alice/ml", trainPod))
+	wantReason(t, err, Waiting, "ClusterUnreachable")
 }

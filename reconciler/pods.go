@@ -16,6 +16,14 @@ func (r *Reconciler) observePods(ctx context.Context, p *pass) error {
 		return nil
 	}
 	pods, err := r.cluster.OwnerPods(ctx, p.repo.Owner)
+	if err != nil && len(p.file.Pods) == 0 && len(p.state.Pods) == 0 && ctx.Err() == nil {
+		// Nothing of this repo's lives in the cluster: it does not wait
+		// for it. (The owner's pods of other repos then go uncounted in
+		// this pass's quota; the cluster's own quota still holds them.)
+		r.log.Warn("cluster unreachable; a repo without pods goes on", "repo", p.repo.Key, "err", err)
+		p.clusterDown = true
+		return nil
+	}
 	if err != nil {
 		return waiting("ClusterUnreachable", "cannot read your pods in the cluster; everything stays as it is: %v", err)
 	}
@@ -83,7 +91,7 @@ func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
 			return podError(err)
 		}
 	}
-	if len(p.pods) > 0 || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
+	if len(p.pods) > 0 || p.clusterDown || r.cfg.Kubernetes == nil || !r.cfg.Kubernetes.PruneNamespaces {
 		return nil
 	}
 	// The admins let namespaces go: this one goes once none of the
@@ -99,7 +107,7 @@ func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
 
 // podStatuses reads back the repo's pods as students see them.
 func (r *Reconciler) podStatuses(ctx context.Context, p *pass) ([]store.PodStatus, error) {
-	if r.cluster == nil {
+	if r.cluster == nil || p.clusterDown {
 		return nil, nil
 	}
 	sts, err := r.cluster.PodStatuses(ctx, p.repo.Owner, p.repo.Key)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/health"
 	"github.com/whalemountain/wm/reconciler/kube"
@@ -73,6 +74,7 @@ type SIFBuilder interface {
 type Engine interface {
 	Name() string
 	ListManaged(ctx context.Context) ([]docker.Container, error)
+	ListOwned(ctx context.Context, owner string) ([]docker.Container, error)
 	Create(ctx context.Context, spec docker.Spec) (docker.Container, error)
 	Start(ctx context.Context, name string) error
 	Stop(ctx context.Context, name string, timeout time.Duration) error
@@ -223,22 +225,33 @@ type Result struct {
 
 // pass carries one pass of one repo from step to step.
 type pass struct {
-	repo    Repo
-	dryRun  bool
-	state   store.RepoState
-	rev     string
-	file    *schema.File
-	allLive []Live // every managed container on every host
-	live    []Live // this repo's
+	repo   Repo
+	dryRun bool
+	state  store.RepoState
+	rev    string
+	file   *schema.File
+	// ownerLive are the owner's containers on every host, live the
+	// repo's. allLive, every managed container on every host, is listed
+	// only when a decision needs it (everyone): placing a new container,
+	// a new host port, the prune limit.
+	ownerLive []Live
+	allLive   []Live
+	allListed bool
+	live      []Live
+	// down are the Docker hosts that could not be reached this pass.
+	down    map[string]error
 	desired []Desired
 	// livePods are the owner's pods in the cluster (all their repos),
 	// pods those this repo declares.
 	livePods []kube.PodUsage
 	pods     []kube.Pod
-	sifRefs  map[string]string // SIF name → resolved image reference
-	usage    store.Usage
-	expired  bool
-	res      Result
+	// clusterDown marks a pass of a repo without pods that went on while
+	// the cluster could not be reached.
+	clusterDown bool
+	sifRefs     map[string]string // SIF name → resolved image reference
+	usage       store.Usage
+	expired     bool
+	res         Result
 	// loaded is the repo's state as the pass found it, encoded: a pass
 	// that leaves it so writes nothing.
 	loaded []byte
@@ -449,15 +462,16 @@ func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 	return nil
 }
 
-// listLive lists every managed container on every host, and adopts the
-// host ports it sees into the store, which rebuilds a lost store.
+// listLive lists the owner's containers on every host, and adopts the
+// host ports they bind into the store, which rebuilds a lost store. A pass
+// reads only the owner's: its cost does not grow with everyone else's.
 func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
-	all, err := r.listAll(ctx)
+	mine, down, err := r.listOwned(ctx, p.repo.Owner)
 	if err != nil {
 		return err
 	}
-	p.allLive = all
-	for _, l := range all {
+	p.ownerLive, p.down = mine, down
+	for _, l := range mine {
 		if p.repo.owns(l.Container) {
 			p.live = append(p.live, l)
 		}
@@ -465,14 +479,14 @@ func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
 	if p.dryRun {
 		return nil
 	}
-	known, err := r.store.Ports()
-	if err != nil {
-		return err
-	}
-	for _, l := range p.allLive {
+	for _, l := range mine {
 		for _, b := range l.Ports {
 			key := store.PortKey(l.Name, b.Guest)
-			if known[key] != b.Host {
+			known, err := r.store.Port(key)
+			if err != nil {
+				return err
+			}
+			if known != b.Host {
 				if err := r.store.AdoptPort(key, b.Host); err != nil {
 					return err
 				}
@@ -482,19 +496,47 @@ func (r *Reconciler) listLive(ctx context.Context, p *pass) error {
 	return nil
 }
 
-// listAll lists the managed containers of every host.
-func (r *Reconciler) listAll(ctx context.Context) ([]Live, error) {
-	var all []Live
+// everyone returns every managed container on every host, listing them
+// once per pass and only when asked.
+func (r *Reconciler) everyone(ctx context.Context, p *pass) ([]Live, error) {
+	if p.allListed {
+		return p.allLive, nil
+	}
+	all, _, err := r.listEach(ctx, func(e Engine) ([]docker.Container, error) { return e.ListManaged(ctx) })
+	if err != nil {
+		return nil, err
+	}
+	p.allLive, p.allListed = all, true
+	return all, nil
+}
+
+// listOwned lists owner's containers on every host that answers; those
+// that cannot be reached are named in down.
+func (r *Reconciler) listOwned(ctx context.Context, owner string) ([]Live, map[string]error, error) {
+	return r.listEach(ctx, func(e Engine) ([]docker.Container, error) { return e.ListOwned(ctx, owner) })
+}
+
+// listEach lists the containers of every host. A host that cannot be
+// reached (fault.Unreachable) is left out and named in down, so that it
+// fails only what lives there; any other error fails the listing.
+func (r *Reconciler) listEach(ctx context.Context, list func(Engine) ([]docker.Container, error)) (all []Live, down map[string]error, err error) {
 	for _, e := range r.engines {
-		cs, err := e.ListManaged(ctx)
+		cs, err := list(e)
+		if errors.Is(err, fault.Unreachable) && ctx.Err() == nil {
+			if down == nil {
+				down = map[string]error{}
+			}
+			down[e.Name()] = err
+			continue
+		}
 		if err != nil {
-			return nil, fmt.Errorf("list containers on %s: %w", e.Name(), err)
+			return nil, nil, fmt.Errorf("list containers on %s: %w", e.Name(), err)
 		}
 		for _, c := range cs {
 			all = append(all, Live{Host: e.Name(), Container: c})
 		}
 	}
-	return all, nil
+	return all, down, nil
 }
 
 // owns reports whether a live container carries the repo's labels: the
@@ -515,23 +557,37 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			mine[local] = &p.live[i]
 		}
 	}
+	if err := p.hostsNeeded(mine); err != nil {
+		return err
+	}
+	// What every host holds is read only when a container must be
+	// placed or given a port it does not hold yet.
 	taken := map[int]string{} // host port → container holding it
 	load := map[string]int{}
 	gpusUsed := map[string]int{}
-	for _, l := range p.allLive {
-		for _, b := range l.Ports {
-			taken[b.Host] = l.Name
-		}
-		load[l.Host]++
-		if l.Running && !p.repo.owns(l.Container) {
-			gpusUsed[l.Host] += labelInt(l.Labels, docker.LabelGPUs)
+	for _, name := range sortedKeys(p.file.Containers) {
+		if !holds(mine[name], p.file.Containers[name]) {
+			all, err := r.everyone(ctx, p)
+			if err != nil {
+				return err
+			}
+			for _, l := range all {
+				for _, b := range l.Ports {
+					taken[b.Host] = l.Name
+				}
+				load[l.Host]++
+				if l.Running && !p.repo.owns(l.Container) {
+					gpusUsed[l.Host] += labelInt(l.Labels, docker.LabelGPUs)
+				}
+			}
+			break
 		}
 	}
 	for _, name := range sortedKeys(p.file.Containers) {
 		c := p.file.Containers[name]
 		field := "containers." + name
 		full := docker.ObjectName(p.repo.Owner, name)
-		for _, l := range p.allLive {
+		for _, l := range p.ownerLive {
 			if local, ok := identity(l.Container); ok && local == name && l.Labels[docker.LabelOwner] == p.repo.Owner && !p.repo.owns(l.Container) {
 				return stalled("NameTaken", "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Labels[docker.LabelRepo])
 			}
@@ -542,9 +598,11 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		}
 		running := c.State == schema.StateRunning && !p.expired
 		current := mine[name]
-		host, err := r.place(full, c.GPUs, hostOf(current), gpusUsed, load)
-		if err != nil {
-			return err
+		host := hostOf(current)
+		if !holds(current, c) {
+			if host, err = r.place(full, c.GPUs, host, gpusUsed, load, p.down); err != nil {
+				return err
+			}
 		}
 		if running {
 			gpusUsed[host] += c.GPUs
@@ -623,6 +681,56 @@ func identity(c docker.Container) (string, bool) {
 	return local, c.Name == docker.ObjectName(owner, local) || c.Name == docker.LegacyObjectName(owner, local)
 }
 
+// hostsNeeded fails the pass, waiting, when a Docker host that could not be
+// reached may hold what it changes: a container the repo had there, or a
+// declared container not found on the hosts that answered (it may be on
+// the one that did not, and must not be made twice). A repo with nothing
+// on an unreachable host goes on.
+func (p *pass) hostsNeeded(mine map[string]*Live) error {
+	if len(p.down) == 0 {
+		return nil
+	}
+	var hosts []string
+	for h := range p.down {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	wait := func(what string) error {
+		return waiting("HostUnreachable", "Docker host %s cannot be reached and %s; what runs stays as it is: %v", strings.Join(hosts, ", "), what, p.down[hosts[0]])
+	}
+	for _, o := range p.state.Inventory {
+		if _, isDown := p.down[o.Host]; isDown && o.Kind == "container" {
+			return wait(fmt.Sprintf("holds your container %s", o.Name))
+		}
+	}
+	for _, name := range sortedKeys(p.file.Containers) {
+		if mine[name] == nil {
+			return wait(fmt.Sprintf("may hold containers.%s", name))
+		}
+	}
+	return nil
+}
+
+// holds reports whether a live container already has what a wm.yaml
+// container needs of its host, so that it stays where it is without a
+// look at everyone else's: it runs on a configured host with at least the
+// GPUs asked for (none asked for: it fits anywhere), and binds every
+// guest port it publishes.
+func holds(l *Live, c schema.Container) bool {
+	if l == nil {
+		return false
+	}
+	if c.GPUs > 0 && (!l.Running || labelInt(l.Labels, docker.LabelGPUs) < c.GPUs) {
+		return false
+	}
+	for _, guest := range c.Ports {
+		if !slices.ContainsFunc(l.Ports, func(b docker.PortBinding) bool { return b.Guest == guest }) {
+			return false
+		}
+	}
+	return true
+}
+
 func hostOf(l *Live) string {
 	if l == nil {
 		return ""
@@ -664,7 +772,7 @@ func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken m
 // mount the volume under its legacy name: that data stays where it is.
 func (r *Reconciler) volumeNames(p *pass, name string, c schema.Container) map[string]string {
 	mounted := map[string]bool{}
-	for _, l := range p.allLive {
+	for _, l := range p.ownerLive {
 		if l.Labels[docker.LabelOwner] == p.repo.Owner {
 			for _, v := range l.Volumes {
 				mounted[v] = true
@@ -713,7 +821,7 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 		User:        c.User,
 		Ports:       ports,
 		Mounts:      mounts,
-		Network:     "wm-" + repo.Owner,
+		Network:     docker.NetworkName(r.cfg.Instance, repo.Owner),
 		GPUs:        c.GPUs,
 		NanoCPUs:    int64(math.Round(cpus * 1e9)),
 		MemoryBytes: quantityBytes(memory),
@@ -724,7 +832,7 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 // place chooses the Docker host of a container: where it already runs
 // when that host can still hold it, else the least loaded host with
 // enough free GPUs.
-func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load map[string]int) (string, error) {
+func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load map[string]int, down map[string]error) (string, error) {
 	fits := func(h string) bool { return gpus == 0 || r.hosts[h].GPUs-gpusUsed[h] >= gpus }
 	if _, ok := r.hosts[current]; ok && fits(current) {
 		return current, nil
@@ -732,6 +840,9 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 	best := ""
 	for _, e := range r.engines {
 		h := e.Name()
+		if _, isDown := down[h]; isDown {
+			continue
+		}
 		if fits(h) && (best == "" || load[h] < load[best]) {
 			best = h
 		}
@@ -749,7 +860,7 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 // failed half-way would have left wrong.
 func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 	total := p.usage
-	for _, l := range p.allLive {
+	for _, l := range p.ownerLive {
 		if l.Labels[docker.LabelOwner] == p.repo.Owner && l.Labels[docker.LabelRepo] != p.repo.Key {
 			total = total.Add(r.liveUsage(l))
 		}
@@ -816,7 +927,7 @@ func overQuota(total store.Usage, q schema.Quota) []string {
 // than policy.maxPrunePercent of all the managed containers it sees and
 // the owner's pods holds them. SIF removals have a grace period of their
 // own (sif.gracePeriod) instead.
-func (r *Reconciler) plan(_ context.Context, p *pass) error {
+func (r *Reconciler) plan(ctx context.Context, p *pass) error {
 	plan := Diff(p.desired, p.live)
 	if r.cluster != nil {
 		plan = plan.Merge(DiffPods(p.pods, r.cluster.PodHash, p.repoPods()))
@@ -830,7 +941,14 @@ func (r *Reconciler) plan(_ context.Context, p *pass) error {
 			removals++
 		}
 	}
-	if removals > 0 && removals*100 > r.cfg.Policy.MaxPrunePercent*(len(p.allLive)+len(p.livePods)) {
+	if removals == 0 {
+		return nil
+	}
+	all, err := r.everyone(ctx, p)
+	if err != nil {
+		return err
+	}
+	if removals*100 > r.cfg.Policy.MaxPrunePercent*(len(all)+len(p.livePods)) {
 		p.res.HeldRemovals = removals
 		p.res.Plan.Actions = slices.DeleteFunc(slices.Clone(plan.Actions), prunable)
 	}
@@ -955,9 +1073,13 @@ func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
 // It runs after every pass that got as far as reading wm.yaml, whatever
 // its outcome, so that the status never shows what was before.
 func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) {
-	all, err := r.listAll(ctx)
+	all, down, err := r.listOwned(ctx, p.repo.Owner)
 	if err != nil {
 		return nil, err
+	}
+	var problems []string
+	for _, h := range sortedKeys(down) {
+		problems = append(problems, fmt.Sprintf("Docker host %s cannot be reached: %v", h, down[h]))
 	}
 	byName := map[string]*Live{}
 	for i := range all {
@@ -965,7 +1087,6 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 			byName[all[i].Name] = &all[i]
 		}
 	}
-	var problems []string
 	p.res.Containers = nil
 	for _, d := range p.desired {
 		l := byName[d.Spec.Name]

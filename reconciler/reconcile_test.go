@@ -3,6 +3,8 @@ package reconciler
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -501,6 +503,13 @@ func TestErrorsAreClassified(t *testing.T) {
 		{waiting("Y", "y"), Waiting, "Y"},
 		{errors.New("boom"), Transient, "TransientError"},
 		{errors.Join(errors.New("ctx"), waiting("Z", "z")), Waiting, "Z"},
+		{fmt.Errorf("list containers on h1: %w", fault.Wrap(fault.Unreachable, errors.New("dial unix: no such file"))), Waiting, "BackendUnreachable"},
+		{fmt.Errorf("apply: %w", fault.Wrap(fault.NotReady, errors.New("quota"))), Waiting, "NotReady"},
+		{fmt.Errorf("pull: %w", fault.Wrap(fault.Refused, errors.New("denied"))), Stalled, "Refused"},
+		{fmt.Errorf("build: %w", fault.Wrap(fault.TooLarge, errors.New("8Gi"))), Stalled, "TooLarge"},
+		{fmt.Errorf("create: %w", fault.Wrap(fault.Invalid, errors.New("spec"))), Stalled, "Invalid"},
+		{fmt.Errorf("pass: %w", context.DeadlineExceeded), Transient, "Interrupted"},
+		{fmt.Errorf("create: %w", fault.Wrap(fault.Conflict, errors.New("port in use"))), Transient, "TransientError"},
 	} {
 		if o, r := Classify(tc.err); o != tc.want || r != tc.reason {
 			t.Errorf("%v: got %v %s", tc.err, o, r)
@@ -613,4 +622,44 @@ func TestASharedImageIsUsedOnlyWhenItsRepoSharesIt(t *testing.T) {
 	if !strings.Contains(err.Error(), `containers.t.image: shared/bob/tools is not shared`) {
 		t.Errorf("message: %v", err)
 	}
+}
+
+func TestAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
+	w := newWorld(t, func(c *schema.ServerConfig) {
+		c.Docker.Hosts = []schema.DockerHost{{Name: "h1", Endpoint: "unix:///h1.sock"}, {Name: "h2", Endpoint: "unix:///h2.sock"}}
+	})
+	onH1 := w.push("alice/web", "version: 1\ncontainers:\n  web: {image: self}\n")
+	w.mustReconcile(onH1)
+	host := ""
+	for _, h := range w.hosts {
+		if _, ok := h.Spec("alice_web"); ok {
+			host = h.Name()
+		}
+	}
+	down := w.hosts[0]
+	if host == down.Name() {
+		down = w.hosts[1]
+	}
+	down.FailOn("ListOwned", fault.Wrap(fault.Unreachable, errors.New("connection refused")))
+	down.FailOn("ListManaged", fault.Wrap(fault.Unreachable, errors.New("connection refused")))
+
+	t.Run("a repo whose containers live on the hosts that answer goes on", func(t *testing.T) {
+		w.push("alice/web", "version: 1\ncontainers:\n  web: {image: self, env: {A: b}}\n")
+		res, err := w.reconcile(onH1)
+		if err != nil || res.Plan.Count(ActionRecreate) != 1 {
+			t.Fatalf("%+v, %v", res.Plan, err)
+		}
+	})
+	t.Run("a repo with nothing on Docker goes on", func(t *testing.T) {
+		if _, err := w.reconcile(w.push("bob/empty", "version: 1\n")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a new container waits: it may live on the host that does not answer", func(t *testing.T) {
+		_, err := w.reconcile(w.push("carol/web", "version: 1\ncontainers:\n  web: {image: self}\n"))
+		wantReason(t, err, Waiting, "HostUnreachable")
+		if !strings.Contains(err.Error(), down.Name()+" cannot be reached") {
+			t.Errorf("message: %v", err)
+		}
+	})
 }

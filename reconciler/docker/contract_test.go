@@ -48,6 +48,15 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		name string
 		test func(t *testing.T, e engine, owner string)
 	}{
+		{"ListOwned lists the owner's containers and no one else's", func(t *testing.T, e engine, owner string) {
+			create(t, e, spec(t, owner, "web"))
+			other := dockertest.OwnerNamed(t, owner+"-x") // looks alike, is another account
+			create(t, e, spec(t, other, "web"))
+			list, err := e.ListOwned(ctx(t), owner)
+			if err != nil || len(list) != 1 || list[0].Name != docker.ObjectName(owner, "web") {
+				t.Errorf("ListOwned(%s) = %+v, %v", owner, list, err)
+			}
+		}},
 		{"create starts a running container with its env, command and host ports", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "web")
 			s.Env = map[string]string{"GREETING": "hello world", "EMPTY": ""}

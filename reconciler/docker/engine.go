@@ -159,7 +159,19 @@ func (e *Engine) managedFilter() filters.Args {
 // host, in any state, sorted by name. It inspects each one, so it costs
 // one call per container.
 func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
-	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: e.managedFilter()})
+	return e.list(ctx, e.managedFilter())
+}
+
+// ListOwned is ListManaged for one owner's containers: the engine filters
+// by the owner label, so it costs one call per container of theirs.
+func (e *Engine) ListOwned(ctx context.Context, owner string) ([]Container, error) {
+	f := e.managedFilter()
+	f.Add("label", LabelOwner+"="+owner)
+	return e.list(ctx, f)
+}
+
+func (e *Engine) list(ctx context.Context, f filters.Args) ([]Container, error) {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", e.name, classify(err, ErrNotFound, nil))
 	}

@@ -232,6 +232,23 @@ func (f *Fake) ListManaged(ctx context.Context) ([]Container, error) {
 	return out, nil
 }
 
+// ListOwned is ListManaged for owner's containers only.
+func (f *Fake) ListOwned(ctx context.Context, owner string) ([]Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "ListOwned", owner); err != nil {
+		return nil, fmt.Errorf("list containers on %s: %w", f.name, err)
+	}
+	var out []Container
+	for _, fc := range f.containers {
+		if fc.c.Managed() && fc.c.Labels[LabelOwner] == owner {
+			out = append(out, cloneContainer(fc.c))
+		}
+	}
+	slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // Inspect returns the managed container called name, or ErrNotFound.
 func (f *Fake) Inspect(ctx context.Context, name string) (Container, error) {
 	f.mu.Lock()
