@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin/wm
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # The linter beyond vet, run at a pinned version (fetched once into the
 # module cache).
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -17,6 +18,21 @@ help: ## list the targets
 .PHONY: build
 build: ## build the wm binary into bin/wm (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wm
+
+# The systems make release builds wm for: the students' laptops and the
+# admins' servers.
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+DIST      ?= dist
+
+.PHONY: release
+release: ## cross-compile wm for linux, macOS and Windows into dist/, with SHA256SUMS
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for p in $(PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; if [ $$os = windows ]; then ext=.exe; fi; \
+	  out=wm-$(VERSION)-$$os-$$arch$$ext; echo "  $(DIST)/$$out"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$out ./cmd/wm; \
+	done
+	cd $(DIST) && sha256sum wm-* > SHA256SUMS
 
 .PHONY: demo
 demo: build ## the main job: example repos → containers on the local Docker Engine (offline)
