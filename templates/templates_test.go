@@ -159,6 +159,12 @@ func TestTheStarterRepoIsValidAndIncludesTheTemplate(t *testing.T) {
 	if _, err := schema.Parse("student-repo/wm.yaml", f); err != nil {
 		t.Errorf("starter wm.yaml: %v", err)
 	}
+	// The modeline names the path wm serve serves the schema at.
+	head, _ := os.ReadFile("student-repo/wm.yaml")
+	first, _, _ := strings.Cut(string(head), "\n")
+	if !strings.HasPrefix(first, "# yaml-language-server: $schema=https://") || !strings.HasSuffix(first, "/schema/v1/wm.schema.json") {
+		t.Errorf("starter modeline: %q", first)
+	}
 	ci, err := os.ReadFile("student-repo/.gitlab-ci.yml")
 	if err != nil {
 		t.Fatal(err)
