@@ -146,7 +146,7 @@ func TestASyntaxErrorInALargeFileIsPlacedAsInTheWholeFile(t *testing.T) {
 			if _, err := goparser.ParseBytes(in.data, 0); !errors.As(err, &se) {
 				t.Fatalf("goccy finds no syntax error in the whole file: %v", err)
 			}
-			want := newError("wm.yaml", se.Token.Position.Line, se.Token.Position.Column, "", "not valid YAML: "+se.Message).Error()
+			want := newError("wm.yaml", se.Token.Position.Line, se.Token.Position.Column, "", "not valid YAML: "+hint(se.Message, in.data, se.Token.Position.Line)).Error()
 			_, err := Parse("wm.yaml", bytes.NewReader(in.data))
 			if got := fmt.Sprint(err); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)

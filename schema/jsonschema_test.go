@@ -3,6 +3,7 @@ package schema
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
 	"slices"
@@ -136,6 +137,48 @@ func TestSchemaNamesEveryFieldOfTheGoTypes(t *testing.T) {
 			}
 			if !slices.Equal(required, goRequired) {
 				t.Errorf("required fields differ: schema %v, go (fields without omitempty) %v", required, goRequired)
+			}
+		})
+	}
+}
+
+// TestAFractionWhereAWholeNumberGoesIsRefusedByBothAtTheSameField: the
+// parser and the schema (so the editor) refuse 8000.7, 0.5 and 1.5 alike,
+// at the same field, rather than the parser cutting them.
+func TestAFractionWhereAWholeNumberGoesIsRefusedByBothAtTheSameField(t *testing.T) {
+	s := compiledSchema(t)
+	for _, tc := range []struct{ file, path, pointer string }{
+		{"port-fraction", "containers.web.ports[0]", "/containers/web/ports/0"},
+		{"gpus-fraction", "pods.p.gpus", "/pods/p/gpus"},
+		{"version-fraction", "version", "/version"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			data, err := os.ReadFile("testdata/bad/" + tc.file + ".yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse("wm.yaml", bytes.NewReader(data))
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Path != tc.path || !strings.HasSuffix(errs[0].Message, "is not a whole number") {
+				t.Errorf("parser: %v", err)
+			}
+			var verr *jsonschema.ValidationError
+			if !errors.As(schemaVerdict(s, data), &verr) {
+				t.Fatalf("the schema accepts %s", tc.file)
+			}
+			var at []string
+			var walk func(e *jsonschema.ValidationError)
+			walk = func(e *jsonschema.ValidationError) {
+				if len(e.Causes) == 0 {
+					at = append(at, "/"+strings.Join(e.InstanceLocation, "/"))
+				}
+				for _, c := range e.Causes {
+					walk(c)
+				}
+			}
+			walk(verr)
+			if !slices.Contains(at, tc.pointer) {
+				t.Errorf("the schema refuses at %v, not at %s", at, tc.pointer)
 			}
 		})
 	}

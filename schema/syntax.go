@@ -59,14 +59,34 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // yaml.v3 had read), or else at the line yaml.v3 names, without a column.
 func syntaxError(file string, data []byte, read int, err error) *Error {
 	if line, col, msg, ok := placeSyntaxError(data, read); ok {
-		return newError(file, line, col, "", "not valid YAML: "+msg)
+		return newError(file, line, col, "", "not valid YAML: "+hint(msg, data, line))
 	}
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return newError(file, line, 0, "", "not valid YAML: "+m[2])
+		return newError(file, line, 0, "", "not valid YAML: "+hint(m[2], data, line))
 	}
 	return newError(file, 0, 0, "", "not valid YAML: "+strings.TrimPrefix(msg, "yaml: "))
+}
+
+// tabHint is what a syntax error on a line indented with a tab adds: YAML
+// forbids tabs in indentation, and editors insert them unseen.
+const tabHint = " (indent with spaces, not tabs)"
+
+// hint adds the fix to a syntax error when it is plain: so far, a tab in
+// the indentation of the line the error is on.
+func hint(msg string, data []byte, line int) string {
+	for i := 1; len(data) > 0 && i <= line; i++ {
+		cur, rest, _ := bytes.Cut(data, []byte("\n"))
+		if i == line {
+			indent := cur[:len(cur)-len(bytes.TrimLeft(cur, " \t"))]
+			if bytes.IndexByte(indent, '\t') >= 0 {
+				return msg + tabHint
+			}
+		}
+		data = rest
+	}
+	return msg
 }
 
 // placeSyntaxError asks goccy where the syntax error of data is, showing it

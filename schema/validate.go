@@ -425,9 +425,17 @@ func checkMemory(report reporter, p, memory string) {
 		report(p, false, "%s is in thousandths of a byte: did you mean %s?", quote(memory), quote(strings.TrimSuffix(memory, "m")+"Mi"))
 	case q.Cmp(*maxMemory) > 0:
 		report(p, false, "%s is more than the most memory a workload can have, %s", quote(memory), maxMemory)
+	case q.Value() < MinMemory && isDigits(memory):
+		// A bare number is bytes: 64 was meant as 64Mi.
+		report(p, false, "%s has no unit, so it is %s bytes, less than the least memory a workload can have (6Mi): did you mean %s?", quote(memory), memory, quote(memory+"Mi"))
 	case q.Value() < MinMemory:
 		report(p, false, "%s is less than the least memory a workload can have, 6Mi", quote(memory))
 	}
+}
+
+// isDigits reports whether s is a whole number written without a unit.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
 // sortedKeys returns a map's keys in order, so errors come in file order.
