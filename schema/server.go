@@ -36,6 +36,9 @@ type ServerConfig struct {
 	// Listen is the public address `wm serve` listens on, host:port:
 	// POST /hooks/gitlab, GET /healthz and GET /artifacts/ only.
 	Listen string `yaml:"listen"`
+	// TLS, when set, makes the public listener speak HTTPS with its
+	// certificate; without it, a reverse proxy in front holds one.
+	TLS *TLS `yaml:"tls,omitempty"`
 	// AdminListen is where `wm serve` serves what has no authentication
 	// (the status API, /metrics): a unix socket, written
 	// unix:///run/wm/admin.sock or as a path, or a host:port that is not a
@@ -716,6 +719,7 @@ func (c *ServerConfig) validate(report reporter) {
 
 // validateHTTP checks the admin listener, the rate limit and the proxies.
 func (c *ServerConfig) validateHTTP(report reporter) {
+	c.TLS.validate(report)
 	if sock := c.AdminSocket(); sock != "" {
 		// sun_path holds 108 bytes; what resolving a relative path adds
 		// is checked again when wm serve listens.
@@ -843,6 +847,10 @@ func (c *ServerConfig) resolvePaths(dir string) {
 		c.AdminListen = "unix://" + sock
 	}
 	abs(&c.Webhook.SecretFile)
+	if c.TLS != nil {
+		abs(&c.TLS.CertFile)
+		abs(&c.TLS.KeyFile)
+	}
 	abs(&c.Webhook.SigningTokenFile)
 	abs(&c.SIF.SharedDir)
 	abs(&c.SIF.TempDir)

@@ -181,6 +181,8 @@ func TestBadServerConfigsNameLineAndField(t *testing.T) {
 			`s.yaml:2:53: sources.gitlab.groups[0]: "/students/" is not a group path such as students/2026`},
 		{"an instance is a DNS label", "instance: Staging_1\n",
 			`s.yaml:1:11: instance: "Staging_1" is not an instance name: use at most 40 lower-case letters, digits and '-'`},
+		{"tls needs its key too", "tls: {certFile: wm.crt}\n",
+			`s.yaml:1:6: tls.keyFile: is required when tls is set: the certificate's private key, PEM`},
 		{"listen is host and port", "listen: localhost\n",
 			`s.yaml:1:9: listen: "localhost" is not host:port, such as 127.0.0.1:8080`},
 	} {

@@ -42,7 +42,7 @@ func loadCheckedConfig(cmd *cobra.Command, path string) (*schema.ServerConfig, e
 // serverChecks is every check `wm serve` makes at start-up on what its
 // config names outside itself: the secret files are readable and not
 // empty (and the signing token and the download tokens well formed), the
-// kubeconfig loads, each Docker endpoint makes a client, the admin group
+// TLS certificate loads, the kubeconfig loads, each Docker endpoint makes a client, the admin group
 // exists, the admin socket can be made, and both addresses are free.
 // Reaching GitLab, the engines and the registry is not checked: wm serve
 // starts without them and reports on each pass.
@@ -98,12 +98,31 @@ func serverChecks(c *schema.ServerConfig, report func(path, format string, args 
 	if fi, err := os.Stat(c.StateDir); err == nil && !fi.IsDir() {
 		report("stateDir", "%s exists and is not a folder", c.StateDir)
 	}
+	if t := c.TLS; t != nil {
+		certOK, keyOK := readable("tls.certFile", t.CertFile, report), readable("tls.keyFile", t.KeyFile, report)
+		if certOK && keyOK {
+			if _, err := publicTLS(c); err != nil {
+				report("tls", "%v", err)
+			}
+		}
+	}
 	if sock := c.AdminSocket(); sock != "" {
 		checkAdminSocket(sock, c.AdminGroup, report)
 	} else {
 		checkFree("adminListen", c.AdminListen, report)
 	}
 	checkFree("listen", c.Listen, report)
+}
+
+// readable reports when file cannot be read.
+func readable(field, file string, report func(path, format string, args ...any)) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		report(field, "cannot read %s: %s", file, reason(err))
+		return false
+	}
+	f.Close()
+	return true
 }
 
 // checkAdminSocket makes the checks listenUnix makes before it binds.

@@ -74,6 +74,9 @@ func listen(cfg *schema.ServerConfig) (*listeners, error) {
 	if err != nil {
 		return nil, err
 	}
+	if public, err = withTLS(public, cfg); err != nil {
+		return nil, err
+	}
 	admin, err := listenAdmin(cfg)
 	if err != nil {
 		public.Close()
