@@ -27,6 +27,9 @@ type Fake struct {
 	// What is on the host.
 
 	containers map[string]*fakeContainer // by name
+	// owned indexes the names of containers made by Create by owner, so
+	// that ListOwned costs what the owner has, as on a real engine.
+	owned map[string]map[string]bool
 	volumes    map[string]Volume         // by name
 	networks   map[string]map[string]string
 	images     map[string]bool // normalized references
@@ -68,6 +71,7 @@ func NewFake(name string) *Fake {
 	return &Fake{
 		name:        name,
 		containers:  map[string]*fakeContainer{},
+		owned:       map[string]map[string]bool{},
 		volumes:     map[string]Volume{},
 		networks:    map[string]map[string]string{},
 		images:      map[string]bool{},
@@ -240,8 +244,8 @@ func (f *Fake) ListOwned(ctx context.Context, owner string) ([]Container, error)
 		return nil, fmt.Errorf("list containers on %s: %w", f.name, err)
 	}
 	var out []Container
-	for _, fc := range f.containers {
-		if fc.c.Managed() && fc.c.Labels[LabelOwner] == owner {
+	for name := range f.owned[owner] {
+		if fc := f.containers[name]; fc != nil && fc.c.Managed() && fc.c.Labels[LabelOwner] == owner {
 			out = append(out, cloneContainer(fc.c))
 		}
 	}
@@ -334,6 +338,10 @@ func (f *Fake) Create(ctx context.Context, s Spec) (Container, error) {
 		Volumes: mountedVolumes(s.Mounts),
 	}}
 	f.containers[s.Name] = fc
+	if f.owned[s.Owner] == nil {
+		f.owned[s.Owner] = map[string]bool{}
+	}
+	f.owned[s.Owner][s.Name] = true
 	if s.Running {
 		if err := f.start(fc); err != nil {
 			return fail(fmt.Errorf("start (the container stays created): %w", err))
@@ -396,6 +404,10 @@ func (f *Fake) Rename(ctx context.Context, name, to string) error {
 	delete(f.containers, name)
 	fc.c.Name = to
 	f.containers[to] = fc
+	if names := f.owned[fc.c.Labels[LabelOwner]]; names != nil {
+		delete(names, name)
+		names[to] = true
+	}
 	return nil
 }
 
@@ -420,6 +432,9 @@ func (f *Fake) Remove(ctx context.Context, name string) error {
 	defer f.mu.Unlock()
 	if _, err := f.lookup(ctx, "Remove", name); err != nil {
 		return fmt.Errorf("remove container %s on %s: %w", name, f.name, err)
+	}
+	if fc := f.containers[name]; fc != nil {
+		delete(f.owned[fc.c.Labels[LabelOwner]], name)
 	}
 	delete(f.containers, name)
 	return nil
