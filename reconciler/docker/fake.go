@@ -29,10 +29,10 @@ type Fake struct {
 	containers map[string]*fakeContainer // by name
 	// owned indexes the names of containers made by Create by owner, so
 	// that ListOwned costs what the owner has, as on a real engine.
-	owned map[string]map[string]bool
-	volumes    map[string]Volume         // by name
-	networks   map[string]map[string]string
-	images     map[string]bool // normalized references
+	owned    map[string]map[string]bool
+	volumes  map[string]Volume // by name
+	networks map[string]map[string]string
+	images   map[string]bool // normalized references
 
 	// What registries hold.
 
