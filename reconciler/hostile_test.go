@@ -372,7 +372,7 @@ func TestHostileCredentialsInARepoURLAreNeverStored(t *testing.T) {
 // the quota is always reported.
 func FuzzQuotaArithmetic(f *testing.F) {
 	f.Add(1, 2, int64(3), 0.5, math.MaxInt, -1, int64(math.MaxInt64), 1e308)
-	f.Add(0, 0, int64(0), 0.0, 0, 0, int64(-5), -0.0)
+	f.Add(0, 0, int64(0), 0.0, 0, 0, int64(-5), math.Copysign(0, -1))
 	f.Fuzz(func(t *testing.T, c1, g1 int, m1 int64, cpu1 float64, c2, g2 int, m2 int64, cpu2 float64) {
 		a := store.Usage{Containers: c1, GPUs: g1, MemoryBytes: m1, CPUs: cpu1, Ports: c1}
 		b := store.Usage{Containers: c2, GPUs: g2, MemoryBytes: m2, CPUs: cpu2, Pods: g2}

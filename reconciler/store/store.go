@@ -147,13 +147,13 @@ func addInt[T int | int64](a, b T) T {
 	return sum
 }
 
-// saturated returns the largest value of x's type.
-func saturated[T int | int64](x T) T {
-	x = 1
-	for x<<1 > 0 {
-		x = x<<1 | 1
+// saturated returns the largest value of x's type (x itself is unused).
+func saturated[T int | int64](T) T {
+	m := T(1)
+	for m<<1 > 0 {
+		m = m<<1 | 1
 	}
-	return x
+	return m
 }
 
 // addFloat adds two CPU counts; NaN, negative or infinite saturate.
