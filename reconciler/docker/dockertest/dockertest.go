@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	cerrdefs "github.com/containerd/errdefs"
 	"os"
 	"strings"
 	"sync"
@@ -144,7 +145,7 @@ func sweep(t testing.TB, cli *client.Client, owner string) {
 	}
 	for _, c := range cs {
 		err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !client.IsErrNotFound(err) {
+		if err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("dockertest: sweep %s: remove container %s: %v", owner, c.ID, err)
 		}
 	}
@@ -153,7 +154,7 @@ func sweep(t testing.TB, cli *client.Client, owner string) {
 		t.Errorf("dockertest: sweep %s: %v", owner, err)
 	}
 	for _, v := range vs.Volumes {
-		if err := cli.VolumeRemove(ctx, v.Name, true); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.VolumeRemove(ctx, v.Name, true); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("dockertest: sweep %s: remove volume %s: %v", owner, v.Name, err)
 		}
 	}
@@ -162,7 +163,7 @@ func sweep(t testing.TB, cli *client.Client, owner string) {
 		t.Errorf("dockertest: sweep %s: %v", owner, err)
 	}
 	for _, n := range ns {
-		if err := cli.NetworkRemove(ctx, n.ID); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("dockertest: sweep %s: remove network %s: %v", owner, n.Name, err)
 		}
 	}
@@ -185,7 +186,7 @@ func AddForeign(t testing.TB, name string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
 		err := cli.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true})
-		if err != nil && !client.IsErrNotFound(err) {
+		if err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("dockertest: remove foreign container %s: %v", name, err)
 		}
 	})
@@ -208,7 +209,7 @@ func AddForeignVolume(t testing.TB, name string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		if err := cli.VolumeRemove(ctx, name, true); err != nil && !client.IsErrNotFound(err) {
+		if err := cli.VolumeRemove(ctx, name, true); err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("dockertest: remove foreign volume %s: %v", name, err)
 		}
 	})

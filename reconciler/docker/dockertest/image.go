@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"os"
 	"sync"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
 )
 
 // DefaultBusybox is the image BusyboxImage makes when given no reference.
@@ -80,7 +80,7 @@ func BusyboxImageWith(t testing.TB, ref string, changes ...string) string {
 	defer cancel()
 	if _, err := cli.ImageInspect(ctx, ref); err == nil {
 		return ref
-	} else if !client.IsErrNotFound(err) {
+	} else if !cerrdefs.IsNotFound(err) {
 		t.Fatalf("dockertest: inspect image %s: %v", ref, err)
 	}
 	rootfs, err := BusyboxRootfs()
