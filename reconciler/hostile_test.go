@@ -415,13 +415,7 @@ func TestHostileOneGPUQuotaCoversContainersAndPodsTogether(t *testing.T) {
 
 	// A pod first: its namespace's quota needs a moment before it admits.
 	pods := w.push(student+"/pods", gpuPod)
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		_, err = w.reconcile(pods)
-		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
-			break
-		}
-	}
+	_, err := w.reconcileWhenQuotaReady(pods)
 	if err != nil {
 		t.Fatalf("the first GPU, a pod: %v", err)
 	}

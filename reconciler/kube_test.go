@@ -55,16 +55,7 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	})
 
 	repo := w.push(student+"/ml", trainPod)
-	// A new namespace's quota refuses pods until its controller has
-	// counted it: the pass waits and the loop would try again.
-	var res Result
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		res, err = w.reconcile(repo)
-		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
-			break
-		}
-	}
+	res, err := w.reconcileWhenQuotaReady(repo)
 	if err != nil {
 		t.Fatalf("pass: %v", err)
 	}
@@ -155,14 +146,7 @@ func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
 		return fmt.Sprintf("version: 1\npods:\n  train: {image: self, gpus: %d, memory: 64Mi, cpus: 0.5}\n", gpus)
 	}
 	repo := w.push(student+"/ml", pod(1))
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		_, err = w.reconcile(repo)
-		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
+	if _, err := w.reconcileWhenQuotaReady(repo); err != nil {
 		t.Fatalf("first pod: %v", err)
 	}
 	before, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
@@ -206,4 +190,17 @@ func TestARepoWithoutPodsGoesOnWhileTheClusterIsDown(t *testing.T) {
 	w.mustReconcile(w.push("alice/web", webV1))
 	_, err = w.reconcile(w.push("alice/ml", trainPod))
 	wantReason(t, err, Waiting, "ClusterUnreachable")
+}
+
+// reconcileWhenQuotaReady runs passes of repo until the new namespace's
+// quota has been counted by its controller (until then admission refuses
+// every pod, and the pass waits as the loop would), at most 30 seconds.
+func (w *world) reconcileWhenQuotaReady(repo Repo) (Result, error) {
+	w.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		res, err := w.reconcile(repo)
+		if _, reason := Classify(err); reason != "QuotaNotReady" || time.Now().After(deadline) {
+			return res, err
+		}
+	}
 }
