@@ -238,6 +238,8 @@ type pass struct {
 	allLive   []Live
 	allListed bool
 	live      []Live
+	// toPull are the (host, image) pairs gateImages found missing.
+	toPull [][2]string
 	// down are the Docker hosts that could not be reached this pass.
 	down    map[string]error
 	desired []Desired
@@ -986,6 +988,7 @@ func (r *Reconciler) gateImages(ctx context.Context, p *pass) error {
 			if ok {
 				continue
 			}
+			p.toPull = append(p.toPull, [2]string{host, image})
 		}
 		if !r.ownImage(image) || r.registry == nil {
 			continue // pulled by the engine, or the cluster, as it is
@@ -1009,42 +1012,26 @@ func (r *Reconciler) ownImage(image string) bool {
 	return r.cfg.Registry.Host != "" && strings.HasPrefix(image, r.cfg.Registry.Host+"/")
 }
 
-// pullImages pulls the image of every container to (re)create that is
-// not on its host yet, before anything is stopped.
+// pullImages pulls the images gateImages found missing on their hosts,
+// before anything is stopped.
 func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
-	done := map[[2]string]bool{}
-	for _, a := range p.res.Plan.Of(Container) {
-		if a.Kind != ActionCreate && a.Kind != ActionRecreate {
-			continue
-		}
-		key := [2]string{a.Host, a.Spec.Image}
-		if done[key] {
-			continue
-		}
-		done[key] = true
-		e := r.engine(a.Host)
-		ok, err := e.ImageExists(ctx, a.Spec.Image)
-		if err != nil {
-			return fmt.Errorf("look for image %s on %s: %w", a.Spec.Image, a.Host, err)
-		}
-		if ok {
-			continue
-		}
+	for _, hi := range p.toPull {
+		host, image := hi[0], hi[1]
 		var auth *docker.Auth
-		if r.ownImage(a.Spec.Image) {
+		if r.ownImage(image) {
 			auth = r.auth
 		}
 		if r.progress != nil {
-			r.progress(p.repo.Key, "pull "+a.Spec.Image)
+			r.progress(p.repo.Key, "pull "+image)
 		}
-		err = e.Pull(ctx, a.Spec.Image, auth)
+		err := r.engine(host).Pull(ctx, image, auth)
 		switch {
-		case errors.Is(err, docker.ErrImageNotFound) && strings.HasSuffix(a.Spec.Image, ":"+p.rev):
-			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", a.Spec.Image)
+		case errors.Is(err, docker.ErrImageNotFound) && strings.HasSuffix(image, ":"+p.rev):
+			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", image)
 		case errors.Is(err, docker.ErrImageNotFound):
-			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", a.Spec.Image)
+			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", image)
 		case err != nil:
-			return waiting("ImagePullFailed", "cannot pull %s; what runs stays as it is: %v", a.Spec.Image, err)
+			return waiting("ImagePullFailed", "cannot pull %s; what runs stays as it is: %v", image, err)
 		}
 	}
 	return nil

@@ -325,13 +325,8 @@ func (s *Store) PutRepo(r RepoState) error {
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRepos)
-		if old := b.Get([]byte(r.Key)); old != nil {
-			var prev RepoState
-			if err := json.Unmarshal(old, &prev); err == nil && prev.Owner != r.Owner {
-				if err := tx.Bucket(bucketOwners).Delete(ownerKey(prev.Owner, r.Key)); err != nil {
-					return err
-				}
-			}
+		if err := unindex(tx, r.Key); err != nil {
+			return err
 		}
 		if err := tx.Bucket(bucketOwners).Put(ownerKey(r.Owner, r.Key), nil); err != nil {
 			return err
@@ -383,6 +378,19 @@ func (s *Store) OwnerRepos(owner string) ([]RepoState, error) {
 	return out, nil
 }
 
+// unindex removes repo key from its recorded owner's index, if recorded.
+func unindex(tx *bolt.Tx, key string) error {
+	old := tx.Bucket(bucketRepos).Get([]byte(key))
+	if old == nil {
+		return nil
+	}
+	var prev RepoState
+	if err := json.Unmarshal(old, &prev); err != nil {
+		return nil // an unreadable entry indexes nothing
+	}
+	return tx.Bucket(bucketOwners).Delete(ownerKey(prev.Owner, key))
+}
+
 func ownerKey(owner, key string) []byte { return []byte(owner + "\x00" + key) }
 
 // DeleteRepo forgets a repo and its history (its ports stay allocated
@@ -390,13 +398,8 @@ func ownerKey(owner, key string) []byte { return []byte(owner + "\x00" + key) }
 func (s *Store) DeleteRepo(key string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRepos)
-		if old := b.Get([]byte(key)); old != nil {
-			var prev RepoState
-			if err := json.Unmarshal(old, &prev); err == nil {
-				if err := tx.Bucket(bucketOwners).Delete(ownerKey(prev.Owner, key)); err != nil {
-					return err
-				}
-			}
+		if err := unindex(tx, key); err != nil {
+			return err
 		}
 		if err := b.Delete([]byte(key)); err != nil {
 			return err
