@@ -41,6 +41,18 @@ func TestRealEngine(t *testing.T) {
 	})
 }
 
+// TestSecondRealEngine runs the contract against the second real Docker
+// Engine on this machine (ci/docker2-up), as a second host would be.
+func TestSecondRealEngine(t *testing.T) {
+	t.Parallel()
+	d := dockertest.Second(t)
+	testEngine(t, func(t *testing.T) (engine, string) {
+		e := d.Engine(t)
+		d.BusyboxImage(t, image)
+		return e, d.Owner(t)
+	})
+}
+
 // testEngine is the contract both implementations keep. Each case gets its
 // own engine and owner, so cases run in parallel, on the real daemon too.
 func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner string)) {
@@ -428,12 +440,21 @@ func wantVolumes(t *testing.T, e engine, owner string, names ...string) {
 // The helpers below set up a host or look at it beyond the interface, one
 // way per implementation.
 
+// daemonOf is the real daemon behind e: the second one for the second's
+// engines, else the local one.
+func daemonOf(t *testing.T, e *docker.Engine) *dockertest.Daemon {
+	if e.Name() == dockertest.SecondHostName {
+		return dockertest.Second(t)
+	}
+	return dockertest.Local(t)
+}
+
 func addForeign(t *testing.T, e engine, name string) {
 	switch e := e.(type) {
 	case *docker.Fake:
 		e.AddForeign(name)
 	case *docker.Engine:
-		dockertest.AddForeign(t, name)
+		daemonOf(t, e).AddForeign(t, name)
 	default:
 		t.Fatalf("no foreign containers for %T", e)
 	}
@@ -444,7 +465,7 @@ func addForeignVolume(t *testing.T, e engine, name string) {
 	case *docker.Fake:
 		e.AddForeignVolume(name)
 	case *docker.Engine:
-		dockertest.AddForeignVolume(t, name)
+		daemonOf(t, e).AddForeignVolume(t, name)
 	default:
 		t.Fatalf("no foreign volumes for %T", e)
 	}
@@ -459,7 +480,7 @@ func foreignRunning(t *testing.T, e engine, name string) bool {
 		}
 		return running
 	case *docker.Engine:
-		raw, err := dockertest.Client(t).ContainerInspect(ctx(t), name)
+		raw, err := daemonOf(t, e).Client(t).ContainerInspect(ctx(t), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -481,7 +502,7 @@ func createdConfig(t *testing.T, e engine, name string) (env map[string]string, 
 		}
 		return s.Env, s.Entrypoint, s.Command
 	case *docker.Engine:
-		raw, err := dockertest.Client(t).ContainerInspect(ctx(t), name)
+		raw, err := daemonOf(t, e).Client(t).ContainerInspect(ctx(t), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -510,7 +531,7 @@ func registryFor(t *testing.T, e engine, auth *docker.Auth, repos ...string) str
 		}
 		return host
 	case *docker.Engine:
-		return dockertest.NewRegistry(t, auth, repos...).Host
+		return daemonOf(t, e).NewRegistry(t, auth, repos...).Host
 	}
 	t.Fatalf("no registry for %T", e)
 	return ""
