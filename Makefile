@@ -55,6 +55,7 @@ setup: ## install what the tests need on this machine (idempotent)
 test: setup ## run every test: the fast set under the race detector, then all against the real engines
 	$(GO) test -count=1 -race -short -timeout 10m ./...
 	bash ci/kube-up >/dev/null
+	bash ci/docker2-up >/dev/null
 	$(GO) test -count=1 -timeout 25m ./...
 
 .PHONY: test-short
