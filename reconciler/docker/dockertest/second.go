@@ -418,23 +418,6 @@ func imageLock(key string) *sync.Mutex {
 	return mu
 }
 
-// RemoveImages removes from d, when t ends, every image tag that starts
-// with prefix (such as a registry host and an owner, "reg.test/alice/"),
-// forcibly: the tests' images, once their containers are gone. Call it
-// before Owner, so that it runs after the owner's sweep.
-func (d *Daemon) RemoveImages(t testing.TB, prefix string) {
-	t.Helper()
-	t.Cleanup(func() {
-		cli := d.cli
-		if d.local() {
-			if cli = usedClient(); cli == nil {
-				return
-			}
-		}
-		removeTagged(t, cli, prefix)
-	})
-}
-
 // removeTagged removes the image tags of cli's daemon that start with
 // prefix.
 func removeTagged(t testing.TB, cli *client.Client, prefix string) {
