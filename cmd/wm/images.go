@@ -13,8 +13,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/store"
 )
 
-func newImagesCmd() *cobra.Command {
-	var cfgPath string
+func newImagesCmd(g *globals) *cobra.Command {
 	var shared bool
 	cmd := &cobra.Command{
 		Use:   "images",
@@ -25,7 +24,7 @@ description from wm.yaml's image block, whether other students may use it
 its image was built (asked from the registry).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, repos, err := loadState(cmd, cfgPath)
+			cfg, repos, err := loadState(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -46,7 +45,6 @@ its image was built (asked from the registry).`,
 			return w.Flush()
 		},
 	}
-	configFlag(cmd, &cfgPath)
 	cmd.Flags().BoolVar(&shared, "shared", false, "only images other students may use")
 	return cmd
 }

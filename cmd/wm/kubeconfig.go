@@ -13,8 +13,8 @@ import (
 	"github.com/whalemountain/wm/schema"
 )
 
-func newKubeconfigCmd() *cobra.Command {
-	var cfgPath, owner, tokenFile string
+func newKubeconfigCmd(g *globals) *cobra.Command {
+	var owner, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "kubeconfig --owner NAME",
 		Short: "Print a kubeconfig a student can use with kubectl on their own namespace",
@@ -30,7 +30,7 @@ credentials (for example an OIDC login plugin) to the user entry.`,
 			if msg := schema.AccountProblem(owner); msg != "" {
 				return fmt.Errorf("--owner: %s", msg)
 			}
-			cfg, err := loadConfig(cfgPath)
+			cfg, err := loadConfig(g.config)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				return exitError{exitInvalid}
@@ -51,7 +51,6 @@ credentials (for example an OIDC login plugin) to the user entry.`,
 			return err
 		},
 	}
-	configFlag(cmd, &cfgPath)
 	cmd.Flags().StringVar(&owner, "owner", "", "the student's account `NAME`")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "write the token in this `FILE` into the kubeconfig")
 	_ = cmd.MarkFlagRequired("owner")

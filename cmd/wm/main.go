@@ -48,7 +48,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// globals are the flags every command takes, before or after its name:
+// persistent flags of the root.
+type globals struct {
+	// config is the server config file; "" means the embedded defaults.
+	config string
+	// verbose asks a command to say more on stderr.
+	verbose bool
+}
+
+// Help texts of the persistent flags, shown by every command's --help;
+// the root's long help says which commands use them.
+const (
+	configUsage  = "server config `FILE` (default: the built-in local defaults, relative to the current folder)"
+	verboseUsage = "say more on stderr: each stage of a pass, debug logs"
+)
+
 func newRootCmd() *cobra.Command {
+	g := &globals{}
 	root := &cobra.Command{
 		Use:   "wm",
 		Short: "WhaleMountain: containers, GPU pods and Singularity images from wm.yaml",
@@ -56,13 +73,27 @@ func newRootCmd() *cobra.Command {
 into Docker containers, Kubernetes GPU pods and Singularity images, and keeps
 them matching what the repo declares.
 
+Every command takes these, before or after its name:
+  -c, --config FILE  the server config, for reconcile, plan, status, images,
+                     kubeconfig and serve (validate checks it as --server);
+                     without it, the built-in local defaults
+  -v, --verbose      more on stderr: each stage of each pass (reconcile,
+                     plan), debug logs (reconcile, plan, serve, sif build),
+                     where the state was read (status, images)
+The version is wm --version (one line) or wm version (in full).
+
 wm.yaml reference: schema/README.md`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", configUsage)
+	_ = root.MarkPersistentFlagFilename("config", "yaml", "yml")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, verboseUsage)
+	// Declared here so that it has no shorthand: -v is --verbose.
+	root.Flags().Bool("version", false, "print wm's version in one line (wm version prints it in full)")
 	root.SetVersionTemplate(currentBuild().String() + "\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newValidateCmd(), newSchemaCmd(), newReconcileCmd(), newPlanCmd(), newStatusCmd(), newServeCmd(), newImagesCmd(), newKubeconfigCmd(), newSIFCmd(), newVersionCmd())
+	root.AddCommand(newValidateCmd(g), newSchemaCmd(), newReconcileCmd(g), newPlanCmd(g), newStatusCmd(g), newServeCmd(g), newImagesCmd(g), newKubeconfigCmd(g), newSIFCmd(g), newVersionCmd())
 	return root
 }

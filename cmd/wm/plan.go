@@ -15,8 +15,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker"
 )
 
-func newPlanCmd() *cobra.Command {
-	var cfgPath string
+func newPlanCmd(g *globals) *cobra.Command {
 	var only []string
 	cmd := &cobra.Command{
 		Use:   "plan",
@@ -25,12 +24,18 @@ func newPlanCmd() *cobra.Command {
 doing it: no container is touched, no host port is allocated, no status is
 written. A new container's host port shows as "new".
 
+The state is opened read-only and the state folder is neither created nor
+written to: each repo is fetched into a temporary folder removed on exit,
+and a state folder that does not exist yet plans as an empty state. While
+wm serve (or wm reconcile) holds the state, plan cannot read it and says so.
+With -v, each stage of each repo's plan is shown on stderr.
+
 Exit status: 0 when every repo could be planned, 1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rt, repos, err := openRuntime(cmd, cfgPath, false, only)
+			rt, repos, err := openRuntime(cmd, g, true, only)
 			if err != nil {
 				return err
 			}
@@ -38,7 +43,6 @@ Exit status: 0 when every repo could be planned, 1 otherwise.`,
 			return printPlans(cmd.OutOrStdout(), reconcileAll(ctx, rt.rec.Plan, repos, rt.cfg.Poll.Concurrency))
 		},
 	}
-	configFlag(cmd, &cfgPath)
 	cmd.Flags().StringSliceVar(&only, "repo", nil, "only these repos (`KEY`, such as alice/web); repeatable")
 	return cmd
 }

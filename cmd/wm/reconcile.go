@@ -17,9 +17,8 @@ import (
 	"github.com/whalemountain/wm/reconciler"
 )
 
-func newReconcileCmd() *cobra.Command {
-	var cfgPath string
-	var once, verbose bool
+func newReconcileCmd(g *globals) *cobra.Command {
+	var once bool
 	var only []string
 	cmd := &cobra.Command{
 		Use:   "reconcile",
@@ -27,35 +26,37 @@ func newReconcileCmd() *cobra.Command {
 		Long: `Run one pass over every repo of the sources: read the branch head's wm.yaml
 and make the repo's containers match it. Prints a line per repo.
 
+With -v, each stage of each pass is shown on stderr, with debug logs.
+
 Exit status: 0 when every repo converged (Ready), 1 otherwise.`,
 		Example: `  wm reconcile --once
-  wm reconcile --once --config /etc/wm/wm-server.yaml --repo alice/web`,
+  wm reconcile --once --config /etc/wm/wm-server.yaml --repo alice/web -v`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rt, repos, err := openRuntime(cmd, cfgPath, verbose, only)
+			rt, repos, err := openRuntime(cmd, g, false, only)
 			if err != nil {
 				return err
 			}
 			defer rt.Close()
 			if !once {
-				return serveLoop(ctx, cmd, rt, nil)
+				return serveLoop(ctx, cmd, rt, nil, g.verbose)
 			}
 			return printResults(cmd.OutOrStdout(), reconcileAll(ctx, rt.rec.Reconcile, repos, rt.cfg.Poll.Concurrency))
 		},
 	}
-	configFlag(cmd, &cfgPath)
 	cmd.Flags().BoolVar(&once, "once", true, "one pass over every repo, then exit (--once=false keeps polling, like serve)")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show each stage of each pass")
 	cmd.Flags().StringSliceVar(&only, "repo", nil, "only these repos (`KEY`, such as alice/web); repeatable")
 	return cmd
 }
 
 // openRuntime loads the config, connects everything and lists the repos,
-// keeping only those named in only when it is not empty.
-func openRuntime(cmd *cobra.Command, cfgPath string, verbose bool, only []string) (*runtime, []reconciler.Repo, error) {
-	cfg, err := loadConfig(cfgPath)
+// keeping only those named in only when it is not empty. readOnly opens
+// the state read-only, creating nothing (openState).
+func openRuntime(cmd *cobra.Command, g *globals, readOnly bool, only []string) (*runtime, []reconciler.Repo, error) {
+	verbose := g.verbose
+	cfg, err := loadConfig(g.config)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), err)
 		return nil, nil, exitError{exitInvalid}
@@ -65,7 +66,7 @@ func openRuntime(cmd *cobra.Command, cfgPath string, verbose bool, only []string
 		progress = cmd.ErrOrStderr()
 	}
 	log := newLogger(cmd.ErrOrStderr(), verbose)
-	rt, err := newRuntime(cfg, log, progress)
+	rt, err := newRuntime(cfg, log, progress, readOnly)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
 		return nil, nil, exitError{exitInvalid}

@@ -3,15 +3,16 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -25,12 +26,6 @@ import (
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
-
-// configFlag adds --config to a command, its value going to path.
-func configFlag(cmd *cobra.Command, path *string) {
-	cmd.Flags().StringVarP(path, "config", "c", "", "server config `FILE` (default: the built-in local defaults, relative to the current folder)")
-	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
-}
 
 // loadConfig reads the server config, or the embedded defaults.
 func loadConfig(path string) (*schema.ServerConfig, error) {
@@ -56,6 +51,10 @@ type runtime struct {
 	// daemon is the local Docker daemon the SIF builder reads images
 	// from when their registry cannot be reached.
 	daemon *docker.Engine
+	// scratch, when not "", is a temporary folder a read-only runtime
+	// keeps its git cache (and, without a state file, an empty store)
+	// in; Close removes it.
+	scratch string
 }
 
 // sifOptions are the SIF builder's options from the server config: the
@@ -104,12 +103,14 @@ func readSecret(what, path string) (string, error) {
 
 // newRuntime connects to the Docker hosts, opens the state store and
 // builds the reconciler. progress, when not nil, receives pass stages.
-func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) (*runtime, error) {
-	st, err := store.Open(cfg.StateDir)
+// A readOnly runtime (wm plan) writes nothing in the state folder and
+// does not create it: see openState.
+func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, readOnly bool) (*runtime, error) {
+	st, scratch, err := openState(cfg.StateDir, readOnly)
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{cfg: cfg, store: st}
+	rt := &runtime{cfg: cfg, store: st, scratch: scratch}
 	var engines []reconciler.Engine
 	for _, h := range cfg.Docker.Hosts {
 		e, err := docker.New(h.Name, h.Endpoint, docker.WithInstance(cfg.Instance))
@@ -149,6 +150,9 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer) 
 		opts = append(opts, reconciler.WithCluster(backend))
 	}
 	cache := filepath.Join(cfg.StateDir, "git")
+	if rt.scratch != "" {
+		cache = filepath.Join(rt.scratch, "git")
+	}
 	// One Source per cache folder: each keeps its own per-repo locks.
 	var git reconciler.GitSource = gitsource.New(filepath.Join(cache, "plain"))
 	if g := cfg.Sources.GitLab; g != nil {
@@ -235,6 +239,48 @@ func (rt *runtime) Close() {
 		e.Close()
 	}
 	rt.store.Close()
+	if rt.scratch != "" {
+		os.RemoveAll(rt.scratch)
+	}
+}
+
+// openState opens the state store in dir. For writing, the folder and the
+// file are created when missing. readOnly opens the state file read-only
+// (a write fails), creates nothing in dir and gives a scratch folder for
+// the git cache; without a state file in dir yet, the store is an empty
+// one in the scratch folder. A running wm holding the state is ErrLocked.
+func openState(dir string, readOnly bool) (st *store.Store, scratch string, err error) {
+	if !readOnly {
+		st, err = store.Open(dir)
+		return st, "", err
+	}
+	if scratch, err = os.MkdirTemp("", "wm-readonly-"); err != nil {
+		return nil, "", fmt.Errorf("scratch folder: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(scratch)
+		}
+	}()
+	if _, err := os.Stat(filepath.Join(dir, "wm.db")); errors.Is(err, fs.ErrNotExist) {
+		// Nothing reconciled yet: plan from an empty state.
+		empty, err := store.Open(filepath.Join(scratch, "state"))
+		if err != nil {
+			return nil, "", err
+		}
+		if err := empty.Close(); err != nil {
+			return nil, "", fmt.Errorf("empty state: %w", err)
+		}
+		dir = filepath.Join(scratch, "state")
+	}
+	st, err = store.OpenReadOnly(dir)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, "", fmt.Errorf("%w (%s): a read-only command reads it only while no wm serve or wm reconcile runs on it", err, dir)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return st, scratch, nil
 }
 
 // newLogger logs text to w at info level, or debug with verbose.

@@ -26,9 +26,7 @@ import (
 	"github.com/whalemountain/wm/schema"
 )
 
-func newServeCmd() *cobra.Command {
-	var cfgPath string
-	var verbose bool
+func newServeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Keep every repo reconciled: poll the sources and serve the API",
@@ -38,16 +36,17 @@ health check on the public listen address, rate-limited per client, and the
 status API and metrics on adminListen (by default a unix socket in the state
 folder that only wm's user may connect to). Each pass has a deadline
 (poll.passTimeout). SIGTERM or SIGINT starts no new pass and lets those under
-way go on for poll.shutdownGrace, then cancels them and exits.`,
+way go on for poll.shutdownGrace, then cancels them and exits. -v logs at
+debug level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// The checks wm validate --server makes too (preflight.go).
-			if _, err := loadCheckedConfig(cmd, cfgPath); err != nil {
+			if _, err := loadCheckedConfig(cmd, g.config); err != nil {
 				return err
 			}
-			rt, _, err := openRuntime(cmd, cfgPath, verbose, nil)
+			rt, _, err := openRuntime(cmd, g, false, nil)
 			if err != nil {
 				return err
 			}
@@ -57,11 +56,9 @@ way go on for poll.shutdownGrace, then cancels them and exits.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
 				return exitError{exitInvalid}
 			}
-			return serveLoop(ctx, cmd, rt, ls)
+			return serveLoop(ctx, cmd, rt, ls, g.verbose)
 		},
 	}
-	configFlag(cmd, &cfgPath)
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
 
@@ -86,9 +83,10 @@ func listen(cfg *schema.ServerConfig) (*listeners, error) {
 }
 
 // serveLoop runs the poll loop, the GitLab service when configured, and
-// the HTTP servers when ls is not nil, until ctx is done.
-func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listeners) error {
-	log := newLogger(cmd.ErrOrStderr(), false)
+// the HTTP servers when ls is not nil, until ctx is done; verbose logs at
+// debug level.
+func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listeners, verbose bool) error {
+	log := newLogger(cmd.ErrOrStderr(), verbose)
 	// A repo whose folder was removed from a folder source is retired;
 	// those the state store knows are watched too, for removals made
 	// while wm was down.

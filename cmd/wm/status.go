@@ -18,8 +18,7 @@ import (
 	"github.com/whalemountain/wm/schema"
 )
 
-func newStatusCmd() *cobra.Command {
-	var cfgPath string
+func newStatusCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show every repo's revision, condition and containers with their addresses",
@@ -29,7 +28,7 @@ It reads the state directory or, while wm serve holds it, asks the running
 wm serve on its admin listener (adminListen).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, repos, err := loadState(cmd, cfgPath)
+			cfg, repos, err := loadState(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -51,38 +50,44 @@ wm serve on its admin listener (adminListen).`,
 			return w.Flush()
 		},
 	}
-	configFlag(cmd, &cfgPath)
 	return cmd
 }
 
 // loadState loads the config and every repo's state, printing what went
-// wrong and returning exitError{1} on failure.
-func loadState(cmd *cobra.Command, cfgPath string) (*schema.ServerConfig, []store.RepoState, error) {
-	cfg, err := loadConfig(cfgPath)
+// wrong and returning exitError{1} on failure. With -v it says on stderr
+// where the state was read.
+func loadState(cmd *cobra.Command, g *globals) (*schema.ServerConfig, []store.RepoState, error) {
+	cfg, err := loadConfig(g.config)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), err)
 		return nil, nil, exitError{exitInvalid}
 	}
-	repos, err := readStatus(cmd.Context(), cfg)
+	repos, from, err := readStatus(cmd.Context(), cfg)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
 		return nil, nil, exitError{exitInvalid}
 	}
+	if g.verbose {
+		fmt.Fprintf(cmd.ErrOrStderr(), "wm: %d repo(s), state read from %s\n", len(repos), from)
+	}
 	return cfg, repos, nil
 }
 
-// readStatus reads every repo's state from the store or, while wm serve
-// holds the store, from the status endpoint of its admin listener.
-func readStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoState, error) {
+// readStatus reads every repo's state from the store (read-only) or, while
+// wm serve holds the store, from the status endpoint of its admin
+// listener; from says which.
+func readStatus(ctx context.Context, cfg *schema.ServerConfig) (repos []store.RepoState, from string, err error) {
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if errors.Is(err, store.ErrLocked) {
-		return fetchStatus(ctx, cfg)
+		repos, err = fetchStatus(ctx, cfg)
+		return repos, "the running wm serve at " + cfg.AdminListen, err
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer st.Close()
-	return st.Repos()
+	repos, err = st.Repos()
+	return repos, "the state folder " + cfg.StateDir, err
 }
 
 // fetchStatus asks a running wm serve for the repos' state.

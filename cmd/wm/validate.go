@@ -23,7 +23,7 @@ type fileResult struct {
 	Errors []*schema.Error `json:"errors"`
 }
 
-func newValidateCmd() *cobra.Command {
+func newValidateCmd(g *globals) *cobra.Command {
 	var format, server string
 	cmd := &cobra.Command{
 		Use:   "validate [PATH...]",
@@ -32,10 +32,11 @@ func newValidateCmd() *cobra.Command {
 file:line:column: field.path: message.
 
 PATH is a file or a folder; folders are searched for files named wm.yaml.
-With no PATH, ./wm.yaml is checked. --server FILE checks a server config:
-its rules, and every check wm serve makes before it starts (secret files
-readable and not empty, the kubeconfig, the admin group and socket, the
-listen addresses free), with the messages wm serve would print.
+With no PATH, ./wm.yaml is checked. --server FILE (or --config FILE)
+checks a server config: its rules, and every check wm serve makes before it
+starts (secret files readable and not empty, the kubeconfig, the admin
+group and socket, the listen addresses free), with the messages wm serve
+would print. It creates nothing, not even the state folder.
 
 Exit status: 0 all valid, 1 a file is invalid, 2 usage error.`,
 		Example: `  wm validate
@@ -45,6 +46,9 @@ Exit status: 0 all valid, 1 a file is invalid, 2 usage error.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
 				return fmt.Errorf("--format must be text or json, not %q", format)
+			}
+			if server == "" {
+				server = g.config
 			}
 			if len(args) == 0 && server == "" {
 				args = []string{"wm.yaml"}
