@@ -42,7 +42,6 @@ const multiHostImage = dockertest.DefaultBusybox
 // fleet is a Reconciler over the local engine ("local") and the second one
 // ("second"), which it reaches through a link the test can cut.
 type fleet struct {
-	t              *testing.T
 	local, second  *dockertest.Daemon
 	link           *hostLink
 	instance, root string
@@ -53,7 +52,7 @@ type fleet struct {
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
 	local, second := dockertest.Local(t), dockertest.Second(t)
-	f := &fleet{t: t, local: local, second: second, root: t.TempDir(), repos: map[string]*gittest.Repo{}}
+	f := &fleet{local: local, second: second, root: t.TempDir(), repos: map[string]*gittest.Repo{}}
 	suffix := make([]byte, 4)
 	rand.Read(suffix)
 	f.instance = "mh-" + hex.EncodeToString(suffix)
@@ -96,60 +95,60 @@ docker:
 
 // owner returns a new owner, whose containers, volumes and networks leave
 // both engines when the test ends.
-func (f *fleet) owner() string {
-	f.t.Helper()
-	return f.second.Owner(f.t)
+func (f *fleet) owner(t *testing.T) string {
+	t.Helper()
+	return f.second.Owner(t)
 }
 
 func (f *fleet) daemons() []*dockertest.Daemon { return []*dockertest.Daemon{f.local, f.second} }
 
 // push commits wm.yaml to <owner>/web.
-func (f *fleet) push(owner, wmYAML string) Repo {
-	f.t.Helper()
+func (f *fleet) push(t *testing.T, owner, wmYAML string) Repo {
+	t.Helper()
 	key := owner + "/web"
 	r, ok := f.repos[key]
 	if !ok {
-		r = gittest.NewRepo(f.t, filepath.Join(f.root, "git", key+".git"))
+		r = gittest.NewRepo(t, filepath.Join(f.root, "git", key+".git"))
 		f.repos[key] = r
 	}
-	r.Commit(f.t, "main", map[string]string{"wm.yaml": wmYAML}, "push")
+	r.Commit(t, "main", map[string]string{"wm.yaml": wmYAML}, "push")
 	return Repo{Key: key, Owner: owner, URL: r.FileURL(), Branch: "main"}
 }
 
 // pass runs one pass of repo.
-func (f *fleet) pass(repo Repo) (Result, error) {
-	f.t.Helper()
+func (f *fleet) pass(t *testing.T, repo Repo) (Result, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return f.rec.Reconcile(ctx, repo)
 }
 
 // ready runs a pass that must succeed and leave the repo Ready.
-func (f *fleet) ready(repo Repo) Result {
-	f.t.Helper()
-	res, err := f.pass(repo)
+func (f *fleet) ready(t *testing.T, repo Repo) Result {
+	t.Helper()
+	res, err := f.pass(t, repo)
 	if err != nil || !res.Ready {
-		f.t.Fatalf("pass of %s: ready %v, %v: %s", repo.Key, res.Ready, err, res.Message)
+		t.Fatalf("pass of %s: ready %v, %v: %s", repo.Key, res.Ready, err, res.Message)
 	}
 	return res
 }
 
 // where returns the names of owner's containers on each engine, as the
 // daemons list them: host name → sorted names.
-func (f *fleet) where(owner string) map[string][]string {
-	f.t.Helper()
+func (f *fleet) where(t *testing.T, owner string) map[string][]string {
+	t.Helper()
 	out := map[string][]string{}
 	for _, d := range f.daemons() {
-		out[d.Name()] = d.ContainerNames(f.t, owner)
+		out[d.Name()] = d.ContainerNames(t, owner)
 	}
 	return out
 }
 
 // wantWhere checks that the engines hold exactly owner's containers named
 // (wm.yaml names) on each host, and no name on both.
-func (f *fleet) wantWhere(owner string, want map[string][]string) {
-	f.t.Helper()
-	got := f.where(owner)
+func (f *fleet) wantWhere(t *testing.T, owner string, want map[string][]string) {
+	t.Helper()
+	got := f.where(t, owner)
 	for _, d := range f.daemons() {
 		var names []string
 		for _, n := range want[d.Name()] {
@@ -157,25 +156,25 @@ func (f *fleet) wantWhere(owner string, want map[string][]string) {
 		}
 		slices.Sort(names)
 		if !slices.Equal(got[d.Name()], names) {
-			f.t.Errorf("%s holds %v of %s's containers, want %v", d.Name(), got[d.Name()], owner, names)
+			t.Errorf("%s holds %v of %s's containers, want %v", d.Name(), got[d.Name()], owner, names)
 		}
 	}
 	for _, n := range got[f.local.Name()] {
 		if slices.Contains(got[f.second.Name()], n) {
-			f.t.Errorf("%s is on both engines", n)
+			t.Errorf("%s is on both engines", n)
 		}
 	}
 }
 
 // inspect returns what d itself says of the container called name: its
 // id, whether it runs, its environment, and its host port for guest 8000.
-func (f *fleet) inspect(d *dockertest.Daemon, name string) (id string, running bool, env []string, port string) {
-	f.t.Helper()
+func (f *fleet) inspect(t *testing.T, d *dockertest.Daemon, name string) (id string, running bool, env []string, port string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := d.Client(f.t).ContainerInspect(ctx, name)
+	c, err := d.Client(t).ContainerInspect(ctx, name)
 	if err != nil {
-		f.t.Fatalf("inspect %s on %s: %v", name, d.Name(), err)
+		t.Fatalf("inspect %s on %s: %v", name, d.Name(), err)
 	}
 	for _, b := range c.HostConfig.PortBindings["8000/tcp"] {
 		port = b.HostPort
@@ -221,6 +220,7 @@ func mhSleeper(name, mode string) string {
 	return fmt.Sprintf("  %s: {image: %s, env: {MODE: %s}, memory: 32Mi}\n", name, multiHostImage, mode)
 }
 
+// mhYAML is a wm.yaml of containers (mhServer, mhSleeper).
 func mhYAML(containers ...string) string {
 	return "version: 1\ncontainers:\n" + strings.Join(containers, "")
 }
@@ -232,7 +232,7 @@ func mhYAML(containers ...string) string {
 func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	owner := f.owner()
+	owner := f.owner(t)
 	ids := map[string]string{}   // container → its id, on its host
 	ports := map[string]string{} // container → its host port
 	steps := []struct {
@@ -240,19 +240,19 @@ func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 		run  func(t *testing.T)
 	}{
 		{"the first container goes to the first host when both are empty", func(t *testing.T) {
-			res := f.ready(f.push(owner, mhYAML(mhServer("a", "one"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a"}})
+			res := f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "one"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a"}})
 			if len(res.Containers) != 1 || res.Containers[0].Host != "local" {
 				t.Errorf("status: %+v", res.Containers)
 			}
-			ids["a"], _, _, ports["a"] = f.inspect(f.local, owner+"_a")
+			ids["a"], _, _, ports["a"] = f.inspect(t, f.local, owner+"_a")
 			if got := mhGet(t, ports["a"]); got != "a one" {
 				t.Errorf("a serves %q", got)
 			}
 		}},
 		{"a container added later goes to the less loaded host, the second, with its own volume and network there", func(t *testing.T) {
-			res := f.ready(f.push(owner, mhYAML(mhServer("a", "one"), mhServer("b", "one"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a"}, "second": {"b"}})
+			res := f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "one"), mhServer("b", "one"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a"}, "second": {"b"}})
 			hosts := map[string]string{}
 			for _, c := range res.Containers {
 				hosts[c.Name] = c.Host
@@ -260,11 +260,11 @@ func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 			if hosts["a"] != "local" || hosts["b"] != "second" {
 				t.Errorf("status hosts: %v", hosts)
 			}
-			if id, running, _, _ := f.inspect(f.local, owner+"_a"); id != ids["a"] || !running {
-				t.Errorf("a was disturbed: %s running %v, was %s", id, running, ids["a"])
+			if id, running, _, _ := f.inspect(t, f.local, owner+"_a"); id != ids["a"] || !running {
+				t.Errorf("a was disturbed: %.12s running %v, was %.12s", id, running, ids["a"])
 			}
 			var running bool
-			ids["b"], running, _, ports["b"] = f.inspect(f.second, owner+"_b")
+			ids["b"], running, _, ports["b"] = f.inspect(t, f.second, owner+"_b")
 			if !running || ports["b"] == "" || ports["b"] == ports["a"] {
 				t.Errorf("b: running %v on host port %q (a has %q)", running, ports["b"], ports["a"])
 			}
@@ -282,13 +282,13 @@ func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 			}
 		}},
 		{"a change recreates each container on the host it is on, with the same host port", func(t *testing.T) {
-			f.ready(f.push(owner, mhYAML(mhServer("a", "two"), mhServer("b", "two"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a"}, "second": {"b"}})
+			f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "two"), mhServer("b", "two"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a"}, "second": {"b"}})
 			for _, c := range []struct {
 				name string
 				d    *dockertest.Daemon
 			}{{"a", f.local}, {"b", f.second}} {
-				id, running, _, port := f.inspect(c.d, owner+"_"+c.name)
+				id, running, _, port := f.inspect(t, c.d, owner+"_"+c.name)
 				if id == ids[c.name] || !running || port != ports[c.name] {
 					t.Errorf("%s: id %.12s (was %.12s), running %v, port %s (was %s)", c.name, id, ids[c.name], running, port, ports[c.name])
 				}
@@ -299,19 +299,19 @@ func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 			}
 		}},
 		{"a third container goes to the first host on a tie", func(t *testing.T) {
-			f.ready(f.push(owner, mhYAML(mhServer("a", "two"), mhServer("b", "two"), mhSleeper("c", "one"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a", "c"}, "second": {"b"}})
+			f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "two"), mhServer("b", "two"), mhSleeper("c", "one"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a", "c"}, "second": {"b"}})
 		}},
 		{"a container removed from wm.yaml goes from its host only", func(t *testing.T) {
-			f.ready(f.push(owner, mhYAML(mhServer("a", "two"), mhSleeper("c", "one"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a", "c"}})
-			if id, running, _, _ := f.inspect(f.local, owner+"_a"); id != ids["a"] || !running {
+			f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "two"), mhSleeper("c", "one"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a", "c"}})
+			if id, running, _, _ := f.inspect(t, f.local, owner+"_a"); id != ids["a"] || !running {
 				t.Errorf("a was disturbed: %.12s running %v, was %.12s", id, running, ids["a"])
 			}
 		}},
 		{"a changed container stays on its host even when the other host is emptier", func(t *testing.T) {
-			f.ready(f.push(owner, mhYAML(mhServer("a", "three"), mhSleeper("c", "two"))))
-			f.wantWhere(owner, map[string][]string{"local": {"a", "c"}})
+			f.ready(t, f.push(t, owner, mhYAML(mhServer("a", "three"), mhSleeper("c", "two"))))
+			f.wantWhere(t, owner, map[string][]string{"local": {"a", "c"}})
 			if got := mhGet(t, ports["a"]); got != "a three" {
 				t.Errorf("a serves %q", got)
 			}
@@ -331,16 +331,17 @@ func TestMultiHostPlacementOnTwoRealEngines(t *testing.T) {
 func TestMultiHostAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	onLocal, onSecond, newcomer := f.owner(), f.owner(), f.owner()
+	onLocal, onSecond, newcomer := f.owner(t), f.owner(t), f.owner(t)
 	// Both engines are empty: the first repo's container goes to the
 	// first host, the second repo's to the less loaded second.
-	repoL := f.push(onLocal, mhYAML(mhSleeper("web", "one")))
-	f.ready(repoL)
-	repoS := f.push(onSecond, mhYAML(mhSleeper("web", "one")))
-	f.ready(repoS)
-	f.wantWhere(onLocal, map[string][]string{"local": {"web"}})
-	f.wantWhere(onSecond, map[string][]string{"second": {"web"}})
-	secondID, _, _, _ := f.inspect(f.second, onSecond+"_web")
+	repoL := f.push(t, onLocal, mhYAML(mhSleeper("web", "one")))
+	f.ready(t, repoL)
+	repoS := f.push(t, onSecond, mhYAML(mhSleeper("web", "one")))
+	f.ready(t, repoS)
+	f.wantWhere(t, onLocal, map[string][]string{"local": {"web"}})
+	f.wantWhere(t, onSecond, map[string][]string{"second": {"web"}})
+	secondID, _, _, _ := f.inspect(t, f.second, onSecond+"_web")
+	var repoN Repo // the newcomer's
 
 	steps := []struct {
 		name string
@@ -348,57 +349,58 @@ func TestMultiHostAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 	}{
 		{"with the second host cut off, a repo on the first host carries on and rolls out its change", func(t *testing.T) {
 			f.link.Cut()
-			before, _, _, _ := f.inspect(f.local, onLocal+"_web")
-			res, err := f.pass(f.push(onLocal, mhYAML(mhSleeper("web", "two"))))
+			before, _, _, _ := f.inspect(t, f.local, onLocal+"_web")
+			res, err := f.pass(t, f.push(t, onLocal, mhYAML(mhSleeper("web", "two"))))
 			if err != nil {
 				t.Fatalf("pass: %v", err)
 			}
 			// The repo's status still names the host that does not answer.
 			t.Logf("ready %v: %s", res.Ready, res.Message)
-			id, running, env, _ := f.inspect(f.local, onLocal+"_web")
+			id, running, env, _ := f.inspect(t, f.local, onLocal+"_web")
 			if id == before || !running || !slices.Contains(env, "MODE=two") {
 				t.Errorf("not rolled out on the first host: id %.12s (was %.12s), running %v, env %v", id, before, running, env)
 			}
-			f.wantWhere(onLocal, map[string][]string{"local": {"web"}})
+			f.wantWhere(t, onLocal, map[string][]string{"local": {"web"}})
 		}},
 		{"a repo on the second host waits, and nothing of it is made on the first", func(t *testing.T) {
-			_, err := f.pass(f.push(onSecond, mhYAML(mhSleeper("web", "two"))))
+			_, err := f.pass(t, f.push(t, onSecond, mhYAML(mhSleeper("web", "two"))))
 			wantReason(t, err, Waiting, "HostUnreachable")
 			if !strings.Contains(err.Error(), "second cannot be reached") {
 				t.Errorf("message: %v", err)
 			}
-			f.wantWhere(onSecond, map[string][]string{"second": {"web"}})
-			id, running, env, _ := f.inspect(f.second, onSecond+"_web")
+			f.wantWhere(t, onSecond, map[string][]string{"second": {"web"}})
+			id, running, env, _ := f.inspect(t, f.second, onSecond+"_web")
 			if id != secondID || !running || !slices.Contains(env, "MODE=one") {
 				t.Errorf("the container on the second host changed: id %.12s (was %.12s), running %v, env %v", id, secondID, running, env)
 			}
 		}},
 		{"a new repo waits, since its container may be on the host that does not answer", func(t *testing.T) {
-			_, err := f.pass(f.push(newcomer, mhYAML(mhSleeper("web", "one"))))
+			repoN = f.push(t, newcomer, mhYAML(mhSleeper("web", "one")))
+			_, err := f.pass(t, repoN)
 			wantReason(t, err, Waiting, "HostUnreachable")
-			f.wantWhere(newcomer, nil)
+			f.wantWhere(t, newcomer, nil)
 		}},
 		{"a container added to a repo of the first host waits, and what runs stays", func(t *testing.T) {
-			_, err := f.pass(f.push(onLocal, mhYAML(mhSleeper("web", "two"), mhSleeper("extra", "one"))))
+			_, err := f.pass(t, f.push(t, onLocal, mhYAML(mhSleeper("web", "two"), mhSleeper("extra", "one"))))
 			wantReason(t, err, Waiting, "HostUnreachable")
-			f.wantWhere(onLocal, map[string][]string{"local": {"web"}})
-			if _, running, _, _ := f.inspect(f.local, onLocal+"_web"); !running {
+			f.wantWhere(t, onLocal, map[string][]string{"local": {"web"}})
+			if _, running, _, _ := f.inspect(t, f.local, onLocal+"_web"); !running {
 				t.Error("web stopped")
 			}
 		}},
 		{"once the host answers again, what waited rolls out, each container once", func(t *testing.T) {
-			f.link.Restore()
-			f.ready(repoS)
-			f.wantWhere(onSecond, map[string][]string{"second": {"web"}})
-			id, running, env, _ := f.inspect(f.second, onSecond+"_web")
+			f.link.Restore(t)
+			f.ready(t, repoS)
+			f.wantWhere(t, onSecond, map[string][]string{"second": {"web"}})
+			id, running, env, _ := f.inspect(t, f.second, onSecond+"_web")
 			if id == secondID || !running || !slices.Contains(env, "MODE=two") {
 				t.Errorf("not rolled out on the second host: id %.12s (was %.12s), running %v, env %v", id, secondID, running, env)
 			}
-			f.ready(repoL)
-			f.ready(Repo{Key: newcomer + "/web", Owner: newcomer, URL: f.repos[newcomer+"/web"].FileURL(), Branch: "main"})
+			f.ready(t, repoL)
+			f.ready(t, repoN)
 			for owner, want := range map[string][]string{onLocal: {"extra", "web"}, newcomer: {"web"}} {
 				var all []string
-				for _, names := range f.where(owner) {
+				for _, names := range f.where(t, owner) {
 					all = append(all, names...)
 				}
 				slices.Sort(all)
@@ -410,8 +412,8 @@ func TestMultiHostAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 					t.Errorf("%s's containers on both hosts: %v, want each of %v once", owner, all, names)
 				}
 			}
-			if got := f.where(onLocal)["local"]; !slices.Contains(got, onLocal+"_web") {
-				t.Errorf("web left the first host: %v", f.where(onLocal))
+			if got := f.where(t, onLocal)["local"]; !slices.Contains(got, onLocal+"_web") {
+				t.Errorf("web left the first host: %v", f.where(t, onLocal))
 			}
 		}},
 	}
@@ -428,7 +430,6 @@ func TestMultiHostAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 // down) and Restore brings it back. The daemon itself is never stopped,
 // so that other tests using it go on.
 type hostLink struct {
-	t      *testing.T
 	path   string
 	target string
 
@@ -450,12 +451,12 @@ func newHostLink(t *testing.T, endpoint string) *hostLink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &hostLink{t: t, path: filepath.Join(dir, "docker.sock"), target: target, conns: map[net.Conn]bool{}}
+	l := &hostLink{path: filepath.Join(dir, "docker.sock"), target: target, conns: map[net.Conn]bool{}}
 	t.Cleanup(func() {
 		l.Cut()
 		os.RemoveAll(dir)
 	})
-	l.Restore()
+	l.Restore(t)
 	return l
 }
 
@@ -463,8 +464,8 @@ func newHostLink(t *testing.T, endpoint string) *hostLink {
 func (l *hostLink) Endpoint() string { return "unix://" + l.path }
 
 // Restore listens again and relays what comes in.
-func (l *hostLink) Restore() {
-	l.t.Helper()
+func (l *hostLink) Restore(t *testing.T) {
+	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ln != nil {
@@ -472,7 +473,7 @@ func (l *hostLink) Restore() {
 	}
 	ln, err := net.Listen("unix", l.path)
 	if err != nil {
-		l.t.Fatalf("link: %v", err)
+		t.Fatalf("link: %v", err)
 	}
 	l.ln = ln
 	go l.serve(ln)
