@@ -24,7 +24,9 @@ docker2_dir=$(realpath -m -- "${WM_DOCKER2_DIR:-/tmp/wm-docker2}")
 # addresses come from 10.230.0.0/15 so that the two never overlap.
 docker2_bridge=${WM_DOCKER2_BRIDGE:-wm-br2}
 docker2_bridge_cidr=${WM_DOCKER2_BRIDGE_CIDR:-10.230.0.1/24}
-# The pool the second engine's user-defined networks (wm-<owner>) come from.
+# The pool the second engine's user-defined networks (wm-<owner>) come from:
+# a /16, in /24s (docker2-down finds the engine's bridges by its first two
+# octets).
 docker2_pool=${WM_DOCKER2_POOL:-10.231.0.0/16}
 docker2_components=(dockerd containerd) # stop order: dockerd needs its containerd to stop its containers
 
