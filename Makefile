@@ -34,9 +34,18 @@ release: ## cross-compile wm for linux, macOS and Windows into dist/, with SHA25
 	done
 	cd $(DIST) && sha256sum wm-* > SHA256SUMS
 
+# make demo says first what it needs (Go, a Docker Engine, git, Debian's
+# busybox-static) and installs only busybox-static and git when missing;
+# with them there, it needs no network.
 .PHONY: demo
-demo: build ## the main job: example repos → containers on the local Docker Engine (offline)
-	bash ci/demo
+demo: ## the main job: example repos → containers on the local Docker Engine (offline once busybox-static is installed)
+	@bash ci/demo needs
+	@$(MAKE) --no-print-directory build
+	@bash ci/demo
+
+.PHONY: demo-clean
+demo-clean: ## remove what make demo made, and nothing else: its containers, volumes, networks, images and demo/
+	@bash ci/demo clean
 
 IMAGE ?= whalemountain/wm:$(VERSION)
 IMAGE_BASE ?= wm-demo/busybox:1
