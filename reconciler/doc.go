@@ -11,7 +11,7 @@
 //
 // Desired and live containers are paired by the pure function Diff, keyed
 // by the container's wm.yaml name as its labels say (its engine name is
-// "<owner>_<name>", docker.ObjectName); only containers carrying
+// "<owner>_<name>", core.ObjectName); only containers carrying
 // the repo's labels are ever candidates for change, so an unlabelled
 // container or another student's is never touched. Ownership comes from
 // the Repo (where the repo lives), never from the file.
