@@ -23,9 +23,15 @@
 // backoff). None of them ever removes anything: "could not read desired
 // state" is never taken for "desired state is empty".
 //
-// The outside systems are narrow interfaces declared here (GitSource,
-// Engine), each with a real implementation and a fake in its own package
-// (gitsource, docker) checked by one shared contract suite. Loop is the
+// The domain lives in package core, at the root of the reconciler: the
+// desired and observed types of every kind of resource, usage, conditions
+// and their reasons, and the interfaces of the backends (core.Engine,
+// core.Cluster, core.SIFBuilder). The backends (docker, kube, sif) and
+// the state store import core; this package imports none of the
+// backends, which the server wires in (cmd/wm). Each backend has a real
+// implementation and a fake checked by one shared contract suite; the
+// sources it reads (GitSource, Registry) are narrow interfaces declared
+// here. Loop is the
 // thin scheduling wrapper: repo keys on a work queue, polled on an
 // interval with jitter, triggered by webhooks, never two passes of one
 // repo at once.

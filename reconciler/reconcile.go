@@ -552,8 +552,17 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		current := mine[name]
 		host := hostOf(current)
 		if !holds(current, c) {
+			was := host
 			if host, err = r.place(full, c.GPUs, host, gpusUsed, load, p.down); err != nil {
 				return err
+			}
+			if host != was {
+				// The next container of this pass sees it placed: a
+				// new repo spreads over the hosts, not onto one.
+				load[host]++
+				if current != nil {
+					load[was]--
+				}
 			}
 		}
 		if running {
@@ -1014,9 +1023,6 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 		return nil, err
 	}
 	var problems []string
-	for _, h := range sortedKeys(down) {
-		problems = append(problems, fmt.Sprintf("Docker host %s cannot be reached: %v", h, down[h]))
-	}
 	byName := map[string]*Live{}
 	for i := range all {
 		if p.repo.owns(all[i].Container) {
@@ -1038,6 +1044,12 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 			}
 		}
 		h, msg := health.Container(c, d.Spec.Running)
+		if herr, isDown := down[st.Host]; isDown && l == nil {
+			// Its host did not answer: what it runs is not known, and
+			// the repos on the other hosts are no worse for it.
+			h, msg = health.Unknown, fmt.Sprintf("Docker host %s cannot be reached: %v", st.Host, herr)
+			st.State = "unknown"
+		}
 		st.Health = string(h)
 		if h != health.Healthy && h != health.Suspended {
 			problems = append(problems, d.Spec.LocalName+": "+msg)

@@ -78,14 +78,16 @@
 //
 // Errors are wrapped with %w and classified: ErrNotFound, ErrConflict,
 // ErrImageNotFound, ErrUnauthorized, ErrUnreachable, ErrPortInUse and
-// ErrInvalidSpec, matched with errors.Is, the same for Engine and Fake.
+// core.ErrInvalidSpec, matched with errors.Is, the same for Engine and
+// Fake; ErrImageNotFound and ErrPortInUse are the domain core's errors.
 // The daemon's own error stays in the chain too.
 //
 // # Implementations
 //
 // Engine talks to a Docker daemon (API 1.41 or later, negotiated). Fake
 // keeps a host in memory for the tests of callers. Both pass the same
-// contract tests (contract_test.go), the Engine against the local daemon.
+// contract tests (contract_test.go), the Engine against the local daemon
+// and against a second real engine (ci/docker2-up, dockertest.Second).
 // Package dockertest has the helpers those tests, and callers' tests, use.
 package docker
 
