@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/store"
 )
 
@@ -54,7 +55,7 @@ const asideSuffix = "-wm-old"
 func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 	old := r.engine(a.Live.Host)
 	aside := a.Live.Name + asideSuffix
-	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
+	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("clear %s: %w", aside, err)
 	}
 	if err := old.Stop(ctx, a.Live.Name, StopTimeout); err != nil {
@@ -69,7 +70,7 @@ func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 		}
 		return err
 	}
-	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, docker.ErrNotFound) {
+	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("remove the old %s: %w", a.Live.Name, err)
 	}
 	if a.Live.Name != a.Name {
@@ -80,7 +81,7 @@ func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 
 // putBack undoes a failed recreation.
 func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error {
-	if err := r.engine(a.Host).Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
+	if err := r.engine(a.Host).Remove(ctx, a.Name); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("remove the failed new %s: %w", a.Name, err)
 	}
 	old := r.engine(a.Live.Host)
@@ -99,7 +100,7 @@ func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error 
 // hold yet (spec is updated in place, so the pass reports them). The
 // allocations of a container that could not be created are given back,
 // and those of guest ports it no longer publishes too.
-func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *docker.Spec) error {
+func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *core.ContainerSpec) error {
 	allocated, err := r.allocatePorts(ctx, p, spec)
 	if err == nil {
 		_, err = r.engine(host).Create(ctx, *spec)
@@ -111,12 +112,12 @@ func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *doc
 			}
 		}
 	}
-	if errors.Is(err, docker.ErrPortInUse) {
+	if errors.Is(err, core.ErrPortInUse) {
 		// Something WhaleMountain does not see (another instance, a
 		// person) binds a port just allocated: the container that could
 		// not start goes, those ports are set aside for good, and the
 		// next pass allocates others.
-		if rerr := r.engine(host).Remove(ctx, spec.Name); rerr != nil && !errors.Is(rerr, docker.ErrNotFound) {
+		if rerr := r.engine(host).Remove(ctx, spec.Name); rerr != nil && !errors.Is(rerr, fault.NotFound) {
 			return errors.Join(err, rerr)
 		}
 		for _, key := range allocated {
@@ -130,8 +131,8 @@ func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *doc
 		}
 		return fmt.Errorf("create %s on %s: a new host port is bound by something else; another is chosen on the next pass: %w", spec.Name, host, err)
 	}
-	if errors.Is(err, docker.ErrConflict) {
-		return stalled("NameConflict", "a container or volume named %s (or one of its volumes) exists on %s that WhaleMountain does not manage for you; it was left alone: ask the admins to remove or rename it", spec.Name, host)
+	if errors.Is(err, fault.Conflict) {
+		return stalled(core.NameConflict, "a container or volume named %s (or one of its volumes) exists on %s that WhaleMountain does not manage for you; it was left alone: ask the admins to remove or rename it", spec.Name, host)
 	}
 	var pe *PassError
 	if err != nil && !errors.As(err, &pe) {
@@ -156,7 +157,7 @@ const outsideHolder = "-outside"
 // lowest free one of the policy's range, skipping what any live container
 // binds and what this pass's other containers hold. It returns the keys it
 // allocated.
-func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *docker.Spec) ([]string, error) {
+func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *core.ContainerSpec) ([]string, error) {
 	all, err := r.everyone(ctx, p)
 	if err != nil {
 		return nil, err
@@ -189,7 +190,7 @@ func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *docker.Sp
 		}
 		port, err := r.store.AllocatePort(key, r.cfg.Policy.HostPorts.From, r.cfg.Policy.HostPorts.To, busy)
 		if errors.Is(err, store.ErrNoFreePort) {
-			return allocated, waiting("NoFreePort", "no free host port for %s port %d: ask the admins to widen policy.hostPorts", spec.Name, spec.Ports[i].Guest)
+			return allocated, waiting(core.NoFreePort, "no free host port for %s port %d: ask the admins to widen policy.hostPorts", spec.Name, spec.Ports[i].Guest)
 		}
 		if err != nil {
 			return allocated, err
@@ -206,7 +207,7 @@ func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *docker.Sp
 // the owner mounts.
 func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 	e := r.engine(a.Host)
-	if err := e.Remove(ctx, a.Name); err != nil && !errors.Is(err, docker.ErrNotFound) {
+	if err := e.Remove(ctx, a.Name); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("remove %s: %w", a.Name, err)
 	}
 	if err := r.store.ReleasePorts(a.Name); err != nil {
@@ -232,7 +233,7 @@ func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 		if inUse[v] {
 			continue
 		}
-		if err := e.RemoveVolume(ctx, v); err != nil && !errors.Is(err, docker.ErrNotFound) {
+		if err := e.RemoveVolume(ctx, v); err != nil && !errors.Is(err, fault.NotFound) {
 			return fmt.Errorf("remove volume %s: %w", v, err)
 		}
 	}

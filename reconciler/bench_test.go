@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
@@ -99,7 +100,7 @@ docker:
 	// An owner's two repos declare containers of different names.
 	web := memoryGit{wmYAML: "version: 1\ncontainers:\n  web:\n    image: self\n    ports: [8000]\n    env: {MODE: prod}\n"}
 	git := splitGit{even: web, odd: memoryGit{wmYAML: strings.Replace(web.wmYAML, "  web:", "  api:", 1)}}
-	rec, err := New(cfg, git, []Engine{host}, st)
+	rec, err := New(cfg, git, []core.Engine{host}, st)
 	if err != nil {
 		b.Fatal(err)
 	}

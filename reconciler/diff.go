@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"slices"
 
-	"github.com/whalemountain/wm/reconciler/docker"
-	"github.com/whalemountain/wm/reconciler/kube"
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Resource is the kind of thing an action changes. One plan covers every
@@ -39,13 +37,13 @@ var actionOrder = map[ActionKind]int{ActionCreate: 0, ActionRecreate: 1, ActionS
 // Desired is one container a repo declares, placed on a host.
 type Desired struct {
 	Host string
-	Spec docker.Spec
+	Spec core.ContainerSpec
 }
 
 // Live is one managed container as an engine reports it.
 type Live struct {
 	Host string
-	docker.Container
+	core.Container
 }
 
 // Action is one step of a plan.
@@ -56,11 +54,11 @@ type Action struct {
 	Host string
 	// Name is a container's full name, a pod's or a SIF's name.
 	Name string
-	Spec *docker.Spec // a container as it is wanted; nil for a removal
-	Live *Live        // a container as it is; nil for a creation
+	Spec *core.ContainerSpec // a container as it is wanted; nil for a removal
+	Live *Live               // a container as it is; nil for a creation
 	// Pod is a pod as it is wanted (nil for a removal), LivePod as it is.
-	Pod     *kube.Pod
-	LivePod *kube.PodUsage
+	Pod     *core.PodSpec
+	LivePod *core.Pod
 	// Image is the image a SIF is built from (empty for a removal).
 	Image string
 }
@@ -157,7 +155,7 @@ func Diff(desired []Desired, live []Live) Plan {
 		switch {
 		case !ok:
 			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec})
-		case l.Labels[docker.LabelSpecHash] != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name:
+		case l.SpecHash != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name:
 			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		case d.Spec.Running && !l.Running:
 			p.Actions = append(p.Actions, Action{Kind: ActionStart, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
@@ -178,9 +176,9 @@ func Diff(desired []Desired, live []Live) Plan {
 // as Diff does for containers: a pod whose applied hash (hash of the
 // desired pod) differs is recreated (pods are immutable), one nothing
 // declares any more is removed. Callers pass only the repo's own pods.
-func DiffPods(desired []kube.Pod, hash func(kube.Pod) string, live []kube.PodUsage) Plan {
+func DiffPods(desired []core.PodSpec, hash func(core.PodSpec) string, live []core.Pod) Plan {
 	var p Plan
-	byName := make(map[string]*kube.PodUsage, len(live))
+	byName := make(map[string]*core.Pod, len(live))
 	for i := range live {
 		byName[live[i].Name] = &live[i]
 	}
@@ -209,9 +207,9 @@ func DiffPods(desired []kube.Pod, hash func(kube.Pod) string, live []kube.PodUsa
 // rebuilt (a build whose image digest did not change is then a cache hit),
 // a name no longer declared removed (its file goes after the grace
 // period).
-func DiffSIFs(desired map[string]string, built []store.SIFStatus) Plan {
+func DiffSIFs(desired map[string]string, built []core.SIFStatus) Plan {
 	var p Plan
-	byName := make(map[string]store.SIFStatus, len(built))
+	byName := make(map[string]core.SIFStatus, len(built))
 	for _, b := range built {
 		byName[b.Name] = b
 	}

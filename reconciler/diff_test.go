@@ -5,20 +5,18 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/whalemountain/wm/reconciler/docker"
-	"github.com/whalemountain/wm/reconciler/kube"
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
-func spec(name string, running bool, env string) docker.Spec {
-	return docker.Spec{Name: docker.ObjectName("alice", name), Owner: "alice", Repo: "alice/web", LocalName: name,
+func spec(name string, running bool, env string) core.ContainerSpec {
+	return core.ContainerSpec{Name: core.ObjectName("alice", name), Owner: "alice", Repo: "alice/web", LocalName: name,
 		Image: "r/alice/web:1", Env: map[string]string{"MODE": env}, Running: running,
-		Ports: []docker.PortBinding{{Guest: 80, Host: 50000}}}
+		Ports: []core.PortBinding{{Guest: 80, Host: 50000}}}
 }
 
-func live(host string, s docker.Spec, running bool) Live {
-	return Live{Host: host, Container: docker.Container{Name: s.Name, Running: running,
-		Labels: map[string]string{docker.LabelSpecHash: s.Hash(), docker.LabelOwner: s.Owner, docker.LabelName: s.LocalName}}}
+func live(host string, s core.ContainerSpec, running bool) Live {
+	return Live{Host: host, Container: core.Container{Name: s.Name, Running: running, Managed: true,
+		Owner: s.Owner, Repo: s.Repo, LocalName: s.LocalName, SpecHash: s.Hash()}}
 }
 
 // renamed is l under another engine name, its labels unchanged.
@@ -80,8 +78,8 @@ func TestDiff(t *testing.T) {
 }
 
 func TestDiffPodsAndSIFsUseTheSameVerbs(t *testing.T) {
-	hash := func(p kube.Pod) string { return p.Image }
-	train := kube.Pod{Name: "train", Image: "r/a:2"}
+	hash := func(p core.PodSpec) string { return p.Image }
+	train := core.PodSpec{Name: "train", Image: "r/a:2"}
 	for _, tc := range []struct {
 		name string
 		plan Plan
@@ -89,23 +87,23 @@ func TestDiffPodsAndSIFsUseTheSameVerbs(t *testing.T) {
 		same int
 	}{
 		{"a declared pod that does not exist is created",
-			DiffPods([]kube.Pod{train}, hash, nil), []string{"create pod train"}, 0},
+			DiffPods([]core.PodSpec{train}, hash, nil), []string{"create pod train"}, 0},
 		{"a pod whose hash matches is left alone",
-			DiffPods([]kube.Pod{train}, hash, []kube.PodUsage{{Name: "train", Hash: "r/a:2"}}), nil, 1},
+			DiffPods([]core.PodSpec{train}, hash, []core.Pod{{Name: "train", Hash: "r/a:2"}}), nil, 1},
 		{"a changed pod is recreated",
-			DiffPods([]kube.Pod{train}, hash, []kube.PodUsage{{Name: "train", Hash: "r/a:1"}}), []string{"recreate pod train"}, 0},
+			DiffPods([]core.PodSpec{train}, hash, []core.Pod{{Name: "train", Hash: "r/a:1"}}), []string{"recreate pod train"}, 0},
 		{"a pod nothing declares is removed",
-			DiffPods(nil, hash, []kube.PodUsage{{Name: "old"}}), []string{"remove pod old"}, 0},
+			DiffPods(nil, hash, []core.Pod{{Name: "old"}}), []string{"remove pod old"}, 0},
 		{"a new SIF is created",
 			DiffSIFs(map[string]string{"env": "r/a:2"}, nil), []string{"create sif env"}, 0},
 		{"a SIF built from the same image is left alone",
-			DiffSIFs(map[string]string{"env": "r/a:2"}, []store.SIFStatus{{Name: "env", Image: "r/a:2"}}), nil, 1},
+			DiffSIFs(map[string]string{"env": "r/a:2"}, []core.SIFStatus{{Name: "env", Image: "r/a:2"}}), nil, 1},
 		{"a SIF of a new image is rebuilt",
-			DiffSIFs(map[string]string{"env": "r/a:2"}, []store.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"recreate sif env"}, 0},
+			DiffSIFs(map[string]string{"env": "r/a:2"}, []core.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"recreate sif env"}, 0},
 		{"a SIF nothing declares is removed",
-			DiffSIFs(nil, []store.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"remove sif env"}, 0},
+			DiffSIFs(nil, []core.SIFStatus{{Name: "env", Image: "r/a:1"}}), []string{"remove sif env"}, 0},
 		{"merged plans create before they remove, whatever the kind",
-			Diff(nil, []Live{live("h1", spec("web", true, "dev"), true)}).Merge(DiffPods([]kube.Pod{train}, hash, nil)).Merge(DiffSIFs(nil, []store.SIFStatus{{Name: "env"}})),
+			Diff(nil, []Live{live("h1", spec("web", true, "dev"), true)}).Merge(DiffPods([]core.PodSpec{train}, hash, nil)).Merge(DiffSIFs(nil, []core.SIFStatus{{Name: "env"}})),
 			[]string{"create pod train", "remove container alice_web", "remove sif env"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,7 +11,7 @@
 //
 // Desired and live containers are paired by the pure function Diff, keyed
 // by the container's wm.yaml name as its labels say (its engine name is
-// "<owner>_<name>", docker.ObjectName); only containers carrying
+// "<owner>_<name>", core.ObjectName); only containers carrying
 // the repo's labels are ever candidates for change, so an unlabelled
 // container or another student's is never touched. Ownership comes from
 // the Repo (where the repo lives), never from the file.
@@ -23,9 +23,15 @@
 // backoff). None of them ever removes anything: "could not read desired
 // state" is never taken for "desired state is empty".
 //
-// The outside systems are narrow interfaces declared here (GitSource,
-// Engine), each with a real implementation and a fake in its own package
-// (gitsource, docker) checked by one shared contract suite. Loop is the
+// The domain lives in package core, at the root of the reconciler: the
+// desired and observed types of every kind of resource, usage, conditions
+// and their reasons, and the interfaces of the backends (core.Engine,
+// core.Cluster, core.SIFBuilder). The backends (docker, kube, sif) and
+// the state store import core; this package imports none of the
+// backends, which the server wires in (cmd/wm). Each backend has a real
+// implementation and a fake checked by one shared contract suite; the
+// sources it reads (GitSource, Registry) are narrow interfaces declared
+// here. Loop is the
 // thin scheduling wrapper: repo keys on a work queue, polled on an
 // interval with jitter, triggered by webhooks, never two passes of one
 // repo at once.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitsource"
@@ -46,7 +47,7 @@ docker:
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rec, err := New(cfg, gitsource.New(filepath.Join(root, "cache")), []Engine{eng}, st)
+	rec, err := New(cfg, gitsource.New(filepath.Join(root, "cache")), []core.Engine{eng}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ docker:
 		defer cancel()
 		return rec.Reconcile(ctx, repo)
 	}
-	inspect := func(name string) (docker.Container, bool) {
+	inspect := func(name string) (core.Container, bool) {
 		t.Helper()
 		c, err := eng.Inspect(context.Background(), name)
 		return c, err == nil

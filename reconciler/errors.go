@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 )
 
@@ -31,22 +32,25 @@ func (o Outcome) String() string {
 	return [...]string{"Transient", "Waiting", "Stalled"}[o]
 }
 
+// Reason is the outcome as the reason of the Reconciling condition.
+func (o Outcome) Reason() core.Reason { return core.Reason(o.String()) }
+
 // PassError is a failed pass: what happens next, a CamelCase reason for
 // machines, and the cause, whose message is written for the student.
 type PassError struct {
 	Outcome Outcome
-	Reason  string
+	Reason  core.Reason
 	Err     error
 }
 
 func (e *PassError) Error() string { return e.Err.Error() }
 func (e *PassError) Unwrap() error { return e.Err }
 
-func stalled(reason string, format string, args ...any) error {
+func stalled(reason core.Reason, format string, args ...any) error {
 	return &PassError{Outcome: Stalled, Reason: reason, Err: fmt.Errorf(format, args...)}
 }
 
-func waiting(reason string, format string, args ...any) error {
+func waiting(reason core.Reason, format string, args ...any) error {
 	return &PassError{Outcome: Waiting, Reason: reason, Err: fmt.Errorf(format, args...)}
 }
 
@@ -54,7 +58,7 @@ func waiting(reason string, format string, args ...any) error {
 // so itself; any other error is judged by its kind (package fault), which
 // every backend gives its errors, so that the pass maps kinds to outcomes
 // in this one place; an error of no kind is transient.
-func Classify(err error) (Outcome, string) {
+func Classify(err error) (Outcome, core.Reason) {
 	var pe *PassError
 	if errors.As(err, &pe) {
 		return pe.Outcome, pe.Reason
@@ -63,17 +67,17 @@ func Classify(err error) (Outcome, string) {
 	case err == nil:
 		return Transient, ""
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return Transient, "Interrupted"
+		return Transient, core.Interrupted
 	case errors.Is(err, fault.Unreachable):
-		return Waiting, "BackendUnreachable"
+		return Waiting, core.BackendUnreachable
 	case errors.Is(err, fault.NotReady):
-		return Waiting, "NotReady"
+		return Waiting, core.NotReady
 	case errors.Is(err, fault.Refused):
-		return Stalled, "Refused"
+		return Stalled, core.Refused
 	case errors.Is(err, fault.TooLarge):
-		return Stalled, "TooLarge"
+		return Stalled, core.TooLarge
 	case errors.Is(err, fault.Invalid):
-		return Stalled, "Invalid"
+		return Stalled, core.Invalid
 	}
-	return Transient, "TransientError"
+	return Transient, core.TransientError
 }

@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
@@ -39,7 +40,7 @@ docker:
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rec, err := New(cfg, gitsource.New(filepath.Join(root, "cache")), []Engine{eng}, st,
+	rec, err := New(cfg, gitsource.New(filepath.Join(root, "cache")), []core.Engine{eng}, st,
 		WithRegistry(registry.New(reg.Host(), true, "", "")))
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitsource"
@@ -66,7 +67,7 @@ docker:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.store.Close() })
-	if w.rec, err = New(cfg, gitsource.New(filepath.Join(root, "cache")), []Engine{w.eng}, w.store); err != nil {
+	if w.rec, err = New(cfg, gitsource.New(filepath.Join(root, "cache")), []core.Engine{w.eng}, w.store); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -127,14 +128,14 @@ func (w *realWorld) ports(owner string) map[string]int {
 		w.t.Fatal(err)
 	}
 	for k := range all {
-		if !strings.HasPrefix(k, owner+docker.NameSeparator) {
+		if !strings.HasPrefix(k, owner+core.NameSeparator) {
 			delete(all, k)
 		}
 	}
 	return all
 }
 
-func (w *realWorld) inspect(name string) docker.Container {
+func (w *realWorld) inspect(name string) core.Container {
 	w.t.Helper()
 	c, err := w.eng.Inspect(context.Background(), name)
 	if err != nil {
@@ -150,7 +151,7 @@ func TestHostileAnotherStudentsImageIsRefusedForContainersPodsAndSIFs(t *testing
 	alice, bob := dockertest.Owner(t), dockertest.Owner(t)
 	bobs := w.push(bob, "secret", "version: 1\ncontainers:\n  web:\n    image: self\n"+sleeper)
 	res := w.mustPass(bobs)
-	before := w.inspect(docker.ObjectName(bob, "web"))
+	before := w.inspect(core.ObjectName(bob, "web"))
 	stolen := hostileRegistry + "/" + bob + "/secret"
 	for _, tc := range []struct{ name, wmYAML, field string }{
 		{"a container naming the image by commit", "containers:\n  x:\n    image: " + stolen + ":" + res.Revision + "\n" + sleeper, "containers.x.image"},
@@ -160,14 +161,14 @@ func TestHostileAnotherStudentsImageIsRefusedForContainersPodsAndSIFs(t *testing
 	} {
 		t.Run(tc.name+" is refused and bob's container is left alone", func(t *testing.T) {
 			_, err := w.pass(w.push(alice, "thief", "version: 1\n"+tc.wmYAML))
-			wantReason(t, err, Stalled, "ImageNotYours")
+			wantReason(t, err, Stalled, core.ImageNotYours)
 			if !strings.Contains(err.Error(), tc.field+": "+stolen) || !strings.Contains(err.Error(), "another project's image") {
 				t.Errorf("message: %v", err)
 			}
 			if got := w.owned(alice); len(got) != 0 {
 				t.Errorf("alice got containers: %v", got)
 			}
-			if after := w.inspect(docker.ObjectName(bob, "web")); after.ID != before.ID || !after.Running {
+			if after := w.inspect(core.ObjectName(bob, "web")); after.ID != before.ID || !after.Running {
 				t.Errorf("bob's container changed: %+v", after)
 			}
 		})
@@ -176,7 +177,7 @@ func TestHostileAnotherStudentsImageIsRefusedForContainersPodsAndSIFs(t *testing
 		w.push(bob, "secret", "version: 1\nimage: {share: true}\ncontainers:\n  web:\n    image: self\n"+sleeper)
 		w.mustPass(bobs)
 		_, err := w.pass(w.push(alice, "thief", "version: 1\ncontainers:\n  x:\n    image: "+stolen+"\n"+sleeper))
-		wantReason(t, err, Stalled, "ImageNotYours")
+		wantReason(t, err, Stalled, core.ImageNotYours)
 		w.mustPass(w.push(alice, "thief", "version: 1\ncontainers:\n  x:\n    image: shared/"+bob+"/secret\n"+sleeper))
 	})
 }
@@ -189,12 +190,12 @@ func TestHostileAPassThatFailsHalfWayStillCountsWhatItCreated(t *testing.T) {
 	// applied.
 	w.rec.sif = sif.NewFake()
 	_, err := w.pass(w.push(owner, "one", "version: 1\ncontainers:\n  a:\n    image: self\n    command: [sleep, \"3600\"]\n    memory: 32Mi\nsingularity:\n  s: {image: self}\n"))
-	wantReason(t, err, Waiting, "WaitingForImage")
+	wantReason(t, err, Waiting, core.WaitingForImage)
 	if got := w.owned(owner); len(got) != 1 {
 		t.Fatalf("containers: %v", got)
 	}
 	_, err = w.pass(w.push(owner, "two", "version: 1\ncontainers:\n  b:\n    image: self\n    command: [sleep, \"3600\"]\n    memory: 32Mi\n"))
-	wantReason(t, err, Stalled, "QuotaExceeded")
+	wantReason(t, err, Stalled, core.QuotaExceeded)
 	if !strings.Contains(err.Error(), "64Mi of memory (quota 48Mi)") {
 		t.Errorf("message: %v", err)
 	}
@@ -214,14 +215,14 @@ func TestHostileRefusedFilesReserveNoHostPorts(t *testing.T) {
 			fmt.Fprintf(&b, "  c%d:\n    image: self\n    ports: [8000, 8001]\n%s", i, sleeper)
 		}
 		_, err := w.pass(w.push(owner, "many", b.String()))
-		wantReason(t, err, Stalled, "QuotaExceeded")
+		wantReason(t, err, Stalled, core.QuotaExceeded)
 		if got := ports(); len(got) != 0 || len(w.owned(owner)) != 0 {
 			t.Errorf("reserved %v, containers %v", got, w.owned(owner))
 		}
 	})
 	t.Run("a file over the host-port quota is refused with the count", func(t *testing.T) {
 		_, err := w.pass(w.push(owner, "many", "version: 1\ncontainers:\n  a:\n    image: self\n    ports: [1, 2, 3, 4]\n"+sleeper))
-		wantReason(t, err, Stalled, "QuotaExceeded")
+		wantReason(t, err, Stalled, core.QuotaExceeded)
 		if !strings.Contains(err.Error(), "4 host ports (quota 3)") || len(ports()) != 0 {
 			t.Errorf("message %v, reserved %v", err, ports())
 		}
@@ -229,12 +230,12 @@ func TestHostileRefusedFilesReserveNoHostPorts(t *testing.T) {
 	t.Run("a port dropped from wm.yaml goes back to everyone", func(t *testing.T) {
 		repo := w.push(owner, "many", "version: 1\ncontainers:\n  a:\n    image: self\n    ports: [8000, 9000]\n"+sleeper)
 		w.mustPass(repo)
-		kept := w.inspect(docker.ObjectName(owner, "a")).Ports
+		kept := w.inspect(core.ObjectName(owner, "a")).Ports
 		w.push(owner, "many", "version: 1\ncontainers:\n  a:\n    image: self\n    ports: [8000]\n"+sleeper)
 		w.mustPass(repo)
 		got := ports()
-		want := map[string]int{store.PortKey(docker.ObjectName(owner, "a"), 8000): kept[0].Host}
-		if len(got) != 1 || got[store.PortKey(docker.ObjectName(owner, "a"), 8000)] != kept[0].Host {
+		want := map[string]int{store.PortKey(core.ObjectName(owner, "a"), 8000): kept[0].Host}
+		if len(got) != 1 || got[store.PortKey(core.ObjectName(owner, "a"), 8000)] != kept[0].Host {
 			t.Errorf("allocations %v, want %v", got, want)
 		}
 	})
@@ -263,7 +264,7 @@ func TestHostileALegacyNamedContainerMovesToTheNewNameWithItsVolumeData(t *testi
 	owner := dockertest.Owner(t)
 	cli := dockertest.Client(t)
 	ctx := context.Background()
-	legacyVolume := docker.LegacyObjectName(owner, "data")
+	legacyVolume := core.LegacyObjectName(owner, "data")
 	labels := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner}
 	if _, err := cli.VolumeCreate(ctx, volume.CreateOptions{Name: legacyVolume, Labels: labels}); err != nil {
 		t.Fatal(err)
@@ -276,7 +277,7 @@ func TestHostileALegacyNamedContainerMovesToTheNewNameWithItsVolumeData(t *testi
 	}
 	created, err := cli.ContainerCreate(ctx, &container.Config{Image: dockertest.BusyboxImage(t, ""), Labels: cLabels,
 		Cmd: []string{"sh", "-c", "echo kept > /data/f && exec sleep 3600"}},
-		&container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: legacyVolume, Target: "/data"}}}, nil, nil, docker.LegacyObjectName(owner, "web"))
+		&container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: legacyVolume, Target: "/data"}}}, nil, nil, core.LegacyObjectName(owner, "web"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestHostileALegacyNamedContainerMovesToTheNewNameWithItsVolumeData(t *testi
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if out, code := dockertest.Exec(t, docker.LegacyObjectName(owner, "web"), "cat", "/data/f"); code == 0 && strings.TrimSpace(out) == "kept" {
+		if out, code := dockertest.Exec(t, core.LegacyObjectName(owner, "web"), "cat", "/data/f"); code == 0 && strings.TrimSpace(out) == "kept" {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the legacy container wrote nothing: %q %d", out, code)
@@ -295,13 +296,13 @@ func TestHostileALegacyNamedContainerMovesToTheNewNameWithItsVolumeData(t *testi
 	if res.Plan.Count(ActionRecreate) != 1 || len(res.Plan.Actions) != 1 {
 		t.Errorf("plan: %+v", res.Plan.Actions)
 	}
-	if got := w.owned(owner); len(got) != 1 || got[0] != docker.ObjectName(owner, "web") {
+	if got := w.owned(owner); len(got) != 1 || got[0] != core.ObjectName(owner, "web") {
 		t.Fatalf("containers: %v", got)
 	}
-	if c := w.inspect(docker.ObjectName(owner, "web")); len(c.Volumes) != 1 || c.Volumes[0] != legacyVolume {
+	if c := w.inspect(core.ObjectName(owner, "web")); len(c.Volumes) != 1 || c.Volumes[0] != legacyVolume {
 		t.Errorf("volumes: %v", c.Volumes)
 	}
-	if out, code := dockertest.Exec(t, docker.ObjectName(owner, "web"), "cat", "/data/f"); code != 0 || strings.TrimSpace(out) != "kept" {
+	if out, code := dockertest.Exec(t, core.ObjectName(owner, "web"), "cat", "/data/f"); code != 0 || strings.TrimSpace(out) != "kept" {
 		t.Errorf("the data did not move: %q %d", out, code)
 	}
 	// And the next pass is a no-op.
@@ -325,7 +326,7 @@ func TestHostileNumbersAreRefusedBeforeAnythingIsMade(t *testing.T) {
 	} {
 		t.Run(tc.name+" are refused", func(t *testing.T) {
 			_, err := w.pass(w.push(owner, "nums", "version: 1\ncontainers:\n  x:\n    image: self\n    "+tc.container+"\n  y:\n    image: self\n    "+tc.container+"\n"))
-			wantReason(t, err, Stalled, "ValidationFailed")
+			wantReason(t, err, Stalled, core.ValidationFailed)
 			if !strings.Contains(err.Error(), "wm.yaml:5:") || !strings.Contains(err.Error(), tc.field) {
 				t.Errorf("message does not name the line and field %s: %v", tc.field, err)
 			}
@@ -374,10 +375,10 @@ func FuzzQuotaArithmetic(f *testing.F) {
 	f.Add(1, 2, int64(3), 0.5, math.MaxInt, -1, int64(math.MaxInt64), 1e308)
 	f.Add(0, 0, int64(0), 0.0, 0, 0, int64(-5), math.Copysign(0, -1))
 	f.Fuzz(func(t *testing.T, c1, g1 int, m1 int64, cpu1 float64, c2, g2 int, m2 int64, cpu2 float64) {
-		a := store.Usage{Containers: c1, GPUs: g1, MemoryBytes: m1, CPUs: cpu1, Ports: c1}
-		b := store.Usage{Containers: c2, GPUs: g2, MemoryBytes: m2, CPUs: cpu2, Pods: g2}
+		a := core.Usage{Containers: c1, GPUs: g1, MemoryBytes: m1, CPUs: cpu1, Ports: c1}
+		b := core.Usage{Containers: c2, GPUs: g2, MemoryBytes: m2, CPUs: cpu2, Pods: g2}
 		sum := a.Add(b)
-		for _, part := range []store.Usage{a, b} {
+		for _, part := range []core.Usage{a, b} {
 			if sum.Containers < part.Containers || sum.GPUs < part.GPUs || sum.MemoryBytes < part.MemoryBytes ||
 				!(sum.CPUs >= part.CPUs || math.IsNaN(part.CPUs)) || sum.Pods < part.Pods || sum.Ports < part.Ports {
 				t.Fatalf("%+v + %+v = %+v shrinks", a, b, sum)
@@ -420,7 +421,7 @@ func TestHostileOneGPUQuotaCoversContainersAndPodsTogether(t *testing.T) {
 		t.Fatalf("the first GPU, a pod: %v", err)
 	}
 	_, err = w.reconcile(w.push(student+"/box", gpuContainer))
-	wantReason(t, err, Stalled, "QuotaExceeded")
+	wantReason(t, err, Stalled, core.QuotaExceeded)
 	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") || len(w.hosts[0].Mutations()) != 0 {
 		t.Errorf("message %v, docker mutations %v", err, w.hosts[0].Mutations())
 	}
@@ -432,7 +433,7 @@ func TestHostileOneGPUQuotaCoversContainersAndPodsTogether(t *testing.T) {
 	}
 	w.mustReconcile(w.push(student+"/box", gpuContainer))
 	_, err = w.reconcile(w.push(student+"/pods", gpuPod))
-	wantReason(t, err, Stalled, "QuotaExceeded")
+	wantReason(t, err, Stalled, core.QuotaExceeded)
 	list, lerr := cluster.AdminClient(t).CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
 	if lerr != nil || len(list.Items) != 0 {
 		t.Errorf("a pod was made past the quota: %v %v", list, lerr)

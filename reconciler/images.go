@@ -6,7 +6,7 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -24,8 +24,8 @@ type imageResolver struct {
 	// repo looks up a repo's recorded state by key; ownerRepos lists an
 	// owner's (for shared/<owner>/<repo>, whose repo may sit below
 	// groups, and for the owner's own projects).
-	repo       func(key string) (store.RepoState, bool, error)
-	ownerRepos func(owner string) ([]store.RepoState, error)
+	repo       func(key string) (core.RepoState, bool, error)
+	ownerRepos func(owner string) ([]core.RepoState, error)
 }
 
 // resolve returns the reference for field (a path such as
@@ -34,7 +34,7 @@ func (ir imageResolver) resolve(repo Repo, rev, field, image string) (string, er
 	switch {
 	case image == schema.ImageSelf:
 		if ir.registry == "" {
-			return "", stalled("NoRegistry", "%s: %q needs the server config's registry.host, which is not set: ask the admins", field, image)
+			return "", stalled(core.NoRegistry, "%s: %q needs the server config's registry.host, which is not set: ask the admins", field, image)
 		}
 		return fmt.Sprintf("%s/%s:%s", ir.registry, strings.ToLower(repo.Key), rev), nil
 	case strings.HasPrefix(image, schema.SharedImagePrefix):
@@ -44,20 +44,20 @@ func (ir imageResolver) resolve(repo Repo, rev, field, image string) (string, er
 		}
 		switch {
 		case other == nil || !other.ImageShared:
-			return "", stalled("ImageNotShared", "%s: %s is not shared: the repo does not exist or its wm.yaml does not say \"share: true\"", field, image)
+			return "", stalled(core.ImageNotShared, "%s: %s is not shared: the repo does not exist or its wm.yaml does not say \"share: true\"", field, image)
 		case other.AppliedRevision == "":
-			return "", waiting("SharedImageNotBuilt", "%s: %s has no rolled-out commit yet", field, image)
+			return "", waiting(core.SharedImageNotBuilt, "%s: %s has no rolled-out commit yet", field, image)
 		}
 		return fmt.Sprintf("%s/%s:%s", ir.registry, strings.ToLower(other.Key), other.AppliedRevision), nil
 	}
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
-		return "", stalled("InvalidImage", "%s: %s is not an image reference", field, schema.Quote(image))
+		return "", stalled(core.InvalidImage, "%s: %s is not an image reference", field, schema.Quote(image))
 	}
 	named = reference.TagNameOnly(named)
 	ref := named.String()
 	if !ir.allows(ref) {
-		return "", stalled("ImageNotAllowed", "%s: %s is not from an allowed registry (allowed: %s)", field, ref, strings.Join(ir.allowedList(), ", "))
+		return "", stalled(core.ImageNotAllowed, "%s: %s is not from an allowed registry (allowed: %s)", field, ref, strings.Join(ir.allowedList(), ", "))
 	}
 	if path, ok := ir.underRegistry(named.Name()); ok {
 		if err := ir.mayUse(repo, field, path); err != nil {
@@ -100,7 +100,7 @@ func (ir imageResolver) mayUse(repo Repo, field, path string) error {
 			return nil
 		}
 	}
-	return stalled("ImageNotYours", "%s: %s/%s is another project's image: use %q for this repo's own image, or %sOWNER/REPO for an image its owner shares", field, ir.registry, path, schema.ImageSelf, schema.SharedImagePrefix)
+	return stalled(core.ImageNotYours, "%s: %s/%s is another project's image: use %q for this repo's own image, or %sOWNER/REPO for an image its owner shares", field, ir.registry, path, schema.ImageSelf, schema.SharedImagePrefix)
 }
 
 // sharedRepo finds the repo "<owner>/<repo>" names: a repo keyed so
@@ -108,7 +108,7 @@ func (ir imageResolver) mayUse(repo Repo, field, path string) error {
 // project below the students' groups) and that <owner> owns. It returns
 // nil when there is none; two such repos in different groups are
 // ambiguous, and the reference must then give the full project path.
-func (ir imageResolver) sharedRepo(rest string) (*store.RepoState, error) {
+func (ir imageResolver) sharedRepo(rest string) (*core.RepoState, error) {
 	if st, ok, err := ir.repo(rest); err != nil || ok {
 		if !ok {
 			return nil, err
@@ -123,13 +123,13 @@ func (ir imageResolver) sharedRepo(rest string) (*store.RepoState, error) {
 	if err != nil {
 		return nil, err
 	}
-	var match *store.RepoState
+	var match *core.RepoState
 	for i := range theirs {
 		if !strings.HasSuffix(strings.ToLower(theirs[i].Key), "/"+rest) {
 			continue
 		}
 		if match != nil {
-			return nil, stalled("ImageAmbiguous", "%s%s names both %s and %s: give the full project path, %s%s", schema.SharedImagePrefix, rest, match.Key, theirs[i].Key, schema.SharedImagePrefix, theirs[i].Key)
+			return nil, stalled(core.ImageAmbiguous, "%s%s names both %s and %s: give the full project path, %s%s", schema.SharedImagePrefix, rest, match.Key, theirs[i].Key, schema.SharedImagePrefix, theirs[i].Key)
 		}
 		match = &theirs[i]
 	}

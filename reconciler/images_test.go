@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 func TestImageResolution(t *testing.T) {
-	repos := map[string]store.RepoState{
+	repos := map[string]core.RepoState{
 		"bob/tools":  {Key: "bob/tools", Owner: "bob", ImageShared: true, AppliedRevision: "b0b"},
 		"carol/priv": {Key: "carol/priv", Owner: "carol", ImageShared: false, AppliedRevision: "c4"},
 		"dave/new":   {Key: "dave/new", Owner: "dave", ImageShared: true},
@@ -25,12 +25,12 @@ func TestImageResolution(t *testing.T) {
 		registry: "registry.example.edu:5000",
 		allowed:  []string{"docker.io/library", "ghcr.io/course/"},
 		public:   []string{"library/"},
-		repo: func(key string) (store.RepoState, bool, error) {
+		repo: func(key string) (core.RepoState, bool, error) {
 			r, ok := repos[key]
 			return r, ok, nil
 		},
-		ownerRepos: func(owner string) ([]store.RepoState, error) {
-			var theirs []store.RepoState
+		ownerRepos: func(owner string) ([]core.RepoState, error) {
+			var theirs []core.RepoState
 			for _, k := range sortedKeys(repos) {
 				if repos[k].Owner == owner {
 					theirs = append(theirs, repos[k])
@@ -41,7 +41,8 @@ func TestImageResolution(t *testing.T) {
 	}
 	alice := Repo{Key: "alice/Web", Owner: "alice"}
 	for _, tc := range []struct {
-		name, image, want, reason string
+		name, image, want string
+		reason            core.Reason
 	}{
 		{"self is the registry image of the project at the commit", "self", "registry.example.edu:5000/alice/web:abc123", ""},
 		{"a shared image resolves to its repo's rolled-out commit", "shared/bob/tools", "registry.example.edu:5000/bob/tools:b0b", ""},

@@ -11,9 +11,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
-	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -31,7 +31,7 @@ pods:
 func TestPodsWithoutAClusterAreAnAdminMatter(t *testing.T) {
 	w := newWorld(t)
 	_, err := w.reconcile(w.push("alice/ml", trainPod))
-	wantReason(t, err, Stalled, "NoKubernetes")
+	wantReason(t, err, Stalled, core.NoKubernetes)
 }
 
 // TestAOneGPUPodOnARealControlPlane: a wm.yaml with a 1-GPU pod produces
@@ -86,12 +86,12 @@ func TestAOneGPUPodOnARealControlPlane(t *testing.T) {
 	// second GPU before the cluster is asked, and the first pod stays.
 	w.push(student+"/ml", trainPod+"  second:\n    image: self\n    gpus: 1\n")
 	_, err = w.reconcile(repo)
-	wantReason(t, err, Stalled, "QuotaExceeded")
+	wantReason(t, err, Stalled, core.QuotaExceeded)
 	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") {
 		t.Errorf("message: %v", err)
 	}
 	st, _, _ := w.store.Repo(student + "/ml")
-	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "2 GPUs (quota 1)") {
+	if c := st.Condition(core.Stalled); c == nil || !strings.Contains(c.Message, "2 GPUs (quota 1)") {
 		t.Errorf("status: %+v", st.Conditions)
 	}
 	if _, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{}); err != nil {
@@ -156,7 +156,7 @@ func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
 
 	w.push(student+"/ml", pod(2))
 	_, err = w.reconcile(repo)
-	wantReason(t, err, Stalled, "PodRefused")
+	wantReason(t, err, Stalled, core.PodRefused)
 	if !strings.Contains(err.Error(), "pods.train: refused by your quota") || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Errorf("message: %v", err)
 	}
@@ -165,7 +165,7 @@ func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
 		t.Fatalf("the old pod did not stay: %v", gerr)
 	}
 	st, _, _ := w.store.Repo(repo.Key)
-	if c := st.Condition(store.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") || len(st.Pods) != 1 || st.Pods[0].Phase != "Pending" {
+	if c := st.Condition(core.Stalled); c == nil || !strings.Contains(c.Message, "refused by your quota") || len(st.Pods) != 1 || st.Pods[0].Phase != "Pending" {
 		t.Errorf("status: %+v, pods %+v", st.Conditions, st.Pods)
 	}
 
@@ -189,7 +189,7 @@ func TestARepoWithoutPodsGoesOnWhileTheClusterIsDown(t *testing.T) {
 	w.rec.cluster = kube.New(client, kube.Settings{Kubernetes: schema.Kubernetes{NamespacePrefix: "wm-", GPUResource: "nvidia.com/gpu"}, Quota: w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults})
 	w.mustReconcile(w.push("alice/web", webV1))
 	_, err = w.reconcile(w.push("alice/ml", trainPod))
-	wantReason(t, err, Waiting, "ClusterUnreachable")
+	wantReason(t, err, Waiting, core.ClusterUnreachable)
 }
 
 // reconcileWhenQuotaReady runs passes of repo until the new namespace's

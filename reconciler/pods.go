@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/whalemountain/wm/reconciler/kube"
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // observePods lists the owner's pods in the cluster, for the quota (all
@@ -25,15 +25,15 @@ func (r *Reconciler) observePods(ctx context.Context, p *pass) error {
 		return nil
 	}
 	if err != nil {
-		return waiting("ClusterUnreachable", "cannot read your pods in the cluster; everything stays as it is: %v", err)
+		return waiting(core.ClusterUnreachable, "cannot read your pods in the cluster; everything stays as it is: %v", err)
 	}
 	p.livePods = pods
 	return nil
 }
 
 // repoPods returns the live pods of the pass's repo.
-func (p *pass) repoPods() []kube.PodUsage {
-	var mine []kube.PodUsage
+func (p *pass) repoPods() []core.Pod {
+	var mine []core.Pod
 	for _, l := range p.livePods {
 		if l.Repo == p.repo.Key {
 			mine = append(mine, l)
@@ -62,8 +62,8 @@ func (r *Reconciler) checkAdmission(ctx context.Context, p *pass) error {
 	}
 	for _, a := range checks {
 		err := r.cluster.CheckPod(ctx, *a.Pod, a.Kind == ActionRecreate)
-		if errors.Is(err, kube.ErrRefused) {
-			return stalled("PodRefused", "%v; nothing was changed: what runs stays as it is", err)
+		if errors.Is(err, fault.Refused) {
+			return stalled(core.PodRefused, "%v; nothing was changed: what runs stays as it is", err)
 		}
 		if err != nil {
 			return podError(err)
@@ -106,14 +106,14 @@ func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
 }
 
 // podStatuses reads back the repo's pods as students see them.
-func (r *Reconciler) podStatuses(ctx context.Context, p *pass) ([]store.PodStatus, error) {
+func (r *Reconciler) podStatuses(ctx context.Context, p *pass) ([]core.PodStatus, error) {
 	if r.cluster == nil || p.clusterDown {
 		return nil, nil
 	}
 	sts, err := r.cluster.PodStatuses(ctx, p.repo.Owner, p.repo.Key)
-	var out []store.PodStatus
+	var out []core.PodStatus
 	for _, s := range sts {
-		out = append(out, store.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
+		out = append(out, core.PodStatus{Name: s.Name, Phase: s.Phase, Message: s.Message})
 	}
 	return out, err
 }
@@ -123,12 +123,12 @@ func podError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, kube.ErrNamespaceNotOurs):
-		return stalled("NamespaceNotOurs", "pods: %v", err)
-	case errors.Is(err, kube.ErrRefused):
-		return stalled("PodRefused", "%v", err)
-	case errors.Is(err, kube.ErrQuotaNotReady):
-		return waiting("QuotaNotReady", "%v", err)
+	case errors.Is(err, core.ErrNamespaceNotOurs):
+		return stalled(core.NamespaceNotOurs, "pods: %v", err)
+	case errors.Is(err, fault.Refused):
+		return stalled(core.PodRefused, "%v", err)
+	case errors.Is(err, fault.NotReady):
+		return waiting(core.QuotaNotReady, "%v", err)
 	}
 	return err
 }

@@ -17,12 +17,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/gitsource"
 	"github.com/whalemountain/wm/reconciler/health"
-	"github.com/whalemountain/wm/reconciler/kube"
-	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -39,58 +37,7 @@ type Registry interface {
 	Exists(ctx context.Context, ref string) (bool, error)
 }
 
-// Cluster is the Kubernetes backend as a pass uses it; *kube.Backend is
-// one. Which pods to create, recreate or remove is the plan's decision;
-// the cluster observes and carries out one step at a time.
-type Cluster interface {
-	// EnsureOwner makes the owner's namespace and what comes with it.
-	EnsureOwner(ctx context.Context, owner string) (int, error)
-	// OwnerPods lists the pods WhaleMountain runs for owner, with their
-	// repo, hash and resources.
-	OwnerPods(ctx context.Context, owner string) ([]kube.PodUsage, error)
-	// PodHash is the hash OwnerPods reports for a pod made from p.
-	PodHash(p kube.Pod) string
-	// CheckPod asks admission, changing nothing, whether p would be
-	// admitted; a refusal wraps kube.ErrRefused.
-	CheckPod(ctx context.Context, p kube.Pod, replacing bool) error
-	// ApplyPod creates p or replaces the live pod of its name.
-	ApplyPod(ctx context.Context, p kube.Pod, replacing bool) error
-	// DeletePod deletes a pod of owner's repo.
-	DeletePod(ctx context.Context, owner, repo, name string) error
-	// PodStatuses reads back a repo's pods.
-	PodStatuses(ctx context.Context, owner, repo string) ([]kube.PodStatus, error)
-	// RemoveOwner deletes the owner's namespace.
-	RemoveOwner(ctx context.Context, owner string) error
-}
-
-var _ Cluster = (*kube.Backend)(nil)
-
-// SIFBuilder builds Singularity images; *sif.Builder is one.
-type SIFBuilder interface {
-	Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (sif.Result, error)
-}
-
-// Engine is one Docker host as a pass uses it.
-type Engine interface {
-	Name() string
-	ListManaged(ctx context.Context) ([]docker.Container, error)
-	ListOwned(ctx context.Context, owner string) ([]docker.Container, error)
-	Create(ctx context.Context, spec docker.Spec) (docker.Container, error)
-	Start(ctx context.Context, name string) error
-	Stop(ctx context.Context, name string, timeout time.Duration) error
-	Remove(ctx context.Context, name string) error
-	Rename(ctx context.Context, name, to string) error
-	ListVolumes(ctx context.Context) ([]docker.Volume, error)
-	RemoveVolume(ctx context.Context, name string) error
-	ImageExists(ctx context.Context, ref string) (bool, error)
-	Pull(ctx context.Context, ref string, auth *docker.Auth) error
-}
-
-var (
-	_ GitSource = (*gitsource.Source)(nil)
-	_ Engine    = (*docker.Engine)(nil)
-	_ Engine    = (*docker.Fake)(nil)
-)
+var _ GitSource = (*gitsource.Source)(nil)
 
 // WmFile is the name of the file a repo declares itself in.
 const WmFile = "wm.yaml"
@@ -105,19 +52,19 @@ const StopTimeout = 10 * time.Second
 type Reconciler struct {
 	cfg     *schema.ServerConfig
 	git     GitSource
-	engines []Engine // in the config's host order
+	engines []core.Engine // in the config's host order
 	hosts   map[string]schema.DockerHost
 	store   *store.Store
 	images  imageResolver
-	auth    *docker.Auth
+	auth    *core.RegistryAuth
 	now     func() time.Time
 	log     *slog.Logger
 	// Progress, when set, is told the stage of a pass before each slow one.
 	progress func(repo, stage string)
 	reporter Reporter
 	registry Registry
-	cluster  Cluster
-	sif      SIFBuilder
+	cluster  core.Cluster
+	sif      core.SIFBuilder
 
 	ownerLocks sync.Map // owner → *sync.Mutex
 }
@@ -149,10 +96,10 @@ func WithReporter(rep Reporter) Option { return func(r *Reconciler) { r.reporter
 
 // WithSIFBuilder builds wm.yaml's Singularity images into the artifacts
 // folder of the server config.
-func WithSIFBuilder(b SIFBuilder) Option { return func(r *Reconciler) { r.sif = b } }
+func WithSIFBuilder(b core.SIFBuilder) Option { return func(r *Reconciler) { r.sif = b } }
 
 // WithCluster runs wm.yaml's pods on a Kubernetes cluster.
-func WithCluster(c Cluster) Option { return func(r *Reconciler) { r.cluster = c } }
+func WithCluster(c core.Cluster) Option { return func(r *Reconciler) { r.cluster = c } }
 
 // WithRegistry gates rollouts on the registry: an image of the configured
 // registry that is not on a host is first looked up there, and a commit
@@ -162,11 +109,11 @@ func WithRegistry(reg Registry) Option { return func(r *Reconciler) { r.registry
 
 // WithRegistryAuth sets the credentials used to pull from the configured
 // registry (and only from it).
-func WithRegistryAuth(a *docker.Auth) Option { return func(r *Reconciler) { r.auth = a } }
+func WithRegistryAuth(a *core.RegistryAuth) Option { return func(r *Reconciler) { r.auth = a } }
 
 // New returns a Reconciler over the given git source, engines (one per
 // configured Docker host, in any order) and store.
-func New(cfg *schema.ServerConfig, git GitSource, engines []Engine, st *store.Store, opts ...Option) (*Reconciler, error) {
+func New(cfg *schema.ServerConfig, git GitSource, engines []core.Engine, st *store.Store, opts ...Option) (*Reconciler, error) {
 	r := &Reconciler{
 		cfg:   cfg,
 		git:   git,
@@ -182,7 +129,7 @@ func New(cfg *schema.ServerConfig, git GitSource, engines []Engine, st *store.St
 		now: time.Now,
 		log: slog.New(slog.DiscardHandler),
 	}
-	byName := map[string]Engine{}
+	byName := map[string]core.Engine{}
 	for _, e := range engines {
 		byName[e.Name()] = e
 	}
@@ -209,16 +156,16 @@ type Result struct {
 	// HeldRemovals counts removals the prune limit held back.
 	HeldRemovals int
 	// Containers is the state of the repo's containers after the pass.
-	Containers []store.ContainerStatus
+	Containers []core.ContainerStatus
 	// Ready is true when every container is as wm.yaml asks.
 	Ready bool
 	// Usage is what the repo's wm.yaml counts against the quota, and
 	// OwnerUsage what all the owner's repos would count with it.
-	Usage, OwnerUsage store.Usage
+	Usage, OwnerUsage core.Usage
 	// Pods is the state of the repo's Kubernetes pods after the pass.
-	Pods []store.PodStatus
+	Pods []core.PodStatus
 	// SIFs are the repo's Singularity images after the pass.
-	SIFs []store.SIFStatus
+	SIFs []core.SIFStatus
 	// Message says in a line what happened or why not.
 	Message string
 }
@@ -227,7 +174,7 @@ type Result struct {
 type pass struct {
 	repo   Repo
 	dryRun bool
-	state  store.RepoState
+	state  core.RepoState
 	rev    string
 	file   *schema.File
 	// ownerLive are the owner's containers on every host, live the
@@ -245,13 +192,13 @@ type pass struct {
 	desired []Desired
 	// livePods are the owner's pods in the cluster (all their repos),
 	// pods those this repo declares.
-	livePods []kube.PodUsage
-	pods     []kube.Pod
+	livePods []core.Pod
+	pods     []core.PodSpec
 	// clusterDown marks a pass of a repo without pods that went on while
 	// the cluster could not be reached.
 	clusterDown bool
 	sifRefs     map[string]string // SIF name → resolved image reference
-	usage       store.Usage
+	usage       core.Usage
 	expired     bool
 	res         Result
 	// loaded is the repo's state as the pass found it, encoded: a pass
@@ -384,10 +331,13 @@ func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
 		}
 	}
 	if p.res.HeldRemovals > 0 {
-		return p.res, stalled("PruneHeld", "%d removal(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
+		return p.res, stalled(core.PruneHeld, "%d removal(s) of the retired repo %s held by the prune limit", p.res.HeldRemovals, repo.Key)
 	}
 	for _, s := range state.SIFs {
-		if err := sif.Remove(s.Path); err != nil {
+		if r.sif == nil {
+			break // this server builds no SIFs any more, and removes none
+		}
+		if err := r.sif.Remove(s.Path); err != nil {
 			return p.res, fmt.Errorf("remove a SIF of the retired repo %s: %w", repo.Key, err)
 		}
 	}
@@ -409,17 +359,17 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 	rev, err := r.git.Head(ctx, p.repo.URL, p.repo.Branch)
 	switch {
 	case errors.Is(err, gitsource.ErrBranchNotFound):
-		return stalled("BranchNotFound", "branch %s not found in %s", p.repo.Branch, gitsource.ScrubURL(p.repo.URL))
+		return stalled(core.BranchNotFound, "branch %s not found in %s", p.repo.Branch, gitsource.ScrubURL(p.repo.URL))
 	case errors.Is(err, gitsource.ErrUnreachable):
-		return waiting("SourceUnreachable", "cannot reach the repo; everything stays as it is: %v", err)
+		return waiting(core.SourceUnreachable, "cannot reach the repo; everything stays as it is: %v", err)
 	case errors.Is(err, gitsource.ErrRepoNotFound), errors.Is(err, gitsource.ErrAccessDenied):
-		return stalled("RepoNotAccessible", "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
+		return stalled(core.RepoNotAccessible, "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
 	case err != nil:
 		return fmt.Errorf("read branch head: %w", err)
 	}
 	p.rev = rev
 	p.res.Revision = rev
-	if c := p.state.Condition(store.Stalled); !p.dryRun && c != nil && c.Status && studentFixes[c.Reason] && p.state.ObservedRevision == rev {
+	if c := p.state.Condition(core.Stalled); !p.dryRun && c != nil && c.Status && studentFixes[c.Reason] && p.state.ObservedRevision == rev {
 		p.unchanged = true
 		return &PassError{Outcome: Stalled, Reason: c.Reason, Err: errors.New(c.Message)}
 	}
@@ -433,29 +383,29 @@ func (r *Reconciler) fetch(ctx context.Context, p *pass) error {
 // studentFixes are the stalled reasons only a new commit can clear: a pass
 // of the same revision is not worth redoing (quota, names and admin config
 // can change under an unchanged commit, so they are retried).
-var studentFixes = map[string]bool{"ValidationFailed": true, "NoWmYaml": true}
+var studentFixes = map[core.Reason]bool{core.ValidationFailed: true, core.NoWmYaml: true}
 
 // parse reads and validates wm.yaml at the head.
 func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 	data, err := r.git.ReadFile(ctx, p.repo.URL, p.repo.Branch, p.rev, WmFile, schema.MaxFileSize+1)
 	switch {
 	case errors.Is(err, gitsource.ErrFileNotFound):
-		return stalled("NoWmYaml", "no %s at %s: nothing was changed (to remove everything, commit a %s with only \"version: 1\")", WmFile, short(p.rev), WmFile)
+		return stalled(core.NoWmYaml, "no %s at %s: nothing was changed (to remove everything, commit a %s with only \"version: 1\")", WmFile, short(p.rev), WmFile)
 	case errors.Is(err, gitsource.ErrTooLarge):
 		// Parse reports the size with its usual message.
 	case errors.Is(err, gitsource.ErrRevisionNotFound):
 		// Force-pushed away, or announced before it could be fetched.
-		return waiting("RevisionNotVisible", "commit %s cannot be fetched (yet); everything stays as it is", short(p.rev))
+		return waiting(core.RevisionNotVisible, "commit %s cannot be fetched (yet); everything stays as it is", short(p.rev))
 	case errors.Is(err, gitsource.ErrUnreachable):
-		return waiting("SourceUnreachable", "cannot reach the repo; everything stays as it is: %v", err)
+		return waiting(core.SourceUnreachable, "cannot reach the repo; everything stays as it is: %v", err)
 	case errors.Is(err, gitsource.ErrRepoNotFound), errors.Is(err, gitsource.ErrAccessDenied):
-		return stalled("RepoNotAccessible", "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
+		return stalled(core.RepoNotAccessible, "WhaleMountain cannot read the repo (ask the admins); everything stays as it is: %v", err)
 	case err != nil:
 		return fmt.Errorf("read %s: %w", WmFile, err)
 	}
 	f, err := schema.Parse(WmFile, bytes.NewReader(data))
 	if err != nil {
-		return stalled("ValidationFailed", "%s is invalid at %s; nothing was changed:\n%v", WmFile, short(p.rev), err)
+		return stalled(core.ValidationFailed, "%s is invalid at %s; nothing was changed:\n%v", WmFile, short(p.rev), err)
 	}
 	p.file = f
 	if at, ok := f.ExpiresAt(); ok && !r.now().Before(at) {
@@ -504,7 +454,7 @@ func (r *Reconciler) everyone(ctx context.Context, p *pass) ([]Live, error) {
 	if p.allListed {
 		return p.allLive, nil
 	}
-	all, _, err := r.listEach(ctx, func(e Engine) ([]docker.Container, error) { return e.ListManaged(ctx) })
+	all, _, err := r.listEach(ctx, func(e core.Engine) ([]core.Container, error) { return e.ListManaged(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -515,13 +465,13 @@ func (r *Reconciler) everyone(ctx context.Context, p *pass) ([]Live, error) {
 // listOwned lists owner's containers on every host that answers; those
 // that cannot be reached are named in down.
 func (r *Reconciler) listOwned(ctx context.Context, owner string) ([]Live, map[string]error, error) {
-	return r.listEach(ctx, func(e Engine) ([]docker.Container, error) { return e.ListOwned(ctx, owner) })
+	return r.listEach(ctx, func(e core.Engine) ([]core.Container, error) { return e.ListOwned(ctx, owner) })
 }
 
 // listEach lists the containers of every host. A host that cannot be
 // reached (fault.Unreachable) is left out and named in down, so that it
 // fails only what lives there; any other error fails the listing.
-func (r *Reconciler) listEach(ctx context.Context, list func(Engine) ([]docker.Container, error)) (all []Live, down map[string]error, err error) {
+func (r *Reconciler) listEach(ctx context.Context, list func(core.Engine) ([]core.Container, error)) (all []Live, down map[string]error, err error) {
 	for _, e := range r.engines {
 		cs, err := list(e)
 		if errors.Is(err, fault.Unreachable) && ctx.Err() == nil {
@@ -543,11 +493,11 @@ func (r *Reconciler) listEach(ctx context.Context, list func(Engine) ([]docker.C
 
 // owns reports whether a live container carries the repo's labels: the
 // only containers a pass of the repo may change.
-func (repo Repo) owns(c docker.Container) bool {
-	return c.Labels[docker.LabelOwner] == repo.Owner && c.Labels[docker.LabelRepo] == repo.Key
+func (repo Repo) owns(c core.Container) bool {
+	return c.Owner == repo.Owner && c.Repo == repo.Key
 }
 
-// resolve turns every container of wm.yaml into a placed docker.Spec with
+// resolve turns every container of wm.yaml into a placed core.ContainerSpec with
 // its image reference, limits and the host ports it already holds (a port
 // it does not hold yet stays 0 until the container is really created), and
 // every pod and SIF into its image reference. Nothing is reserved here: a
@@ -579,7 +529,7 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 				}
 				load[l.Host]++
 				if l.Running && !p.repo.owns(l.Container) {
-					gpusUsed[l.Host] += labelInt(l.Labels, docker.LabelGPUs)
+					gpusUsed[l.Host] += l.GPUs
 				}
 			}
 			break
@@ -588,10 +538,10 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 	for _, name := range sortedKeys(p.file.Containers) {
 		c := p.file.Containers[name]
 		field := "containers." + name
-		full := docker.ObjectName(p.repo.Owner, name)
+		full := core.ObjectName(p.repo.Owner, name)
 		for _, l := range p.ownerLive {
-			if local, ok := identity(l.Container); ok && local == name && l.Labels[docker.LabelOwner] == p.repo.Owner && !p.repo.owns(l.Container) {
-				return stalled("NameTaken", "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Labels[docker.LabelRepo])
+			if local, ok := identity(l.Container); ok && local == name && l.Owner == p.repo.Owner && !p.repo.owns(l.Container) {
+				return stalled(core.NameTaken, "%s: the container name %s is already used by your repo %s; rename it in one of them", field, full, l.Repo)
 			}
 		}
 		image, err := r.images.resolve(p.repo, p.rev, field+".image", c.Image)
@@ -602,8 +552,17 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		current := mine[name]
 		host := hostOf(current)
 		if !holds(current, c) {
+			was := host
 			if host, err = r.place(full, c.GPUs, host, gpusUsed, load, p.down); err != nil {
 				return err
+			}
+			if host != was {
+				// The next container of this pass sees it placed: a
+				// new repo spreads over the hosts, not onto one.
+				load[host]++
+				if current != nil {
+					load[was]--
+				}
 			}
 		}
 		if running {
@@ -616,7 +575,7 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		spec := r.containerSpec(p.repo, name, c, image, ports, running, r.volumeNames(p, name, c))
 		if spec.NanoCPUs <= 0 || spec.MemoryBytes <= 0 {
 			// 0 means "no limit" to Docker: never let a rounding get there.
-			return stalled("InvalidLimits", "%s: cpus and memory must be more than 0", field)
+			return stalled(core.InvalidLimits, "%s: cpus and memory must be more than 0", field)
 		}
 		p.desired = append(p.desired, Desired{Host: host, Spec: spec})
 		p.usage.Containers++
@@ -639,7 +598,7 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		pod := p.file.Pods[name]
 		for _, l := range p.livePods {
 			if l.Name == name && l.Repo != p.repo.Key {
-				return stalled("NameTaken", "pods.%s: the pod name %s is already used by your repo %s; rename it in one of them", name, name, l.Repo)
+				return stalled(core.NameTaken, "pods.%s: the pod name %s is already used by your repo %s; rename it in one of them", name, name, l.Repo)
 			}
 		}
 		image, err := r.images.resolve(p.repo, p.rev, "pods."+name+".image", pod.Image)
@@ -650,11 +609,11 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			continue // a pod cannot be stopped: after expiry it is not run
 		}
 		cpus, memory := r.limits(pod.CPUs, pod.Memory)
-		kp := kube.Pod{Owner: p.repo.Owner, Repo: p.repo.Key, Name: name, Image: image,
+		kp := core.PodSpec{Owner: p.repo.Owner, Repo: p.repo.Key, Name: name, Image: image,
 			Entrypoint: pod.Entrypoint, Command: pod.Command, Env: pod.Env, Workdir: pod.Workdir,
 			GPUs: pod.GPUs, CPUs: cpus, MemoryBytes: quantityBytes(memory), Restart: pod.Restart}
 		if math.Round(kp.CPUs*1000) <= 0 || kp.MemoryBytes <= 0 {
-			return stalled("InvalidLimits", "pods.%s: cpus and memory must be more than 0", name)
+			return stalled(core.InvalidLimits, "pods.%s: cpus and memory must be more than 0", name)
 		}
 		p.pods = append(p.pods, kp)
 		p.usage.Pods++
@@ -663,10 +622,10 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		p.usage.MemoryBytes += kp.MemoryBytes
 	}
 	if len(p.file.Singularity) > 0 && r.sif == nil {
-		return stalled("NoSIFBuilder", "singularity: this WhaleMountain does not build Singularity images (ask the admins)")
+		return stalled(core.NoSIFBuilder, "singularity: this WhaleMountain does not build Singularity images (ask the admins)")
 	}
 	if len(p.file.Pods) > 0 && r.cluster == nil {
-		return stalled("NoKubernetes", "pods: this WhaleMountain has no Kubernetes cluster configured, so pods cannot run (ask the admins)")
+		return stalled(core.NoKubernetes, "pods: this WhaleMountain has no Kubernetes cluster configured, so pods cannot run (ask the admins)")
 	}
 	p.resolved = true
 	return nil
@@ -675,12 +634,12 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 // identity returns the wm.yaml name of a managed container that carries its
 // own name, new or legacy, and false for anything else (a container set
 // aside during a recreation, which pairs with nothing and is removed).
-func identity(c docker.Container) (string, bool) {
-	owner, local := c.Labels[docker.LabelOwner], c.Labels[docker.LabelName]
+func identity(c core.Container) (string, bool) {
+	owner, local := c.Owner, c.LocalName
 	if owner == "" || local == "" {
 		return "", false
 	}
-	return local, c.Name == docker.ObjectName(owner, local) || c.Name == docker.LegacyObjectName(owner, local)
+	return local, c.Name == core.ObjectName(owner, local) || c.Name == core.LegacyObjectName(owner, local)
 }
 
 // hostsNeeded fails the pass, waiting, when a Docker host that could not be
@@ -698,7 +657,7 @@ func (p *pass) hostsNeeded(mine map[string]*Live) error {
 	}
 	slices.Sort(hosts)
 	wait := func(what string) error {
-		return waiting("HostUnreachable", "Docker host %s cannot be reached and %s; what runs stays as it is: %v", strings.Join(hosts, ", "), what, p.down[hosts[0]])
+		return waiting(core.HostUnreachable, "Docker host %s cannot be reached and %s; what runs stays as it is: %v", strings.Join(hosts, ", "), what, p.down[hosts[0]])
 	}
 	for _, o := range p.state.Inventory {
 		if _, isDown := p.down[o.Host]; isDown && o.Kind == "container" {
@@ -722,11 +681,11 @@ func holds(l *Live, c schema.Container) bool {
 	if l == nil {
 		return false
 	}
-	if c.GPUs > 0 && (!l.Running || labelInt(l.Labels, docker.LabelGPUs) < c.GPUs) {
+	if c.GPUs > 0 && (!l.Running || l.GPUs < c.GPUs) {
 		return false
 	}
 	for _, guest := range c.Ports {
-		if !slices.ContainsFunc(l.Ports, func(b docker.PortBinding) bool { return b.Guest == guest }) {
+		if !slices.ContainsFunc(l.Ports, func(b core.PortBinding) bool { return b.Guest == guest }) {
 			return false
 		}
 	}
@@ -744,8 +703,8 @@ func hostOf(l *Live) string {
 // already holds: bound on its live container, or allocated to its name and
 // free. A guest port that holds none gets 0; apply allocates it when the
 // container is created, so nothing is reserved for a file that is refused.
-func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken map[int]string) ([]docker.PortBinding, error) {
-	var ports []docker.PortBinding
+func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken map[int]string) ([]core.PortBinding, error) {
+	var ports []core.PortBinding
 	for _, guest := range guests {
 		host := 0
 		if current != nil {
@@ -764,7 +723,7 @@ func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken m
 				host = held
 			}
 		}
-		ports = append(ports, docker.PortBinding{Guest: guest, Host: host})
+		ports = append(ports, core.PortBinding{Guest: guest, Host: host})
 	}
 	return ports, nil
 }
@@ -775,7 +734,7 @@ func (r *Reconciler) heldPorts(full string, current *Live, guests []int, taken m
 func (r *Reconciler) volumeNames(p *pass, name string, c schema.Container) map[string]string {
 	mounted := map[string]bool{}
 	for _, l := range p.ownerLive {
-		if l.Labels[docker.LabelOwner] == p.repo.Owner {
+		if l.Owner == p.repo.Owner {
 			for _, v := range l.Volumes {
 				mounted[v] = true
 			}
@@ -783,8 +742,8 @@ func (r *Reconciler) volumeNames(p *pass, name string, c schema.Container) map[s
 	}
 	out := map[string]string{}
 	for vol := range c.Volumes {
-		out[vol] = docker.ObjectName(p.repo.Owner, vol)
-		if legacy := docker.LegacyObjectName(p.repo.Owner, vol); mounted[legacy] && !mounted[out[vol]] {
+		out[vol] = core.ObjectName(p.repo.Owner, vol)
+		if legacy := core.LegacyObjectName(p.repo.Owner, vol); mounted[legacy] && !mounted[out[vol]] {
 			out[vol] = legacy
 		}
 	}
@@ -804,14 +763,14 @@ func (r *Reconciler) limits(cpus *float64, memory string) (float64, string) {
 }
 
 // containerSpec builds the engine spec of one wm.yaml container.
-func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []docker.PortBinding, running bool, volumes map[string]string) docker.Spec {
+func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, image string, ports []core.PortBinding, running bool, volumes map[string]string) core.ContainerSpec {
 	cpus, memory := r.limits(c.CPUs, c.Memory)
-	var mounts []docker.Mount
+	var mounts []core.Mount
 	for _, vol := range sortedKeys(c.Volumes) {
-		mounts = append(mounts, docker.Mount{Volume: volumes[vol], Target: c.Volumes[vol]})
+		mounts = append(mounts, core.Mount{Volume: volumes[vol], Target: c.Volumes[vol]})
 	}
-	return docker.Spec{
-		Name:        docker.ObjectName(repo.Owner, name),
+	return core.ContainerSpec{
+		Name:        core.ObjectName(repo.Owner, name),
 		Owner:       repo.Owner,
 		Repo:        repo.Key,
 		LocalName:   name,
@@ -823,7 +782,7 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 		User:        c.User,
 		Ports:       ports,
 		Mounts:      mounts,
-		Network:     docker.NetworkName(r.cfg.Instance, repo.Owner),
+		Network:     core.NetworkName(r.cfg.Instance, repo.Owner),
 		GPUs:        c.GPUs,
 		NanoCPUs:    int64(math.Round(cpus * 1e9)),
 		MemoryBytes: quantityBytes(memory),
@@ -850,7 +809,7 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 		}
 	}
 	if best == "" {
-		return "", waiting("NoCapacity", "no Docker host has %d free GPU(s) for %s", gpus, name)
+		return "", waiting(core.NoCapacity, "no Docker host has %d free GPU(s) for %s", gpus, name)
 	}
 	return best, nil
 }
@@ -863,7 +822,7 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 	total := p.usage
 	for _, l := range p.ownerLive {
-		if l.Labels[docker.LabelOwner] == p.repo.Owner && l.Labels[docker.LabelRepo] != p.repo.Key {
+		if l.Owner == p.repo.Owner && l.Repo != p.repo.Key {
 			total = total.Add(r.liveUsage(l))
 		}
 	}
@@ -871,11 +830,11 @@ func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 		if pod.Repo == p.repo.Key || pod.Phase == "Succeeded" || pod.Phase == "Failed" {
 			continue
 		}
-		total = total.Add(store.Usage{Pods: 1, GPUs: pod.GPUs, CPUs: pod.CPUs, MemoryBytes: pod.MemoryBytes})
+		total = total.Add(core.Usage{Pods: 1, GPUs: pod.GPUs, CPUs: pod.CPUs, MemoryBytes: pod.MemoryBytes})
 	}
 	p.res.Usage, p.res.OwnerUsage = p.usage, total
 	if over := overQuota(total, r.cfg.Policy.Quota); len(over) > 0 {
-		return stalled("QuotaExceeded", "over your quota with all your repos together: %s; nothing was changed", strings.Join(over, ", "))
+		return stalled(core.QuotaExceeded, "over your quota with all your repos together: %s; nothing was changed", strings.Join(over, ", "))
 	}
 	return nil
 }
@@ -884,18 +843,17 @@ func (r *Reconciler) checkQuota(_ context.Context, p *pass) error {
 // read from its labels. A container set aside during a recreation is on
 // its way out and counts nothing; one made before the limits were
 // labelled counts the policy's defaults.
-func (r *Reconciler) liveUsage(l Live) store.Usage {
+func (r *Reconciler) liveUsage(l Live) core.Usage {
 	if _, ok := identity(l.Container); !ok {
-		return store.Usage{}
+		return core.Usage{}
 	}
-	u := store.Usage{Containers: 1, Ports: len(l.Ports)}
+	u := core.Usage{Containers: 1, Ports: len(l.Ports)}
 	if !l.Running {
 		return u
 	}
-	u.GPUs = labelInt(l.Labels, docker.LabelGPUs)
-	nano, err1 := strconv.ParseInt(l.Labels[docker.LabelNanoCPUs], 10, 64)
-	mem, err2 := strconv.ParseInt(l.Labels[docker.LabelMemory], 10, 64)
-	if err1 != nil || err2 != nil {
+	u.GPUs = l.GPUs
+	nano, mem := l.NanoCPUs, l.MemoryBytes
+	if !l.LimitsKnown {
 		cpus, memory := r.limits(nil, "")
 		nano, mem = int64(math.Round(cpus*1e9)), quantityBytes(memory)
 	}
@@ -904,7 +862,7 @@ func (r *Reconciler) liveUsage(l Live) store.Usage {
 }
 
 // overQuota lists, in words, every part of total that q does not allow.
-func overQuota(total store.Usage, q schema.Quota) []string {
+func overQuota(total core.Usage, q schema.Quota) []string {
 	var over []string
 	for _, n := range []struct {
 		what       string
@@ -996,11 +954,11 @@ func (r *Reconciler) gateImages(ctx context.Context, p *pass) error {
 		exists, err := r.registry.Exists(ctx, image)
 		switch {
 		case err != nil:
-			return waiting("RegistryUnreachable", "cannot ask the registry for %s; what runs stays as it is: %v", image, err)
+			return waiting(core.RegistryUnreachable, "cannot ask the registry for %s; what runs stays as it is: %v", image, err)
 		case !exists && strings.HasSuffix(image, ":"+p.rev):
-			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", image)
+			return waiting(core.WaitingForImage, "waiting for CI to push %s; what runs stays as it is", image)
 		case !exists:
-			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", image)
+			return waiting(core.ImageNotFound, "image %s not found; what runs stays as it is", image)
 		}
 	}
 	return nil
@@ -1017,7 +975,7 @@ func (r *Reconciler) ownImage(image string) bool {
 func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 	for _, hi := range p.toPull {
 		host, image := hi[0], hi[1]
-		var auth *docker.Auth
+		var auth *core.RegistryAuth
 		if r.ownImage(image) {
 			auth = r.auth
 		}
@@ -1026,12 +984,12 @@ func (r *Reconciler) pullImages(ctx context.Context, p *pass) error {
 		}
 		err := r.engine(host).Pull(ctx, image, auth)
 		switch {
-		case errors.Is(err, docker.ErrImageNotFound) && strings.HasSuffix(image, ":"+p.rev):
-			return waiting("WaitingForImage", "waiting for CI to push %s; what runs stays as it is", image)
-		case errors.Is(err, docker.ErrImageNotFound):
-			return waiting("ImageNotFound", "image %s not found; what runs stays as it is", image)
+		case errors.Is(err, core.ErrImageNotFound) && strings.HasSuffix(image, ":"+p.rev):
+			return waiting(core.WaitingForImage, "waiting for CI to push %s; what runs stays as it is", image)
+		case errors.Is(err, core.ErrImageNotFound):
+			return waiting(core.ImageNotFound, "image %s not found; what runs stays as it is", image)
 		case err != nil:
-			return waiting("ImagePullFailed", "cannot pull %s; what runs stays as it is: %v", image, err)
+			return waiting(core.ImagePullFailed, "cannot pull %s; what runs stays as it is: %v", image, err)
 		}
 	}
 	return nil
@@ -1065,9 +1023,6 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 		return nil, err
 	}
 	var problems []string
-	for _, h := range sortedKeys(down) {
-		problems = append(problems, fmt.Sprintf("Docker host %s cannot be reached: %v", h, down[h]))
-	}
 	byName := map[string]*Live{}
 	for i := range all {
 		if p.repo.owns(all[i].Container) {
@@ -1077,8 +1032,8 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 	p.res.Containers = nil
 	for _, d := range p.desired {
 		l := byName[d.Spec.Name]
-		var c *docker.Container
-		st := store.ContainerStatus{Name: d.Spec.LocalName, Host: d.Host}
+		var c *core.Container
+		st := core.ContainerStatus{Name: d.Spec.LocalName, Host: d.Host}
 		if l != nil {
 			c = &l.Container
 			st.Host = l.Host
@@ -1089,6 +1044,12 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 			}
 		}
 		h, msg := health.Container(c, d.Spec.Running)
+		if herr, isDown := down[st.Host]; isDown && l == nil {
+			// Its host did not answer: what it runs is not known, and
+			// the repos on the other hosts are no worse for it.
+			h, msg = health.Unknown, fmt.Sprintf("Docker host %s cannot be reached: %v", st.Host, herr)
+			st.State = "unknown"
+		}
 		st.Health = string(h)
 		if h != health.Healthy && h != health.Suspended {
 			problems = append(problems, d.Spec.LocalName+": "+msg)
@@ -1136,7 +1097,7 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 	}
 	now := r.now()
 	st := &p.state
-	result := "Applied"
+	result := core.Applied
 	if err == nil {
 		st.AppliedRevision = p.rev
 		st.Usage = p.usage
@@ -1149,28 +1110,28 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		} else {
 			st.ImageDescription, st.ImageShared = "", false
 		}
-		reason := "Applied"
+		reason := core.Applied
 		switch {
 		case p.expired:
-			reason = "Expired"
+			reason = core.Expired
 		case p.res.HeldRemovals > 0:
-			reason = "PruneHeld"
+			reason = core.PruneHeld
 		case !p.res.Ready:
-			reason = "NotHealthy"
+			reason = core.NotHealthy
 		}
 		result = reason
-		st.SetCondition(store.Condition{Type: store.Ready, Status: p.res.Ready && p.res.HeldRemovals == 0, Reason: reason, Message: p.res.Message}, now)
-		st.SetCondition(store.Condition{Type: store.Reconciling, Status: false, Reason: "Done"}, now)
-		st.SetCondition(store.Condition{Type: store.Stalled, Status: false, Reason: "Done"}, now)
+		st.SetCondition(core.Condition{Type: core.Ready, Status: p.res.Ready && p.res.HeldRemovals == 0, Reason: reason, Message: p.res.Message}, now)
+		st.SetCondition(core.Condition{Type: core.Reconciling, Status: false, Reason: core.Done}, now)
+		st.SetCondition(core.Condition{Type: core.Stalled, Status: false, Reason: core.Done}, now)
 	} else {
 		if p.statusRead {
 			st.Containers, st.Pods = p.res.Containers, p.res.Pods
 		}
 		outcome, reason := Classify(err)
 		result = reason
-		st.SetCondition(store.Condition{Type: store.Ready, Status: false, Reason: reason, Message: err.Error()}, now)
-		st.SetCondition(store.Condition{Type: store.Reconciling, Status: outcome != Stalled, Reason: outcome.String()}, now)
-		st.SetCondition(store.Condition{Type: store.Stalled, Status: outcome == Stalled, Reason: reason, Message: err.Error()}, now)
+		st.SetCondition(core.Condition{Type: core.Ready, Status: false, Reason: reason, Message: err.Error()}, now)
+		st.SetCondition(core.Condition{Type: core.Reconciling, Status: outcome != Stalled, Reason: outcome.Reason()}, now)
+		st.SetCondition(core.Condition{Type: core.Stalled, Status: outcome == Stalled, Reason: reason, Message: err.Error()}, now)
 	}
 	if len(p.res.Plan.Actions) == 0 && equalJSON(*st, p.loaded) {
 		// Nothing changed and nothing was done: a no-op pass writes
@@ -1181,7 +1142,7 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 	if werr := r.store.PutRepo(*st); werr != nil {
 		return werr
 	}
-	return r.store.AddPass(p.repo.Key, store.Pass{
+	return r.store.AddPass(p.repo.Key, core.Pass{
 		Start: start, Duration: now.Sub(start), Revision: p.rev, Result: result,
 		Message: firstLine(p.res.Message), Changes: len(p.res.Plan.Actions),
 	})
@@ -1189,8 +1150,8 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 
 // equalJSON reports whether v encodes to the JSON in want, the time of
 // the last pass set aside.
-func equalJSON(v store.RepoState, want []byte) bool {
-	var prev store.RepoState
+func equalJSON(v core.RepoState, want []byte) bool {
+	var prev core.RepoState
 	if json.Unmarshal(want, &prev) != nil {
 		return false
 	}
@@ -1201,10 +1162,10 @@ func equalJSON(v store.RepoState, want []byte) bool {
 
 // inventory lists what the repo has applied after a successful pass: its
 // desired containers, and any removal the prune limit held back.
-func inventory(p *pass) []store.Object {
-	var inv []store.Object
+func inventory(p *pass) []core.Object {
+	var inv []core.Object
 	for _, d := range p.desired {
-		inv = append(inv, store.Object{Kind: "container", Host: d.Host, Name: d.Spec.Name, SpecHash: d.Spec.Hash()})
+		inv = append(inv, core.Object{Kind: "container", Host: d.Host, Name: d.Spec.Name, SpecHash: d.Spec.Hash()})
 	}
 	if p.res.HeldRemovals > 0 {
 		declared := map[string]bool{}
@@ -1213,14 +1174,14 @@ func inventory(p *pass) []store.Object {
 		}
 		for _, l := range p.live {
 			if !declared[l.Name] {
-				inv = append(inv, store.Object{Kind: "container", Host: l.Host, Name: l.Name, SpecHash: l.Labels[docker.LabelSpecHash]})
+				inv = append(inv, core.Object{Kind: "container", Host: l.Host, Name: l.Name, SpecHash: l.SpecHash})
 			}
 		}
 	}
 	return inv
 }
 
-func (r *Reconciler) engine(host string) Engine {
+func (r *Reconciler) engine(host string) core.Engine {
 	for _, e := range r.engines {
 		if e.Name() == host {
 			return e
@@ -1233,11 +1194,6 @@ func (r *Reconciler) engine(host string) Engine {
 func quantityBytes(s string) int64 {
 	q := resource.MustParse(s)
 	return q.Value()
-}
-
-func labelInt(labels map[string]string, key string) int {
-	n, _ := strconv.Atoi(labels[key])
-	return n
 }
 
 func short(rev string) string {

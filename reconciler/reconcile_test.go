@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/whalemountain/wm/reconciler/fault"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/fault"
 
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitsource"
@@ -57,7 +59,7 @@ docker:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.store.Close() })
-	var engines []Engine
+	var engines []core.Engine
 	for _, h := range cfg.Docker.Hosts {
 		f := docker.NewFake(h.Name)
 		w.hosts = append(w.hosts, f)
@@ -112,7 +114,7 @@ func (w *world) mustReconcile(repo Repo) Result {
 }
 
 // container returns the live container called name on h1.
-func (w *world) container(name string) (docker.Container, docker.Spec, bool) {
+func (w *world) container(name string) (core.Container, core.ContainerSpec, bool) {
 	w.t.Helper()
 	for _, h := range w.hosts {
 		if s, ok := h.Spec(name); ok {
@@ -127,10 +129,10 @@ func (w *world) container(name string) (docker.Container, docker.Spec, bool) {
 			}
 		}
 	}
-	return docker.Container{}, docker.Spec{}, false
+	return core.Container{}, core.ContainerSpec{}, false
 }
 
-func wantReason(t *testing.T, err error, outcome Outcome, reason string) {
+func wantReason(t *testing.T, err error, outcome Outcome, reason core.Reason) {
 	t.Helper()
 	if o, r := Classify(err); err == nil || o != outcome || r != reason {
 		t.Fatalf("got %v/%s (%v), want %v/%s", o, r, err, outcome, reason)
@@ -157,17 +159,17 @@ func TestAPushCreatesTheContainerWithItsEnvPortsAndVolume(t *testing.T) {
 	if s.Env["MODE"] != "dev" || s.Image != testRegistry+"/alice/web:"+res.Revision || s.Network != "wm-alice" {
 		t.Errorf("spec: %+v", s)
 	}
-	if len(s.Ports) != 1 || s.Ports[0] != (docker.PortBinding{Guest: 8000, Host: 50000}) {
+	if len(s.Ports) != 1 || s.Ports[0] != (core.PortBinding{Guest: 8000, Host: 50000}) {
 		t.Errorf("ports: %+v", s.Ports)
 	}
-	if len(s.Mounts) != 1 || s.Mounts[0] != (docker.Mount{Volume: "alice_data", Target: "/data"}) {
+	if len(s.Mounts) != 1 || s.Mounts[0] != (core.Mount{Volume: "alice_data", Target: "/data"}) {
 		t.Errorf("mounts: %+v", s.Mounts)
 	}
 	if s.NanoCPUs != 1e9 || s.MemoryBytes != 2<<30 {
 		t.Errorf("policy defaults not applied: cpus %d memory %d", s.NanoCPUs, s.MemoryBytes)
 	}
 	st, _, _ := w.store.Repo("alice/web")
-	if st.AppliedRevision != res.Revision || !st.Condition(store.Ready).Status || len(st.Containers) != 1 || st.Containers[0].Ports["8000"] != 50000 {
+	if st.AppliedRevision != res.Revision || !st.Condition(core.Ready).Status || len(st.Containers) != 1 || st.Containers[0].Ports["8000"] != 50000 {
 		t.Errorf("state: %+v", st)
 	}
 }
@@ -260,7 +262,7 @@ func TestARemovedContainerIsPrunedAndItsVolumeStays(t *testing.T) {
 		t.Fatalf("not pruned: %+v", res.Plan)
 	}
 	vols, _ := w.hosts[0].ListVolumes(context.Background())
-	if !slices.ContainsFunc(vols, func(v docker.Volume) bool { return v.Name == "alice_data" }) {
+	if !slices.ContainsFunc(vols, func(v core.Volume) bool { return v.Name == "alice_data" }) {
 		t.Errorf("volume gone: %+v", vols)
 	}
 	if p, _ := w.store.Port(store.PortKey("alice_web", 8000)); p != 0 {
@@ -272,7 +274,7 @@ func TestAnUnlabelledContainerWithTheSameNameIsNeverTouched(t *testing.T) {
 	w := newWorld(t)
 	w.hosts[0].AddForeign("alice_web")
 	_, err := w.reconcile(w.push("alice/web", webV1))
-	wantReason(t, err, Stalled, "NameConflict")
+	wantReason(t, err, Stalled, core.NameConflict)
 	for _, c := range w.hosts[0].Mutations() {
 		if c.Arg == "alice_web" && c.Method != "Create" {
 			t.Errorf("foreign container touched: %+v", c)
@@ -289,7 +291,7 @@ func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
 
 	w.push("alice/web", strings.Replace(webV1, "[8000]", "[70000]", 1))
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Stalled, "ValidationFailed")
+	wantReason(t, err, Stalled, core.ValidationFailed)
 	if !strings.Contains(err.Error(), "wm.yaml:6:13: containers.web.ports[0]: 70000 is not a port (1-65535)") {
 		t.Errorf("error does not place the problem: %v", err)
 	}
@@ -298,7 +300,7 @@ func TestAnInvalidPushKeepsTheOldContainerAndSaysWhere(t *testing.T) {
 		t.Errorf("old container disturbed: %+v, mutations %v", after, w.hosts[0].Mutations())
 	}
 	st, _, _ := w.store.Repo("alice/web")
-	if st.AppliedRevision != good.Revision || !st.Condition(store.Stalled).Status {
+	if st.AppliedRevision != good.Revision || !st.Condition(core.Stalled).Status {
 		t.Errorf("state: applied %s, conditions %+v", st.AppliedRevision, st.Conditions)
 	}
 }
@@ -308,7 +310,7 @@ func TestAStalledRevisionIsNotRedoneUntilANewCommit(t *testing.T) {
 	repo := w.push("alice/web", "version: 1\ncontainers: {web: {image: self, gpus: 9}}\n")
 	_, first := w.reconcile(repo)
 	_, again := w.reconcile(repo)
-	wantReason(t, again, Stalled, "ValidationFailed")
+	wantReason(t, again, Stalled, core.ValidationFailed)
 	if first.Error() != again.Error() {
 		t.Errorf("the repeated pass says something else:\n%v\n%v", first, again)
 	}
@@ -325,7 +327,7 @@ func TestARepoWithoutWmYamlKeepsWhatRuns(t *testing.T) {
 	w.mustReconcile(repo)
 	w.push("alice/web", "")
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Stalled, "NoWmYaml")
+	wantReason(t, err, Stalled, core.NoWmYaml)
 	if _, _, ok := w.container("alice_web"); !ok {
 		t.Error("container removed because wm.yaml went missing")
 	}
@@ -337,7 +339,7 @@ func TestAnUnreachableRepoKeepsWhatRuns(t *testing.T) {
 	w.mustReconcile(repo)
 	repo.URL = "http://127.0.0.1:1/alice/web.git"
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Waiting, "SourceUnreachable")
+	wantReason(t, err, Waiting, core.SourceUnreachable)
 	if _, _, ok := w.container("alice_web"); !ok {
 		t.Error("container removed while the repo was unreachable")
 	}
@@ -351,7 +353,7 @@ func TestAMissingImageWaitsForCIAndTheOldContainerKeepsRunning(t *testing.T) {
 
 	w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1), true)
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Waiting, "WaitingForImage")
+	wantReason(t, err, Waiting, core.WaitingForImage)
 	if !strings.Contains(err.Error(), "waiting for CI to push "+testRegistry+"/alice/web:") {
 		t.Errorf("message: %v", err)
 	}
@@ -385,7 +387,7 @@ func TestANameTwoReposOfOneOwnerDeclareStaysWithTheFirst(t *testing.T) {
 	w := newWorld(t)
 	w.mustReconcile(w.push("alice/one", "version: 1\ncontainers:\n  web: {image: self}\n"))
 	_, err := w.reconcile(w.push("alice/two", "version: 1\ncontainers:\n  web: {image: self}\n"))
-	wantReason(t, err, Stalled, "NameTaken")
+	wantReason(t, err, Stalled, core.NameTaken)
 	if !strings.Contains(err.Error(), "already used by your repo alice/one") {
 		t.Errorf("message: %v", err)
 	}
@@ -399,7 +401,7 @@ func TestTheQuotaCountsAllReposOfTheOwner(t *testing.T) {
 	w.mustReconcile(w.push("alice/one", "version: 1\ncontainers:\n  a: {image: self, gpus: 1}\n"))
 	w.hosts[0].ResetCalls()
 	_, err := w.reconcile(w.push("alice/two", "version: 1\ncontainers:\n  b: {image: self, gpus: 1}\n"))
-	wantReason(t, err, Stalled, "QuotaExceeded")
+	wantReason(t, err, Stalled, core.QuotaExceeded)
 	if !strings.Contains(err.Error(), "2 GPUs (quota 1)") || len(w.hosts[0].Mutations()) != 0 {
 		t.Errorf("message %v, mutations %v", err, w.hosts[0].Mutations())
 	}
@@ -422,7 +424,7 @@ func TestAPassThatWouldRemoveTooManyContainersHoldsTheRemovals(t *testing.T) {
 		}
 	}
 	st, _, _ := w.store.Repo("alice/web")
-	if c := st.Condition(store.Ready); c.Status || c.Reason != "PruneHeld" || len(st.Inventory) != 3 {
+	if c := st.Condition(core.Ready); c.Status || c.Reason != "PruneHeld" || len(st.Inventory) != 3 {
 		t.Errorf("state: %+v, inventory %d", c, len(st.Inventory))
 	}
 }
@@ -442,7 +444,7 @@ func TestAfterTheExpiryDateEverythingIsStoppedAndNothingDeleted(t *testing.T) {
 func TestImagesOutsideTheAllowedRegistriesAreRefused(t *testing.T) {
 	w := newWorld(t)
 	_, err := w.reconcile(w.push("alice/web", "version: 1\ncontainers:\n  x: {image: \"evil.example/miner:1\"}\n"))
-	wantReason(t, err, Stalled, "ImageNotAllowed")
+	wantReason(t, err, Stalled, core.ImageNotAllowed)
 	if !strings.Contains(err.Error(), "containers.x.image: evil.example/miner:1 is not from an allowed registry") {
 		t.Errorf("message: %v", err)
 	}
@@ -460,7 +462,7 @@ func TestALostStoreIsRebuiltFromTheLabelsAndKeepsHostPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	var engines []Engine
+	var engines []core.Engine
 	for _, h := range w.hosts {
 		engines = append(engines, h)
 	}
@@ -497,19 +499,19 @@ func TestErrorsAreClassified(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
 		want   Outcome
-		reason string
+		reason core.Reason
 	}{
 		{stalled("X", "x"), Stalled, "X"},
 		{waiting("Y", "y"), Waiting, "Y"},
-		{errors.New("boom"), Transient, "TransientError"},
+		{errors.New("boom"), Transient, core.TransientError},
 		{errors.Join(errors.New("ctx"), waiting("Z", "z")), Waiting, "Z"},
-		{fmt.Errorf("list containers on h1: %w", fault.Wrap(fault.Unreachable, errors.New("dial unix: no such file"))), Waiting, "BackendUnreachable"},
-		{fmt.Errorf("apply: %w", fault.Wrap(fault.NotReady, errors.New("quota"))), Waiting, "NotReady"},
-		{fmt.Errorf("pull: %w", fault.Wrap(fault.Refused, errors.New("denied"))), Stalled, "Refused"},
-		{fmt.Errorf("build: %w", fault.Wrap(fault.TooLarge, errors.New("8Gi"))), Stalled, "TooLarge"},
-		{fmt.Errorf("create: %w", fault.Wrap(fault.Invalid, errors.New("spec"))), Stalled, "Invalid"},
-		{fmt.Errorf("pass: %w", context.DeadlineExceeded), Transient, "Interrupted"},
-		{fmt.Errorf("create: %w", fault.Wrap(fault.Conflict, errors.New("port in use"))), Transient, "TransientError"},
+		{fmt.Errorf("list containers on h1: %w", fault.Wrap(fault.Unreachable, errors.New("dial unix: no such file"))), Waiting, core.BackendUnreachable},
+		{fmt.Errorf("apply: %w", fault.Wrap(fault.NotReady, errors.New("quota"))), Waiting, core.NotReady},
+		{fmt.Errorf("pull: %w", fault.Wrap(fault.Refused, errors.New("denied"))), Stalled, core.Refused},
+		{fmt.Errorf("build: %w", fault.Wrap(fault.TooLarge, errors.New("8Gi"))), Stalled, core.TooLarge},
+		{fmt.Errorf("create: %w", fault.Wrap(fault.Invalid, errors.New("spec"))), Stalled, core.Invalid},
+		{fmt.Errorf("pass: %w", context.DeadlineExceeded), Transient, core.Interrupted},
+		{fmt.Errorf("create: %w", fault.Wrap(fault.Conflict, errors.New("port in use"))), Transient, core.TransientError},
 	} {
 		if o, r := Classify(tc.err); o != tc.want || r != tc.reason {
 			t.Errorf("%v: got %v %s", tc.err, o, r)
@@ -561,7 +563,7 @@ func (r *recordingReporter) PassFinished(_ context.Context, repo Repo, res Resul
 	if err == nil {
 		reason = "Ready"
 	}
-	r.events = append(r.events, "finished "+repo.Key+" "+res.Revision[:7]+" "+reason)
+	r.events = append(r.events, "finished "+repo.Key+" "+res.Revision[:7]+" "+string(reason))
 }
 
 func TestTheReporterHearsOfEveryPassButNotOfUnchangedStalledOnes(t *testing.T) {
@@ -597,7 +599,7 @@ func TestGPUContainersGoToTheHostWithFreeGPUsAndStayThere(t *testing.T) {
 	}
 	// The only GPU is taken: a second GPU container has nowhere to go.
 	_, err := w.reconcile(w.push("bob/ml", "version: 1\ncontainers:\n  train: {image: self, gpus: 1}\n"))
-	wantReason(t, err, Waiting, "NoCapacity")
+	wantReason(t, err, Waiting, core.NoCapacity)
 	// A later pass keeps alice's containers where they are.
 	res = w.mustReconcile(repo)
 	if len(res.Plan.Actions) != 0 {
@@ -618,7 +620,7 @@ func TestASharedImageIsUsedOnlyWhenItsRepoSharesIt(t *testing.T) {
 	}
 	w.mustReconcile(w.push("bob/tools", "version: 1\nimage: {description: tools, share: false}\n"))
 	_, err := w.reconcile(w.push("carol/web", "version: 1\ncontainers:\n  t: {image: shared/bob/tools}\n"))
-	wantReason(t, err, Stalled, "ImageNotShared")
+	wantReason(t, err, Stalled, core.ImageNotShared)
 	if !strings.Contains(err.Error(), `containers.t.image: shared/bob/tools is not shared`) {
 		t.Errorf("message: %v", err)
 	}
@@ -657,7 +659,7 @@ func TestAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 	})
 	t.Run("a new container waits: it may live on the host that does not answer", func(t *testing.T) {
 		_, err := w.reconcile(w.push("carol/web", "version: 1\ncontainers:\n  web: {image: self}\n"))
-		wantReason(t, err, Waiting, "HostUnreachable")
+		wantReason(t, err, Waiting, core.HostUnreachable)
 		if !strings.Contains(err.Error(), down.Name()+" cannot be reached") {
 			t.Errorf("message: %v", err)
 		}

@@ -7,11 +7,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/schema"
@@ -27,7 +29,7 @@ func TestSingularityImagesAreBuiltCachedAndRetiredAfterTheirGracePeriod(t *testi
 	repo := w.push("alice/tool", "version: 1\nsingularity:\n  env: {image: self}\n", true)
 
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Waiting, "WaitingForImage")
+	wantReason(t, err, Waiting, core.WaitingForImage)
 
 	head := w.mustReconcileAfterCI(repo, fake)
 	path := filepath.Join(w.cfg.ArtifactsDir, "alice", "env.sif")
@@ -42,7 +44,7 @@ func TestSingularityImagesAreBuiltCachedAndRetiredAfterTheirGracePeriod(t *testi
 	}
 	// Another repo of alice cannot take the name.
 	_, err = w.reconcile(w.push("alice/other", "version: 1\nsingularity:\n  env: {image: self}\n"))
-	wantReason(t, err, Stalled, "NameTaken")
+	wantReason(t, err, Stalled, core.NameTaken)
 
 	// Dropped from wm.yaml: the plan (as a merge request's note shows it)
 	// says so; kept for the grace period, then removed.
@@ -126,9 +128,9 @@ func TestAnOwnersSIFsOverAllTheirReposAreBoundByTheArtifactQuota(t *testing.T) {
 
 	other := w.push("alice/other", "version: 1\nsingularity:\n  big: {image: self}\n")
 	_, err := w.reconcileAfterCI(other, fake)
-	wantReason(t, err, Stalled, "ArtifactQuotaExceeded")
+	wantReason(t, err, Stalled, core.ArtifactQuotaExceeded)
 	t.Logf("refused: %v", err)
-	for _, says := range []string{"singularity.big", "policy.quota.artifacts", sif.FormatBytes(size * 3 / 2)} {
+	for _, says := range []string{"singularity.big", "policy.quota.artifacts", core.FormatBytes(size * 3 / 2)} {
 		if !strings.Contains(err.Error(), says) {
 			t.Errorf("the message does not say %q: %v", says, err)
 		}
@@ -184,7 +186,7 @@ func TestAnImagePastTheSIFBuildLimitsStallsTheRepo(t *testing.T) {
 	fake.SetImage(ref, "id-"+sha)
 	fake.SetError(ref, fmt.Errorf("%w: its files add up to more than 8 GiB", sif.ErrTooLarge))
 	_, err := w.reconcile(repo)
-	wantReason(t, err, Stalled, "SIFTooLarge")
+	wantReason(t, err, Stalled, core.SIFTooLarge)
 	if !strings.Contains(err.Error(), "8 GiB") {
 		t.Errorf("the message does not say the limit: %v", err)
 	}

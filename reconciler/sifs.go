@@ -11,8 +11,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/whalemountain/wm/reconciler/sif"
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -44,7 +44,7 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 	p.res.SIFs = nil
 	for _, name := range sortedKeys(p.file.Singularity) {
 		if other, ok := taken[name]; ok {
-			return stalled("NameTaken", "singularity.%s: the SIF name %s is already used by your repo %s", name, name, other)
+			return stalled(core.NameTaken, "singularity.%s: the SIF name %s is already used by your repo %s", name, name, other)
 		}
 		ref := p.sifRefs[name]
 		dst := r.sifPath(p.repo.Owner, name)
@@ -55,7 +55,7 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 		if err := os.MkdirAll(filepath.Dir(staging), 0o755); err != nil {
 			return fmt.Errorf("artifacts folder: %w", err)
 		}
-		if err := sif.Link(dst, staging); err != nil {
+		if err := r.sif.Link(dst, staging); err != nil {
 			return fmt.Errorf("stage SIF %s: %w", name, err)
 		}
 		res, err := r.sif.Build(ctx, ref, staging, nil)
@@ -63,22 +63,22 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 			err = r.keepSIF(p, name, staging, dst, res.Size)
 		}
 		// What is left: the links of a cache hit, or a refused build.
-		if rerr := sif.Remove(staging); rerr != nil && err == nil {
+		if rerr := r.sif.Remove(staging); rerr != nil && err == nil {
 			err = fmt.Errorf("unstage SIF %s: %w", name, rerr)
 		}
 		switch {
-		case errors.Is(err, sif.ErrImageNotFound) && strings.HasSuffix(ref, ":"+p.rev):
-			return waiting("WaitingForImage", "singularity.%s: waiting for CI to push %s", name, ref)
-		case errors.Is(err, sif.ErrImageNotFound):
-			return waiting("ImageNotFound", "singularity.%s: image %s not found", name, ref)
-		case errors.Is(err, sif.ErrUnreachable):
-			return waiting("ImageSourceUnreachable", "singularity.%s: cannot read %s: %v", name, ref, err)
-		case errors.Is(err, sif.ErrTooLarge):
-			return stalled("SIFTooLarge", "singularity.%s: %v", name, err)
-		case errors.Is(err, sif.ErrInvalidImage), errors.Is(err, sif.ErrInvalidRef), errors.Is(err, sif.ErrAccessDenied):
-			return stalled("SIFBuildFailed", "singularity.%s: %v", name, err)
-		case errors.Is(err, sif.ErrToolMissing):
-			return stalled("SIFBuilderBroken", "singularity.%s: the server cannot build SIFs (ask the admins): %v", name, err)
+		case errors.Is(err, core.ErrImageNotFound) && strings.HasSuffix(ref, ":"+p.rev):
+			return waiting(core.WaitingForImage, "singularity.%s: waiting for CI to push %s", name, ref)
+		case errors.Is(err, core.ErrImageNotFound):
+			return waiting(core.ImageNotFound, "singularity.%s: image %s not found", name, ref)
+		case errors.Is(err, fault.Unreachable):
+			return waiting(core.ImageSourceUnreachable, "singularity.%s: cannot read %s: %v", name, ref, err)
+		case errors.Is(err, fault.TooLarge):
+			return stalled(core.SIFTooLarge, "singularity.%s: %v", name, err)
+		case errors.Is(err, core.ErrToolMissing):
+			return stalled(core.SIFBuilderBroken, "singularity.%s: the server cannot build SIFs (ask the admins): %v", name, err)
+		case errors.Is(err, fault.Invalid), errors.Is(err, fault.Refused):
+			return stalled(core.SIFBuildFailed, "singularity.%s: %v", name, err)
 		case errors.As(err, new(*PassError)):
 			return err
 		case err != nil:
@@ -89,7 +89,7 @@ func (r *Reconciler) buildSIFs(ctx context.Context, p *pass) error {
 				return fmt.Errorf("copy SIF %s to the shared folder: %w", name, err)
 			}
 		}
-		p.res.SIFs = append(p.res.SIFs, store.SIFStatus{Name: name, Path: dst, SHA256: res.SHA256, Size: res.Size, Image: ref})
+		p.res.SIFs = append(p.res.SIFs, core.SIFStatus{Name: name, Path: dst, SHA256: res.SHA256, Size: res.Size, Image: ref})
 	}
 	return nil
 }
@@ -118,13 +118,13 @@ func (r *Reconciler) keepSIF(p *pass, name, staging, dst string, size int64) err
 			return fmt.Errorf("count SIFs of %s: %w", p.repo.Owner, err)
 		}
 		if others+size > quota {
-			return stalled("ArtifactQuotaExceeded",
+			return stalled(core.ArtifactQuotaExceeded,
 				"singularity.%s: the new SIF is %s; with your other SIFs (%d, %s over all your repos, counting those kept for %v after wm.yaml dropped them) that makes %s, more than your artifact quota of %s (policy.quota.artifacts). The new SIF was not kept%s: make the image smaller, or drop SIFs you no longer need",
-				name, sif.FormatBytes(size), n, sif.FormatBytes(others), r.cfg.SIF.GracePeriod.Std(),
-				sif.FormatBytes(others+size), sif.FormatBytes(quota), keptNote(dst))
+				name, core.FormatBytes(size), n, core.FormatBytes(others), r.cfg.SIF.GracePeriod.Std(),
+				core.FormatBytes(others+size), core.FormatBytes(quota), keptNote(dst))
 		}
 	}
-	if err := sif.Move(staging, dst); err != nil {
+	if err := r.sif.Move(staging, dst); err != nil {
 		return fmt.Errorf("keep SIF %s: %w", name, err)
 	}
 	return nil
@@ -199,7 +199,7 @@ func (r *Reconciler) retireSIFs(p *pass) error {
 	}
 	for _, s := range p.state.SIFs {
 		if !declared[s.Path] && !retired[s.Path] {
-			p.state.RetiredSIFs = append(p.state.RetiredSIFs, store.RetiredSIF{Path: s.Path, Since: now})
+			p.state.RetiredSIFs = append(p.state.RetiredSIFs, core.RetiredSIF{Path: s.Path, Since: now})
 		}
 	}
 	keep := p.state.RetiredSIFs[:0]
@@ -207,10 +207,12 @@ func (r *Reconciler) retireSIFs(p *pass) error {
 		switch {
 		case declared[rs.Path]:
 			// declared again: nothing to remove
-		case now.Sub(rs.Since) < r.cfg.SIF.GracePeriod.Std():
+		case now.Sub(rs.Since) < r.cfg.SIF.GracePeriod.Std(), r.sif == nil:
+			// Within its grace period; or this server builds no SIFs
+			// any more, and so removes none either, until it does.
 			keep = append(keep, rs)
 		default:
-			if err := sif.Remove(rs.Path); err != nil {
+			if err := r.sif.Remove(rs.Path); err != nil {
 				return fmt.Errorf("remove retired SIF: %w", err)
 			}
 			if shared := r.cfg.SIF.SharedDir; shared != "" {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/store"
@@ -33,7 +34,7 @@ func stateConfig(t *testing.T, withState bool) (config, stateDir string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.PutRepo(store.RepoState{Key: "alice/web", Owner: "alice"}); err != nil {
+		if err := st.PutRepo(core.RepoState{Key: "alice/web", Owner: "alice"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Close(); err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/registry"
-	"github.com/whalemountain/wm/reconciler/store"
 )
 
 func newImagesCmd(g *globals) *cobra.Command {
@@ -51,7 +51,7 @@ its image was built (asked from the registry).`,
 
 // built says when the image of the repo's rolled-out commit was built,
 // or "-" when the registry cannot tell.
-func built(ctx context.Context, reg *registry.Client, host string, r store.RepoState) string {
+func built(ctx context.Context, reg *registry.Client, host string, r core.RepoState) string {
 	if host == "" || r.AppliedRevision == "" {
 		return "-"
 	}

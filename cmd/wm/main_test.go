@@ -17,9 +17,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
-	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -236,10 +236,10 @@ func TestArtifactTokensLetTheOwnerAndAdminsIn(t *testing.T) {
 func TestStatusListsContainersPodsAndSIFs(t *testing.T) {
 	cfg := &schema.ServerConfig{Kubernetes: &schema.Kubernetes{NamespacePrefix: "wm-"},
 		Docker: schema.Docker{Hosts: []schema.DockerHost{{Name: "blade1", Endpoint: "tcp://blade1.example.edu:2376"}}}}
-	r := store.RepoState{Owner: "alice",
-		Containers: []store.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}}},
-		Pods:       []store.PodStatus{{Name: "train", Phase: "Pending"}},
-		SIFs:       []store.SIFStatus{{Name: "env"}}}
+	r := core.RepoState{Owner: "alice",
+		Containers: []core.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}}},
+		Pods:       []core.PodStatus{{Name: "train", Phase: "Pending"}},
+		SIFs:       []core.SIFStatus{{Name: "env"}}}
 	got := workloads(cfg, r)
 	want := [][3]string{
 		{"web", "Healthy", "blade1.example.edu:49152→8000"},

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
-	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 func newPlanCmd(g *globals) *cobra.Command {
@@ -113,7 +113,7 @@ func actionDetail(a reconciler.Action) string {
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-func hostPortText(p docker.PortBinding) string {
+func hostPortText(p core.PortBinding) string {
 	if p.Host == 0 {
 		return "new"
 	}

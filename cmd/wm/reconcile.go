@@ -123,7 +123,7 @@ func printResults(w io.Writer, outs []outcome) error {
 		switch {
 		case o.err != nil:
 			outcome, reason := reconciler.Classify(o.err)
-			status = outcome.String() + "/" + reason
+			status = outcome.String() + "/" + string(reason)
 			msg = o.err.Error()
 			allReady = false
 		case !o.res.Ready || o.res.HeldRemovals > 0:

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitsource"
@@ -60,7 +61,7 @@ type runtime struct {
 // sifOptions are the SIF builder's options from the server config: the
 // configured registry's credentials go to it only; daemon, when not nil,
 // is the local Docker daemon for images no registry has.
-func sifOptions(cfg *schema.ServerConfig, auth docker.Auth, daemon sif.ImageStore) sif.Options {
+func sifOptions(cfg *schema.ServerConfig, auth core.RegistryAuth, daemon sif.ImageStore) sif.Options {
 	o := sif.Options{Docker: daemon, Compression: cfg.SIF.Compression, Timeout: cfg.SIF.Timeout.Std(), Concurrency: cfg.SIF.Concurrency, TempDir: cfg.SIF.TempDir,
 		MaxUnpackedBytes: schema.SizeBytes(cfg.SIF.MaxUnpackedSize), MaxFiles: cfg.SIF.MaxFiles, MaxCompressedBytes: schema.SizeBytes(cfg.SIF.MaxCompressedSize)}
 	if h := cfg.Registry.Host; h != "" {
@@ -77,15 +78,15 @@ func sifOptions(cfg *schema.ServerConfig, auth docker.Auth, daemon sif.ImageStor
 
 // registryAuth is the configured registry's credentials, empty unless
 // registry.passwordFile is set (the schema then requires a username).
-func registryAuth(cfg *schema.ServerConfig) (docker.Auth, error) {
+func registryAuth(cfg *schema.ServerConfig) (core.RegistryAuth, error) {
 	if cfg.Registry.PasswordFile == "" {
-		return docker.Auth{}, nil
+		return core.RegistryAuth{}, nil
 	}
 	pw, err := readSecret("registry.passwordFile", cfg.Registry.PasswordFile)
 	if err != nil {
-		return docker.Auth{}, err
+		return core.RegistryAuth{}, err
 	}
-	return docker.Auth{Username: cfg.Registry.Username, Password: pw}, nil
+	return core.RegistryAuth{Username: cfg.Registry.Username, Password: pw}, nil
 }
 
 // readSecret reads a secret from a file, without surrounding space.
@@ -111,7 +112,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, 
 		return nil, err
 	}
 	rt := &runtime{cfg: cfg, store: st, scratch: scratch}
-	var engines []reconciler.Engine
+	var engines []core.Engine
 	for _, h := range cfg.Docker.Hosts {
 		e, err := docker.New(h.Name, h.Endpoint, docker.WithInstance(cfg.Instance))
 		if err != nil {
@@ -294,7 +295,7 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 
 // kubeBackend connects to the configured cluster. With registry
 // credentials, every student namespace gets a pull secret for them.
-func kubeBackend(cfg *schema.ServerConfig, auth docker.Auth) (*kube.Backend, error) {
+func kubeBackend(cfg *schema.ServerConfig, auth core.RegistryAuth) (*kube.Backend, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubernetes.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes.kubeconfig: %w", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
@@ -56,7 +57,7 @@ wm serve on its admin listener (adminListen).`,
 // loadState loads the config and every repo's state, printing what went
 // wrong and returning exitError{1} on failure. With -v it says on stderr
 // where the state was read.
-func loadState(cmd *cobra.Command, g *globals) (*schema.ServerConfig, []store.RepoState, error) {
+func loadState(cmd *cobra.Command, g *globals) (*schema.ServerConfig, []core.RepoState, error) {
 	cfg, err := loadConfig(g.config)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), err)
@@ -76,7 +77,7 @@ func loadState(cmd *cobra.Command, g *globals) (*schema.ServerConfig, []store.Re
 // readStatus reads every repo's state from the store (read-only) or, while
 // wm serve holds the store, from the status endpoint of its admin
 // listener; from says which.
-func readStatus(ctx context.Context, cfg *schema.ServerConfig) (repos []store.RepoState, from string, err error) {
+func readStatus(ctx context.Context, cfg *schema.ServerConfig) (repos []core.RepoState, from string, err error) {
 	st, err := store.OpenReadOnly(cfg.StateDir)
 	if errors.Is(err, store.ErrLocked) {
 		repos, err = fetchStatus(ctx, cfg)
@@ -91,7 +92,7 @@ func readStatus(ctx context.Context, cfg *schema.ServerConfig) (repos []store.Re
 }
 
 // fetchStatus asks a running wm serve for the repos' state.
-func fetchStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoState, error) {
+func fetchStatus(ctx context.Context, cfg *schema.ServerConfig) ([]core.RepoState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	client, base := adminClient(cfg)
@@ -107,14 +108,14 @@ func fetchStatus(ctx context.Context, cfg *schema.ServerConfig) ([]store.RepoSta
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status from %s: %s", cfg.AdminListen, resp.Status)
 	}
-	var repos []store.RepoState
+	var repos []core.RepoState
 	return repos, json.NewDecoder(resp.Body).Decode(&repos)
 }
 
 // workloads are the rows of a repo in wm status: its containers with their
 // addresses, its Kubernetes pods with their namespace, and its SIFs with
 // the path they are downloaded at.
-func workloads(cfg *schema.ServerConfig, r store.RepoState) [][3]string {
+func workloads(cfg *schema.ServerConfig, r core.RepoState) [][3]string {
 	var rows [][3]string
 	for _, c := range r.Containers {
 		rows = append(rows, [3]string{c.Name, c.Health, addresses(cfg, c)})
@@ -133,21 +134,21 @@ func workloads(cfg *schema.ServerConfig, r store.RepoState) [][3]string {
 }
 
 // condition summarizes a repo's conditions in one word and a reason.
-func condition(r store.RepoState) string {
-	if c := r.Condition(store.Stalled); c != nil && c.Status {
-		return "Stalled/" + c.Reason
+func condition(r core.RepoState) string {
+	if c := r.Condition(core.Stalled); c != nil && c.Status {
+		return "Stalled/" + string(c.Reason)
 	}
-	if c := r.Condition(store.Ready); c != nil {
+	if c := r.Condition(core.Ready); c != nil {
 		if c.Status {
 			return "Ready"
 		}
-		return "NotReady/" + c.Reason
+		return "NotReady/" + string(c.Reason)
 	}
 	return "Unknown"
 }
 
 // addresses lists "host:port" for each published port, guest port first.
-func addresses(cfg *schema.ServerConfig, c store.ContainerStatus) string {
+func addresses(cfg *schema.ServerConfig, c core.ContainerStatus) string {
 	host := c.Host
 	for _, h := range cfg.Docker.Hosts {
 		if h.Name == c.Host {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -65,7 +66,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			other := dockertest.OwnerNamed(t, owner+"-x") // looks alike, is another account
 			create(t, e, spec(t, other, "web"))
 			list, err := e.ListOwned(ctx(t), owner)
-			if err != nil || len(list) != 1 || list[0].Name != docker.ObjectName(owner, "web") {
+			if err != nil || len(list) != 1 || list[0].Name != core.ObjectName(owner, "web") {
 				t.Errorf("ListOwned(%s) = %+v, %v", owner, list, err)
 			}
 		}},
@@ -83,13 +84,13 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			if c.Health != "" || c.StartedAt.IsZero() {
 				t.Errorf("health %q, started %v: want no health and a start time", c.Health, c.StartedAt)
 			}
-			for k, v := range s.Labels() {
+			for k, v := range docker.Labels(s) {
 				if c.Labels[k] != v {
 					t.Errorf("label %s = %q, want %q", k, c.Labels[k], v)
 				}
 			}
-			if c.SpecHash() != s.Hash() || !c.Managed() {
-				t.Errorf("spec hash %q, managed %v: want %q, true", c.SpecHash(), c.Managed(), s.Hash())
+			if c.SpecHash != s.Hash() || !c.Managed {
+				t.Errorf("spec hash %q, managed %v: want %q, true", c.SpecHash, c.Managed, s.Hash())
 			}
 			env, entrypoint, cmd := createdConfig(t, e, s.Name)
 			if env["GREETING"] != "hello world" || env["EMPTY"] != "" {
@@ -122,7 +123,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			again.Env = map[string]string{"CHANGED": "1"}
 			_, err := e.Create(ctx(t), again)
 			wantErr(t, err, docker.ErrConflict)
-			if c := inspect(t, e, s.Name); c.ID != first.ID || c.SpecHash() != s.Hash() {
+			if c := inspect(t, e, s.Name); c.ID != first.ID || c.SpecHash != s.Hash() {
 				t.Errorf("the first container changed: %+v", c)
 			}
 		}},
@@ -150,7 +151,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 				t.Fatal(err)
 			}
 			got := inspect(t, e, s.Name+"-aside")
-			if got.ID != c.ID || got.SpecHash() != s.Hash() || !slices.Equal(got.Ports, c.Ports) {
+			if got.ID != c.ID || got.SpecHash != s.Hash() || !slices.Equal(got.Ports, c.Ports) {
 				t.Errorf("renamed %+v, want the container %+v", got, c)
 			}
 			_, err := e.Inspect(ctx(t), s.Name)
@@ -200,16 +201,16 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		}},
 		{"remove keeps the named volume, and a recreate reuses it and the host port", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "db")
-			s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
+			s.Mounts = []core.Mount{{Volume: core.ObjectName(owner, "data"), Target: "/data"}}
 			s.Running = false
 			create(t, e, s)
-			wantVolumes(t, e, owner, docker.ObjectName(owner, "data"))
+			wantVolumes(t, e, owner, core.ObjectName(owner, "data"))
 			if err := e.Remove(ctx(t), s.Name); err != nil {
 				t.Fatal(err)
 			}
 			_, err := e.Inspect(ctx(t), s.Name)
 			wantErr(t, err, docker.ErrNotFound)
-			wantVolumes(t, e, owner, docker.ObjectName(owner, "data"))
+			wantVolumes(t, e, owner, core.ObjectName(owner, "data"))
 			s.Running = true
 			c := create(t, e, s)
 			if !c.Running || !slices.Equal(c.Ports, s.Ports) {
@@ -245,7 +246,7 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		{"create of an image that is not on the host is image-not-found and makes nothing", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "noimage")
 			s.Image = "wm-test/absent:" + owner
-			s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
+			s.Mounts = []core.Mount{{Volume: core.ObjectName(owner, "data"), Target: "/data"}}
 			_, err := e.Create(ctx(t), s)
 			wantErr(t, err, docker.ErrImageNotFound)
 			if ok, err := e.ImageExists(ctx(t), s.Image); ok || err != nil {
@@ -258,16 +259,16 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		}},
 		{"an invalid spec is refused before anything is made", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "bad")
-			s.Mounts = []docker.Mount{{Volume: "someone-data", Target: "/data"}}
+			s.Mounts = []core.Mount{{Volume: "someone-data", Target: "/data"}}
 			_, err := e.Create(ctx(t), s)
-			wantErr(t, err, docker.ErrInvalidSpec)
+			wantErr(t, err, core.ErrInvalidSpec)
 			wantVolumes(t, e, owner)
 		}},
 		{"a host port held by another running container is port-in-use and leaves the container created", func(t *testing.T, e engine, owner string) {
 			first := spec(t, owner, "first")
 			create(t, e, first)
 			second := spec(t, owner, "second")
-			second.Ports = []docker.PortBinding{{Guest: 9090, Host: first.Ports[0].Host}}
+			second.Ports = []core.PortBinding{{Guest: 9090, Host: first.Ports[0].Host}}
 			_, err := e.Create(ctx(t), second)
 			wantErr(t, err, docker.ErrPortInUse)
 			if c := inspect(t, e, second.Name); c.Running || c.State != "created" {
@@ -283,8 +284,8 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 		{"a volume still mounted is a conflict to remove, and removable once the container is gone", func(t *testing.T, e engine, owner string) {
 			s := spec(t, owner, "vol")
 			s.Running = false
-			vol := docker.ObjectName(owner, "cache")
-			s.Mounts = []docker.Mount{{Volume: vol, Target: "/cache"}}
+			vol := core.ObjectName(owner, "cache")
+			s.Mounts = []core.Mount{{Volume: vol, Target: "/cache"}}
 			create(t, e, s)
 			wantErr(t, e.RemoveVolume(ctx(t), vol), docker.ErrConflict)
 			if err := e.Remove(ctx(t), s.Name); err != nil {
@@ -297,17 +298,17 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			wantErr(t, e.RemoveVolume(ctx(t), vol), docker.ErrNotFound)
 		}},
 		{"a volume of that name that is not managed is a conflict to create and not found to remove", func(t *testing.T, e engine, owner string) {
-			vol := docker.ObjectName(owner, "data")
+			vol := core.ObjectName(owner, "data")
 			addForeignVolume(t, e, vol)
 			s := spec(t, owner, "steal")
-			s.Mounts = []docker.Mount{{Volume: vol, Target: "/data"}}
+			s.Mounts = []core.Mount{{Volume: vol, Target: "/data"}}
 			_, err := e.Create(ctx(t), s)
 			wantErr(t, err, docker.ErrConflict)
 			wantErr(t, e.RemoveVolume(ctx(t), vol), docker.ErrNotFound)
 			wantVolumes(t, e, owner)
 		}},
 		{"pull of an image the registry has puts it on the host, with credentials", func(t *testing.T, e engine, owner string) {
-			auth := &docker.Auth{Username: owner, Password: "secret"}
+			auth := &core.RegistryAuth{Username: owner, Password: "secret"}
 			ref := registryFor(t, e, auth, "team/tool") + "/team/tool:1"
 			if ok, err := e.ImageExists(ctx(t), ref); ok || err != nil {
 				t.Fatalf("before pull: exists = %v, %v", ok, err)
@@ -324,8 +325,8 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 			wantErr(t, e.Pull(ctx(t), ref, nil), docker.ErrImageNotFound)
 		}},
 		{"pull with wrong credentials is unauthorized", func(t *testing.T, e engine, owner string) {
-			ref := registryFor(t, e, &docker.Auth{Username: owner, Password: "secret"}, "team/tool") + "/team/tool:1"
-			wantErr(t, e.Pull(ctx(t), ref, &docker.Auth{Username: owner, Password: "wrong"}), docker.ErrUnauthorized)
+			ref := registryFor(t, e, &core.RegistryAuth{Username: owner, Password: "secret"}, "team/tool") + "/team/tool:1"
+			wantErr(t, e.Pull(ctx(t), ref, &core.RegistryAuth{Username: owner, Password: "wrong"}), docker.ErrUnauthorized)
 			wantErr(t, e.Pull(ctx(t), ref, nil), docker.ErrUnauthorized)
 		}},
 		{"pull from a registry nobody answers for is unreachable", func(t *testing.T, e engine, owner string) {
@@ -346,14 +347,14 @@ func testEngine(t *testing.T, newEngine func(t *testing.T) (e engine, owner stri
 
 // spec returns a small running container of owner's, with one free host
 // port for guest port 8080.
-func spec(t *testing.T, owner, name string) docker.Spec {
-	return docker.Spec{
-		Name:      docker.ObjectName(owner, name),
+func spec(t *testing.T, owner, name string) core.ContainerSpec {
+	return core.ContainerSpec{
+		Name:      core.ObjectName(owner, name),
 		Owner:     owner,
 		Repo:      owner + "/repo",
 		LocalName: name,
 		Image:     image,
-		Ports:     []docker.PortBinding{{Guest: 8080, Host: dockertest.FreePorts(t, 1)[0]}},
+		Ports:     []core.PortBinding{{Guest: 8080, Host: dockertest.FreePorts(t, 1)[0]}},
 		Network:   "wm-" + owner,
 		Running:   true,
 	}
@@ -366,7 +367,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func create(t *testing.T, e engine, s docker.Spec) docker.Container {
+func create(t *testing.T, e engine, s core.ContainerSpec) core.Container {
 	t.Helper()
 	c, err := e.Create(ctx(t), s)
 	if err != nil {
@@ -375,7 +376,7 @@ func create(t *testing.T, e engine, s docker.Spec) docker.Container {
 	return c
 }
 
-func inspect(t *testing.T, e engine, name string) docker.Container {
+func inspect(t *testing.T, e engine, name string) core.Container {
 	t.Helper()
 	c, err := e.Inspect(ctx(t), name)
 	if err != nil {
@@ -426,7 +427,7 @@ func wantVolumes(t *testing.T, e engine, owner string, names ...string) {
 	for _, v := range list {
 		if strings.HasPrefix(v.Name, owner+"-") || v.Labels[docker.LabelOwner] == owner {
 			got = append(got, v.Name)
-			want := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner, docker.LabelInstance: docker.DefaultInstance}
+			want := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner, docker.LabelInstance: core.DefaultInstance}
 			if !maps.Equal(v.Labels, want) {
 				t.Errorf("volume %s labels = %v, want %v", v.Name, v.Labels, want)
 			}
@@ -475,7 +476,7 @@ func foreignRunning(t *testing.T, e engine, name string) bool {
 	switch e := e.(type) {
 	case *docker.Fake:
 		running := false
-		if err := e.Alter(name, func(c *docker.Container) { running = c.Running }); err != nil {
+		if err := e.Alter(name, func(c *core.Container) { running = c.Running }); err != nil {
 			t.Fatal(err)
 		}
 		return running
@@ -519,7 +520,7 @@ func createdConfig(t *testing.T, e engine, name string) (env map[string]string, 
 
 // registryFor gives e a registry holding the test image under repos (tag
 // "1"), wanting auth when not nil, and returns the registry's host.
-func registryFor(t *testing.T, e engine, auth *docker.Auth, repos ...string) string {
+func registryFor(t *testing.T, e engine, auth *core.RegistryAuth, repos ...string) string {
 	switch e := e.(type) {
 	case *docker.Fake:
 		host := "registry.test:5000"

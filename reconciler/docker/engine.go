@@ -25,6 +25,8 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // capAdd is the capability allowlist; see the package documentation for
@@ -52,7 +54,7 @@ const inspectParallelism = 8
 type Engine struct {
 	name string
 	// instance is the WhaleMountain instance whose objects this engine
-	// lists and changes; DefaultInstance unless WithInstance says.
+	// lists and changes; core.DefaultInstance unless WithInstance says.
 	instance string
 	cli      *client.Client
 	// ensureMu serializes making networks and volumes, so that two
@@ -65,10 +67,10 @@ type Option func(*Engine)
 
 // WithInstance makes the engine instance's: every container, volume and
 // network it makes carries LabelInstance=instance, and it lists, changes
-// and removes only those (and, for DefaultInstance, those labelled before
+// and removes only those (and, for core.DefaultInstance, those labelled before
 // instances existed). To it, another instance's objects are not there,
 // except that their names are taken (ErrConflict). instance is a DNS
-// label; "" is DefaultInstance.
+// label; "" is core.DefaultInstance.
 func WithInstance(instance string) Option {
 	return func(e *Engine) {
 		if instance != "" {
@@ -83,7 +85,7 @@ func WithInstance(instance string) Option {
 // by callers to tell hosts apart. New does no I/O; the API version is
 // negotiated on the first call.
 func New(name, endpoint string, opts ...Option) (*Engine, error) {
-	e := &Engine{name: name, instance: DefaultInstance}
+	e := &Engine{name: name, instance: core.DefaultInstance}
 	for _, o := range opts {
 		o(e)
 	}
@@ -134,9 +136,9 @@ func (e *Engine) Name() string { return e.name }
 // manages (WithInstance).
 func (e *Engine) Instance() string { return e.instance }
 
-// NetworkName is NetworkName(e.Instance(), owner): the network Create
-// wants in a Spec of owner's.
-func (e *Engine) NetworkName(owner string) string { return NetworkName(e.instance, owner) }
+// NetworkName is core.NetworkName(e.Instance(), owner): the network Create
+// wants in a core.ContainerSpec of owner's.
+func (e *Engine) NetworkName(owner string) string { return core.NetworkName(e.instance, owner) }
 
 // mine reports whether an object with labels is this instance's.
 func (e *Engine) mine(labels map[string]string) bool { return InstanceOf(labels) == e.instance }
@@ -149,7 +151,7 @@ func (e *Engine) Close() error { return e.cli.Close() }
 // label, which a filter cannot select: mine sorts them out).
 func (e *Engine) managedFilter() filters.Args {
 	f := filters.NewArgs(filters.Arg("label", LabelManagedBy+"="+ManagedByValue))
-	if e.instance != DefaultInstance {
+	if e.instance != core.DefaultInstance {
 		f.Add("label", LabelInstance+"="+e.instance)
 	}
 	return f
@@ -158,24 +160,24 @@ func (e *Engine) managedFilter() filters.Args {
 // ListManaged returns every container of the engine's instance on the
 // host, in any state, sorted by name. It inspects each one, so it costs
 // one call per container.
-func (e *Engine) ListManaged(ctx context.Context) ([]Container, error) {
+func (e *Engine) ListManaged(ctx context.Context) ([]core.Container, error) {
 	return e.list(ctx, e.managedFilter())
 }
 
 // ListOwned is ListManaged for one owner's containers: the engine filters
 // by the owner label, so it costs one call per container of theirs.
-func (e *Engine) ListOwned(ctx context.Context, owner string) ([]Container, error) {
+func (e *Engine) ListOwned(ctx context.Context, owner string) ([]core.Container, error) {
 	f := e.managedFilter()
 	f.Add("label", LabelOwner+"="+owner)
 	return e.list(ctx, f)
 }
 
-func (e *Engine) list(ctx context.Context, f filters.Args) ([]Container, error) {
+func (e *Engine) list(ctx context.Context, f filters.Args) ([]core.Container, error) {
 	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", e.name, classify(err, ErrNotFound, nil))
 	}
-	out := make([]Container, len(list))
+	out := make([]core.Container, len(list))
 	found := make([]bool, len(list))
 	errs := make([]error, len(list))
 	sem := make(chan struct{}, inspectParallelism)
@@ -200,58 +202,58 @@ func (e *Engine) list(ctx context.Context, f filters.Args) ([]Container, error) 
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", e.name, err)
 	}
-	var cs []Container
+	var cs []core.Container
 	for i := range out {
 		if found[i] {
 			cs = append(cs, out[i])
 		}
 	}
-	slices.SortFunc(cs, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(cs, func(a, b core.Container) int { return strings.Compare(a.Name, b.Name) })
 	return cs, nil
 }
 
 // Inspect returns the managed container called name; ErrNotFound when there
 // is none or when the container of that name is not managed by the
 // engine's instance.
-func (e *Engine) Inspect(ctx context.Context, name string) (Container, error) {
+func (e *Engine) Inspect(ctx context.Context, name string) (core.Container, error) {
 	c, err := e.lookup(ctx, name)
 	if err != nil {
-		return Container{}, fmt.Errorf("inspect container %s on %s: %w", name, e.name, err)
+		return core.Container{}, fmt.Errorf("inspect container %s on %s: %w", name, e.name, err)
 	}
 	return c, nil
 }
 
 // lookup finds the managed container whose name is exactly name. The daemon
 // also resolves IDs and ID prefixes; lookup does not.
-func (e *Engine) lookup(ctx context.Context, name string) (Container, error) {
+func (e *Engine) lookup(ctx context.Context, name string) (core.Container, error) {
 	c, err := e.inspectID(ctx, name)
 	if err != nil {
-		return Container{}, err
+		return core.Container{}, err
 	}
 	if c.Name != name {
-		return Container{}, fmt.Errorf("no container named %s: %w", name, ErrNotFound)
+		return core.Container{}, fmt.Errorf("no container named %s: %w", name, ErrNotFound)
 	}
-	if !c.Managed() {
-		return Container{}, fmt.Errorf("container %s is not managed by whalemountain: %w", name, ErrNotFound)
+	if !managed(c.Labels) {
+		return core.Container{}, fmt.Errorf("container %s is not managed by whalemountain: %w", name, ErrNotFound)
 	}
 	if !e.mine(c.Labels) {
-		return Container{}, fmt.Errorf("container %s is whalemountain instance %s's, not %s's: %w", name, c.Instance(), e.instance, ErrNotFound)
+		return core.Container{}, fmt.Errorf("container %s is whalemountain instance %s's, not %s's: %w", name, InstanceOf(c.Labels), e.instance, ErrNotFound)
 	}
 	return c, nil
 }
 
 // inspectID inspects by name or ID, managed or not.
-func (e *Engine) inspectID(ctx context.Context, ref string) (Container, error) {
+func (e *Engine) inspectID(ctx context.Context, ref string) (core.Container, error) {
 	raw, err := e.cli.ContainerInspect(ctx, ref)
 	if err != nil {
-		return Container{}, classify(err, ErrNotFound, nil)
+		return core.Container{}, classify(err, ErrNotFound, nil)
 	}
 	return fromInspect(raw), nil
 }
 
 // fromInspect converts the daemon's view of a container.
-func fromInspect(raw container.InspectResponse) Container {
-	c := Container{ID: raw.ID, Name: trimSlash(raw.Name), RestartCount: raw.RestartCount}
+func fromInspect(raw container.InspectResponse) core.Container {
+	c := core.Container{ID: raw.ID, Name: trimSlash(raw.Name), RestartCount: raw.RestartCount}
 	if raw.Config != nil {
 		c.Labels = maps.Clone(raw.Config.Labels)
 		c.Image = raw.Config.Image
@@ -274,11 +276,11 @@ func fromInspect(raw container.InspectResponse) Container {
 			for _, b := range bindings {
 				host, err := strconv.Atoi(b.HostPort)
 				if err == nil {
-					c.Ports = append(c.Ports, PortBinding{Guest: port.Int(), Host: host})
+					c.Ports = append(c.Ports, core.PortBinding{Guest: port.Int(), Host: host})
 				}
 			}
 		}
-		c.Ports = sortedPorts(c.Ports)
+		c.Ports = core.SortedPorts(c.Ports)
 	}
 	for _, m := range raw.Mounts {
 		if m.Type == mount.TypeVolume {
@@ -286,6 +288,7 @@ func fromInspect(raw container.InspectResponse) Container {
 		}
 	}
 	slices.Sort(c.Volumes)
+	decode(&c)
 	return c
 }
 
@@ -296,15 +299,15 @@ func fromInspect(raw container.InspectResponse) Container {
 // (ErrConflict when a network or volume of that name is not the owner's).
 // When the start fails the container is left created and the error is
 // returned (ErrPortInUse when a host port is taken).
-func (e *Engine) Create(ctx context.Context, s Spec) (Container, error) {
-	fail := func(err error) (Container, error) {
-		return Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, e.name, err)
+func (e *Engine) Create(ctx context.Context, s core.ContainerSpec) (core.Container, error) {
+	fail := func(err error) (core.Container, error) {
+		return core.Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, e.name, err)
 	}
 	if err := s.Validate(); err != nil {
 		return fail(err)
 	}
 	if want := e.NetworkName(s.Owner); s.Network != want {
-		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", ErrInvalidSpec, s.Name, want, e.instance))
+		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", core.ErrInvalidSpec, s.Name, want, e.instance))
 	}
 	if ok, err := e.ImageExists(ctx, s.Image); err != nil {
 		return fail(err)
@@ -344,7 +347,7 @@ func (e *Engine) Create(ctx context.Context, s Spec) (Container, error) {
 
 // containerConfig is the whole hardened configuration of s; see the package
 // documentation.
-func containerConfig(s Spec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+func containerConfig(s core.ContainerSpec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
 	exposed := nat.PortSet{}
 	bindings := nat.PortMap{}
 	for _, p := range s.Ports {
@@ -369,14 +372,14 @@ func containerConfig(s Spec) (*container.Config, *container.HostConfig, *network
 		Env:          env,
 		WorkingDir:   s.Workdir,
 		User:         s.User,
-		Labels:       s.Labels(),
+		Labels:       Labels(s),
 		ExposedPorts: exposed,
 	}
 	var mounts []mount.Mount
 	for _, m := range s.Mounts {
 		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: m.Volume, Target: m.Target})
 	}
-	pids := s.pidsLimit()
+	pids := s.EffectivePidsLimit()
 	init := true
 	hostConfig := &container.HostConfig{
 		NetworkMode:   container.NetworkMode(s.Network),
@@ -416,7 +419,7 @@ func containerConfig(s Spec) (*container.Config, *container.HostConfig, *network
 
 // ensureOwned makes the owner's network and the spec's volumes when missing,
 // and refuses ones of those names that belong to someone else.
-func (e *Engine) ensureOwned(ctx context.Context, s Spec) error {
+func (e *Engine) ensureOwned(ctx context.Context, s core.ContainerSpec) error {
 	e.ensureMu.Lock()
 	defer e.ensureMu.Unlock()
 	if err := e.ensureNetwork(ctx, s.Network, s.Owner); err != nil {
@@ -552,18 +555,18 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 }
 
 // ListVolumes returns the volumes of the engine's instance, sorted by name.
-func (e *Engine) ListVolumes(ctx context.Context) ([]Volume, error) {
+func (e *Engine) ListVolumes(ctx context.Context) ([]core.Volume, error) {
 	resp, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: e.managedFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list volumes on %s: %w", e.name, classify(err, ErrNotFound, nil))
 	}
-	var out []Volume
+	var out []core.Volume
 	for _, v := range resp.Volumes {
 		if e.mine(v.Labels) {
-			out = append(out, Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
+			out = append(out, core.Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
 		}
 	}
-	slices.SortFunc(out, func(a, b Volume) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b core.Volume) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -624,7 +627,7 @@ func (e *Engine) ImageSave(ctx context.Context, ref string) (io.ReadCloser, erro
 
 // Pull pulls ref onto the host, with auth when it is not nil. The registry's
 // answer is classified: ErrImageNotFound, ErrUnauthorized, ErrUnreachable.
-func (e *Engine) Pull(ctx context.Context, ref string, auth *Auth) error {
+func (e *Engine) Pull(ctx context.Context, ref string, auth *core.RegistryAuth) error {
 	fail := func(err error) error { return fmt.Errorf("pull %s on %s: %w", ref, e.name, err) }
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {

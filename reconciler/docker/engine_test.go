@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/go-connections/nat"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 )
@@ -64,7 +65,7 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 	s.GPUs = 1
 	s.NanoCPUs = 500_000_000
 	s.MemoryBytes = 64 << 20
-	s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
+	s.Mounts = []core.Mount{{Volume: core.ObjectName(owner, "data"), Target: "/data"}}
 	create(t, e, s)
 
 	cli := dockertest.Client(t)
@@ -79,7 +80,7 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	labelsOK := true
-	for k, v := range s.Labels() {
+	for k, v := range docker.Labels(s) {
 		labelsOK = labelsOK && raw.Config.Labels[k] == v
 	}
 	checks := []struct {
@@ -91,12 +92,12 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 		{"every capability is dropped", slices.Contains(hc.CapDrop, "ALL"), hc.CapDrop},
 		{"only the allowlist is added back", slices.Equal(capNames(hc.CapAdd), allowlist), hc.CapAdd},
 		{"new privileges are refused", slices.Contains(hc.SecurityOpt, "no-new-privileges:true"), hc.SecurityOpt},
-		{"the process limit is the default", hc.PidsLimit != nil && *hc.PidsLimit == docker.DefaultPidsLimit, hc.PidsLimit},
+		{"the process limit is the default", hc.PidsLimit != nil && *hc.PidsLimit == core.DefaultPidsLimit, hc.PidsLimit},
 		{"the memory limit is set, with no swap beyond it", hc.Memory == s.MemoryBytes && hc.MemorySwap == s.MemoryBytes, [2]int64{hc.Memory, hc.MemorySwap}},
 		{"the CPU limit is set", hc.NanoCPUs == s.NanoCPUs, hc.NanoCPUs},
 		{"the GPUs are a device request for nvidia", slices.EqualFunc(hc.DeviceRequests, []container.DeviceRequest{{Driver: "nvidia", Count: 1, Capabilities: [][]string{{"gpu"}}}}, deviceRequestEqual), hc.DeviceRequests},
 		{"there are no bind mounts", len(hc.Binds) == 0 && !slices.ContainsFunc(hc.Mounts, func(m mount.Mount) bool { return m.Type != mount.TypeVolume }), [2]any{hc.Binds, hc.Mounts}},
-		{"the volume is mounted as a named volume", len(raw.Mounts) == 1 && raw.Mounts[0].Type == mount.TypeVolume && raw.Mounts[0].Name == docker.ObjectName(owner, "data") && raw.Mounts[0].Destination == "/data", raw.Mounts},
+		{"the volume is mounted as a named volume", len(raw.Mounts) == 1 && raw.Mounts[0].Type == mount.TypeVolume && raw.Mounts[0].Name == core.ObjectName(owner, "data") && raw.Mounts[0].Destination == "/data", raw.Mounts},
 		{"it restarts unless stopped", hc.RestartPolicy.Name == container.RestartPolicyUnlessStopped, hc.RestartPolicy},
 		{"an init process runs as PID 1", hc.Init != nil && *hc.Init, hc.Init},
 		{"the IPC namespace is private", hc.IpcMode == container.IPCModePrivate, hc.IpcMode},
@@ -193,7 +194,7 @@ func TestRealEngineKeepsVolumeDataAcrossARecreate(t *testing.T) {
 	t.Parallel()
 	e, owner := realEngine(t)
 	s := spec(t, owner, "data")
-	s.Mounts = []docker.Mount{{Volume: docker.ObjectName(owner, "data"), Target: "/data"}}
+	s.Mounts = []core.Mount{{Volume: core.ObjectName(owner, "data"), Target: "/data"}}
 	create(t, e, s)
 	if out, code := dockertest.Exec(t, s.Name, "sh", "-c", "echo kept > /data/file"); code != 0 {
 		t.Fatalf("write: exit %d: %s", code, out)

@@ -8,6 +8,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/client"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 )
 
@@ -26,23 +27,20 @@ var (
 	// the owner's under this instance), or a volume is still in use.
 	// Retrying the same call does not help.
 	ErrConflict = fault.New(fault.Conflict, "conflict")
-	// ErrImageNotFound (fault.NotFound): the image is not on the host
+	// ErrImageNotFound (core.ErrImageNotFound, fault.NotFound): the image is not on the host
 	// (Create) or the registry says it does not exist (Pull). The student
 	// must fix the reference, or CI has not pushed it yet.
-	ErrImageNotFound = fault.New(fault.NotFound, "image not found")
+	ErrImageNotFound = core.ErrImageNotFound
 	// ErrUnauthorized (fault.Refused): the registry refused the
 	// credentials. The student or the operator must fix them.
 	ErrUnauthorized = fault.New(fault.Refused, "unauthorized")
 	// ErrUnreachable (fault.Unreachable): the Docker daemon or the
 	// registry could not be reached. Transient: requeue with backoff.
 	ErrUnreachable = fault.New(fault.Unreachable, "unreachable")
-	// ErrPortInUse (fault.Conflict): a host port of the container is held
+	// ErrPortInUse (core.ErrPortInUse, fault.Conflict): a host port of the container is held
 	// by something else, so it could not start. The container is left
 	// created.
-	ErrPortInUse = fault.New(fault.Conflict, "host port in use")
-	// ErrInvalidSpec (fault.Invalid): the Spec breaks an invariant (see
-	// Spec.Validate); a bug in the caller, not something a retry fixes.
-	ErrInvalidSpec = fault.New(fault.Invalid, "invalid spec")
+	ErrPortInUse = core.ErrPortInUse
 )
 
 // classifiedError keeps the daemon's message and adds a class to it, so that
@@ -118,3 +116,9 @@ func containsAny(msg string, subs ...string) bool {
 	}
 	return false
 }
+
+// Both implementations are Docker hosts as the domain core defines one.
+var (
+	_ core.Engine = (*Engine)(nil)
+	_ core.Engine = (*Fake)(nil)
+)

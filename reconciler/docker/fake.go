@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Fake is an in-memory Docker host with the Engine's methods and semantics,
 // checked by the same contract tests. Tests of callers set it up with
 // AddImage, AddRemoteImage, AddForeign and AddForeignVolume, simulate what
 // happens on a host with Alter, and assert on what the caller did with
-// Calls, Mutations and Spec. It is safe for concurrent use.
+// Calls, Mutations and core.ContainerSpec. It is safe for concurrent use.
 type Fake struct {
 	mu sync.Mutex
 	// name is the host's name.
@@ -30,15 +32,15 @@ type Fake struct {
 	// owned indexes the names of containers made by Create by owner, so
 	// that ListOwned costs what the owner has, as on a real engine.
 	owned    map[string]map[string]bool
-	volumes  map[string]Volume // by name
+	volumes  map[string]core.Volume // by name
 	networks map[string]map[string]string
 	images   map[string]bool // normalized references
 
 	// What registries hold.
 
-	remote      map[string]bool // normalized references
-	auth        map[string]Auth // registry host → the credential it wants
-	unreachable map[string]bool // registry hosts
+	remote      map[string]bool              // normalized references
+	auth        map[string]core.RegistryAuth // registry host → the credential it wants
+	unreachable map[string]bool              // registry hosts
 
 	// What callers did.
 
@@ -46,10 +48,10 @@ type Fake struct {
 	failures map[string]error
 }
 
-// fakeContainer is a container and the Spec it was made from.
+// fakeContainer is a container and the core.ContainerSpec it was made from.
 type fakeContainer struct {
-	c    Container
-	spec Spec
+	c    core.Container
+	spec core.ContainerSpec
 }
 
 // Call is one method call on a Fake.
@@ -72,11 +74,11 @@ func NewFake(name string) *Fake {
 		name:        name,
 		containers:  map[string]*fakeContainer{},
 		owned:       map[string]map[string]bool{},
-		volumes:     map[string]Volume{},
+		volumes:     map[string]core.Volume{},
 		networks:    map[string]map[string]string{},
 		images:      map[string]bool{},
 		remote:      map[string]bool{},
-		auth:        map[string]Auth{},
+		auth:        map[string]core.RegistryAuth{},
 		unreachable: map[string]bool{},
 		failures:    map[string]error{},
 	}
@@ -98,7 +100,7 @@ func (f *Fake) AddRemoteImage(ref string) {
 
 // RequireAuth makes the registry at host (e.g. "registry.example:5000")
 // refuse pulls without exactly a.
-func (f *Fake) RequireAuth(host string, a Auth) {
+func (f *Fake) RequireAuth(host string, a core.RegistryAuth) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.auth[host] = a
@@ -117,7 +119,7 @@ func (f *Fake) AddForeign(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	f.containers[name] = &fakeContainer{c: Container{
+	f.containers[name] = &fakeContainer{c: core.Container{
 		ID: newID(), Name: name, Labels: map[string]string{}, Image: "foreign",
 		Running: true, State: "running", StartedAt: now,
 	}}
@@ -128,13 +130,13 @@ func (f *Fake) AddForeign(name string) {
 func (f *Fake) AddForeignVolume(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.volumes[name] = Volume{Name: name, Labels: map[string]string{}}
+	f.volumes[name] = core.Volume{Name: name, Labels: map[string]string{}}
 }
 
 // Alter changes the live state of the container called name, managed or
 // not, as the host would: a crash, a restart, a health check. It is not
 // recorded as a call.
-func (f *Fake) Alter(name string, change func(c *Container)) error {
+func (f *Fake) Alter(name string, change func(c *core.Container)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fc, ok := f.containers[name]
@@ -145,13 +147,13 @@ func (f *Fake) Alter(name string, change func(c *Container)) error {
 	return nil
 }
 
-// Spec returns the Spec the managed container called name was created from.
-func (f *Fake) Spec(name string) (Spec, bool) {
+// Spec returns the core.ContainerSpec the managed container called name was created from.
+func (f *Fake) Spec(name string) (core.ContainerSpec, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fc, ok := f.containers[name]
-	if !ok || !fc.c.Managed() {
-		return Spec{}, false
+	if !ok || !managed(fc.c.Labels) {
+		return core.ContainerSpec{}, false
 	}
 	return cloneSpec(fc.spec), true
 }
@@ -207,10 +209,10 @@ func (f *Fake) record(method, arg string) error {
 func (f *Fake) Name() string { return f.name }
 
 // Instance is DefaultInstance: a Fake is the default instance's host.
-func (f *Fake) Instance() string { return DefaultInstance }
+func (f *Fake) Instance() string { return core.DefaultInstance }
 
-// NetworkName is NetworkName(DefaultInstance, owner).
-func (f *Fake) NetworkName(owner string) string { return NetworkName(DefaultInstance, owner) }
+// NetworkName is core.NetworkName(core.DefaultInstance, owner).
+func (f *Fake) NetworkName(owner string) string { return core.NetworkName(core.DefaultInstance, owner) }
 
 // Close does nothing; it is recorded.
 func (f *Fake) Close() error {
@@ -220,46 +222,46 @@ func (f *Fake) Close() error {
 }
 
 // ListManaged returns every managed container, sorted by name.
-func (f *Fake) ListManaged(ctx context.Context) ([]Container, error) {
+func (f *Fake) ListManaged(ctx context.Context) ([]core.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.begin(ctx, "ListManaged", ""); err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", f.name, err)
 	}
-	var out []Container
+	var out []core.Container
 	for _, fc := range f.containers {
-		if fc.c.Managed() {
+		if managed(fc.c.Labels) {
 			out = append(out, cloneContainer(fc.c))
 		}
 	}
-	slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b core.Container) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
 // ListOwned is ListManaged for owner's containers only.
-func (f *Fake) ListOwned(ctx context.Context, owner string) ([]Container, error) {
+func (f *Fake) ListOwned(ctx context.Context, owner string) ([]core.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.begin(ctx, "ListOwned", owner); err != nil {
 		return nil, fmt.Errorf("list containers on %s: %w", f.name, err)
 	}
-	var out []Container
+	var out []core.Container
 	for name := range f.owned[owner] {
-		if fc := f.containers[name]; fc != nil && fc.c.Managed() && fc.c.Labels[LabelOwner] == owner {
+		if fc := f.containers[name]; fc != nil && managed(fc.c.Labels) && fc.c.Labels[LabelOwner] == owner {
 			out = append(out, cloneContainer(fc.c))
 		}
 	}
-	slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b core.Container) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
 // Inspect returns the managed container called name, or ErrNotFound.
-func (f *Fake) Inspect(ctx context.Context, name string) (Container, error) {
+func (f *Fake) Inspect(ctx context.Context, name string) (core.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fc, err := f.lookup(ctx, "Inspect", name)
 	if err != nil {
-		return Container{}, fmt.Errorf("inspect container %s on %s: %w", name, f.name, err)
+		return core.Container{}, fmt.Errorf("inspect container %s on %s: %w", name, f.name, err)
 	}
 	return cloneContainer(fc.c), nil
 }
@@ -283,7 +285,7 @@ func (f *Fake) lookup(ctx context.Context, method, name string) (*fakeContainer,
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("no container named %s: %w", name, ErrNotFound)
-	case !fc.c.Managed():
+	case !managed(fc.c.Labels):
 		return nil, fmt.Errorf("container %s is not managed by whalemountain: %w", name, ErrNotFound)
 	}
 	return fc, nil
@@ -291,11 +293,11 @@ func (f *Fake) lookup(ctx context.Context, method, name string) (*fakeContainer,
 
 // Create makes the container s describes and starts it when s.Running,
 // with the Engine's checks in the Engine's order.
-func (f *Fake) Create(ctx context.Context, s Spec) (Container, error) {
+func (f *Fake) Create(ctx context.Context, s core.ContainerSpec) (core.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fail := func(err error) (Container, error) {
-		return Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, f.name, err)
+	fail := func(err error) (core.Container, error) {
+		return core.Container{}, fmt.Errorf("create container %s on %s: %w", s.Name, f.name, err)
 	}
 	if err := f.begin(ctx, "Create", s.Name); err != nil {
 		return fail(err)
@@ -310,31 +312,31 @@ func (f *Fake) Create(ctx context.Context, s Spec) (Container, error) {
 		return fail(fmt.Errorf("a container named %s exists: %w", s.Name, ErrConflict))
 	}
 	if want := f.NetworkName(s.Owner); s.Network != want {
-		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", ErrInvalidSpec, s.Name, want, DefaultInstance))
+		return fail(fmt.Errorf("%w: %s: network must be %q, the owner's under instance %s", core.ErrInvalidSpec, s.Name, want, core.DefaultInstance))
 	}
-	if labels, ok := f.networks[s.Network]; ok && !ownedBy(labels, DefaultInstance, s.Owner) {
+	if labels, ok := f.networks[s.Network]; ok && !ownedBy(labels, core.DefaultInstance, s.Owner) {
 		return fail(fmt.Errorf("network %s exists and is not %s's: %w", s.Network, s.Owner, ErrConflict))
 	}
-	f.networks[s.Network] = ownedLabels(DefaultInstance, s.Owner)
+	f.networks[s.Network] = ownedLabels(core.DefaultInstance, s.Owner)
 	for _, m := range s.Mounts {
 		v, ok := f.volumes[m.Volume]
 		if !ok {
-			v = Volume{Name: m.Volume, Labels: ownedLabels(DefaultInstance, s.Owner)}
+			v = core.Volume{Name: m.Volume, Labels: ownedLabels(core.DefaultInstance, s.Owner)}
 			f.volumes[m.Volume] = v
 		}
-		if !ownedBy(v.Labels, DefaultInstance, s.Owner) {
+		if !ownedBy(v.Labels, core.DefaultInstance, s.Owner) {
 			return fail(fmt.Errorf("volume %s exists and is not %s's: %w", m.Volume, s.Owner, ErrConflict))
 		}
 	}
-	labels := s.Labels()
-	labels[LabelInstance] = DefaultInstance
-	fc := &fakeContainer{spec: cloneSpec(s), c: Container{
+	labels := Labels(s)
+	labels[LabelInstance] = core.DefaultInstance
+	fc := &fakeContainer{spec: cloneSpec(s), c: core.Container{
 		ID:      newID(),
 		Name:    s.Name,
 		Labels:  labels,
 		Image:   s.Image,
 		State:   "created",
-		Ports:   sortedPorts(s.Ports),
+		Ports:   core.SortedPorts(s.Ports),
 		Volumes: mountedVolumes(s.Mounts),
 	}}
 	f.containers[s.Name] = fc
@@ -441,19 +443,19 @@ func (f *Fake) Remove(ctx context.Context, name string) error {
 }
 
 // ListVolumes returns the managed volumes, sorted by name.
-func (f *Fake) ListVolumes(ctx context.Context) ([]Volume, error) {
+func (f *Fake) ListVolumes(ctx context.Context) ([]core.Volume, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.begin(ctx, "ListVolumes", ""); err != nil {
 		return nil, fmt.Errorf("list volumes on %s: %w", f.name, err)
 	}
-	var out []Volume
+	var out []core.Volume
 	for _, v := range f.volumes {
 		if v.Labels[LabelManagedBy] == ManagedByValue {
-			out = append(out, Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
+			out = append(out, core.Volume{Name: v.Name, Labels: maps.Clone(v.Labels)})
 		}
 	}
-	slices.SortFunc(out, func(a, b Volume) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b core.Volume) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -497,7 +499,7 @@ func (f *Fake) ImageExists(ctx context.Context, ref string) (bool, error) {
 // Pull copies ref from its registry onto the host: ErrUnreachable for a
 // host set with SetUnreachable, ErrUnauthorized when the credential is not
 // the one RequireAuth set, ErrImageNotFound unless AddRemoteImage added it.
-func (f *Fake) Pull(ctx context.Context, ref string, auth *Auth) error {
+func (f *Fake) Pull(ctx context.Context, ref string, auth *core.RegistryAuth) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fail := func(err error) error { return fmt.Errorf("pull %s on %s: %w", ref, f.name, err) }
@@ -539,16 +541,17 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func cloneContainer(c Container) Container {
+func cloneContainer(c core.Container) core.Container {
 	c.Labels = maps.Clone(c.Labels)
 	c.Ports = slices.Clone(c.Ports)
 	c.Volumes = slices.Clone(c.Volumes)
+	decode(&c)
 	return c
 }
 
 // mountedVolumes lists the volume names of mounts, sorted, as the engine
 // reports them.
-func mountedVolumes(ms []Mount) []string {
+func mountedVolumes(ms []core.Mount) []string {
 	var out []string
 	for _, m := range ms {
 		out = append(out, m.Volume)
@@ -557,7 +560,7 @@ func mountedVolumes(ms []Mount) []string {
 	return out
 }
 
-func cloneSpec(s Spec) Spec {
+func cloneSpec(s core.ContainerSpec) core.ContainerSpec {
 	s.Entrypoint = slices.Clone(s.Entrypoint)
 	s.Command = slices.Clone(s.Command)
 	s.Env = maps.Clone(s.Env)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 )
 
@@ -67,7 +68,7 @@ func TestFakeAlterSimulatesWhatTheHostDoes(t *testing.T) {
 	f.AddImage(image)
 	s := spec(t, "alice", "web")
 	create(t, f, s)
-	if err := f.Alter(s.Name, func(c *docker.Container) {
+	if err := f.Alter(s.Name, func(c *core.Container) {
 		c.Running, c.State, c.ExitCode, c.RestartCount, c.Health = false, "exited", 137, 4, "unhealthy"
 	}); err != nil {
 		t.Fatal(err)

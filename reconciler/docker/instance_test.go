@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -33,9 +34,9 @@ func twoInstances(t *testing.T) (def, other *docker.Engine, owner string) {
 }
 
 // instanceSpec is spec on e's network for owner.
-func instanceSpec(t *testing.T, e *docker.Engine, owner, name string) docker.Spec {
+func instanceSpec(t *testing.T, e *docker.Engine, owner, name string) core.ContainerSpec {
 	s := spec(t, owner, name)
-	s.Network = docker.NetworkName(e.Instance(), owner)
+	s.Network = core.NetworkName(e.Instance(), owner)
 	return s
 }
 
@@ -44,19 +45,19 @@ func TestNetworkNameKeepsTheDefaultInstancesNamesAndSeparatesOthers(t *testing.T
 	cases := []struct {
 		name, instance, owner, want string
 	}{
-		{"the default instance keeps wm-<owner>", docker.DefaultInstance, "alice", "wm-alice"},
+		{"the default instance keeps wm-<owner>", core.DefaultInstance, "alice", "wm-alice"},
 		{"an empty instance is the default one", "", "alice", "wm-alice"},
 		{"another instance gets <instance>_<owner>", "staging", "alice", "staging_alice"},
 		{"an instance that looks like the default one plus a dash never meets its names", "wm-a", "b", "wm-a_b"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := docker.NetworkName(c.instance, c.owner); got != c.want {
+			if got := core.NetworkName(c.instance, c.owner); got != c.want {
 				t.Errorf("NetworkName(%q, %q) = %q, want %q", c.instance, c.owner, got, c.want)
 			}
 		})
 	}
-	if docker.NetworkName("wm-a", "b") == docker.NetworkName("wm", "a-b") {
+	if core.NetworkName("wm-a", "b") == core.NetworkName("wm", "a-b") {
 		t.Error("two instances share a network name")
 	}
 }
@@ -69,8 +70,8 @@ func TestNewRefusesAnInstanceThatIsNotADNSLabel(t *testing.T) {
 		}
 	}
 	e, err := docker.New("h", "unix:///x.sock")
-	if err != nil || e.Instance() != docker.DefaultInstance {
-		t.Errorf("New without an instance: %v, instance %q; want %q", err, e.Instance(), docker.DefaultInstance)
+	if err != nil || e.Instance() != core.DefaultInstance {
+		t.Errorf("New without an instance: %v, instance %q; want %q", err, e.Instance(), core.DefaultInstance)
 	}
 }
 
@@ -89,8 +90,8 @@ func TestTwoInstancesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 			if got := managedNames(t, other, owner); !slices.Equal(got, []string{b.Name}) {
 				t.Errorf("other instance lists %v, want [%s]", got, b.Name)
 			}
-			if a.Labels[docker.LabelInstance] != docker.DefaultInstance || b.Labels[docker.LabelInstance] != otherInstance {
-				t.Errorf("instance labels %q and %q, want %q and %q", a.Labels[docker.LabelInstance], b.Labels[docker.LabelInstance], docker.DefaultInstance, otherInstance)
+			if a.Labels[docker.LabelInstance] != core.DefaultInstance || b.Labels[docker.LabelInstance] != otherInstance {
+				t.Errorf("instance labels %q and %q, want %q and %q", a.Labels[docker.LabelInstance], b.Labels[docker.LabelInstance], core.DefaultInstance, otherInstance)
 			}
 		}},
 		{"a name the other instance holds is a conflict to create, and is not there for anything else", func(t *testing.T, def, other *docker.Engine, owner string) {
@@ -112,10 +113,10 @@ func TestTwoInstancesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 			}
 		}},
 		{"each lists only its own volumes; the other's is a conflict to mount and not there to remove", func(t *testing.T, def, other *docker.Engine, owner string) {
-			vol := docker.ObjectName(owner, "data")
+			vol := core.ObjectName(owner, "data")
 			s := instanceSpec(t, def, owner, "db")
 			s.Running = false
-			s.Mounts = []docker.Mount{{Volume: vol, Target: "/data"}}
+			s.Mounts = []core.Mount{{Volume: vol, Target: "/data"}}
 			create(t, def, s)
 			if err := def.Remove(ctx(t), s.Name); err != nil {
 				t.Fatal(err)
@@ -127,7 +128,7 @@ func TestTwoInstancesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 				t.Errorf("default instance lists volumes %v, want [%s]", got, vol)
 			}
 			steal := instanceSpec(t, other, owner, "steal")
-			steal.Mounts = []docker.Mount{{Volume: vol, Target: "/data"}}
+			steal.Mounts = []core.Mount{{Volume: vol, Target: "/data"}}
 			_, err := other.Create(ctx(t), steal)
 			wantErr(t, err, docker.ErrConflict)
 			wantErr(t, other.RemoveVolume(ctx(t), vol), docker.ErrNotFound)
@@ -145,7 +146,7 @@ func TestTwoInstancesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 			}
 			for _, n := range []struct {
 				name, instance string
-			}{{a.Network, docker.DefaultInstance}, {b.Network, otherInstance}} {
+			}{{a.Network, core.DefaultInstance}, {b.Network, otherInstance}} {
 				raw, err := dockertest.Client(t).NetworkInspect(ctx(t), n.name, networkInspect)
 				if err != nil {
 					t.Fatal(err)
@@ -158,14 +159,14 @@ func TestTwoInstancesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 		{"a network of the default instance's name is a conflict for another instance's spec", func(t *testing.T, def, other *docker.Engine, owner string) {
 			create(t, def, instanceSpec(t, def, owner, "a"))
 			s := instanceSpec(t, other, owner, "b")
-			s.Network = docker.NetworkName(docker.DefaultInstance, owner)
+			s.Network = core.NetworkName(core.DefaultInstance, owner)
 			_, err := other.Create(ctx(t), s)
-			wantErr(t, err, docker.ErrInvalidSpec)
+			wantErr(t, err, core.ErrInvalidSpec)
 			wantErr(t, err, fault.Invalid)
 		}},
 		{"what was made before instances existed is the default instance's", func(t *testing.T, def, other *docker.Engine, owner string) {
-			name := docker.ObjectName(owner, "old")
-			vol := docker.ObjectName(owner, "olddata")
+			name := core.ObjectName(owner, "old")
+			vol := core.ObjectName(owner, "olddata")
 			legacy := map[string]string{docker.LabelManagedBy: docker.ManagedByValue, docker.LabelOwner: owner,
 				docker.LabelRepo: owner + "/repo", docker.LabelName: "old"}
 			cli := dockertest.Client(t)
@@ -252,7 +253,7 @@ func TestEverySentinelIsOfItsKind(t *testing.T) {
 		{"a port in use is Conflict", docker.ErrPortInUse, fault.Conflict, docker.ErrConflict},
 		{"unauthorized is Refused", docker.ErrUnauthorized, fault.Refused, nil},
 		{"unreachable is Unreachable", docker.ErrUnreachable, fault.Unreachable, nil},
-		{"an invalid spec is Invalid", docker.ErrInvalidSpec, fault.Invalid, nil},
+		{"an invalid spec is Invalid", core.ErrInvalidSpec, fault.Invalid, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -46,13 +46,17 @@ type sentinel struct {
 }
 
 func (s *sentinel) Error() string        { return s.msg }
-func (s *sentinel) Is(target error) bool { return target == s.kind }
+func (s *sentinel) Is(target error) bool { return target == s.kind || errors.Is(s.kind, target) }
 
 // New returns a new sentinel error with message msg that matches kind
 // with errors.Is (and only itself otherwise): a backend declares its own
 // sentinels with it, e.g.
 //
 //	var ErrImageNotFound = fault.New(fault.NotFound, "image not found")
+//
+// kind may itself be such a sentinel: the new error then refines it,
+// matching it and its kind too (a backend's own message for an error of
+// the domain core, say).
 func New(kind error, msg string) error { return &sentinel{msg: msg, kind: kind} }
 
 // marked is an error placed under a kind without changing its message.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
@@ -61,7 +62,7 @@ func TestAForgedSystemHookForALiveProjectRetiresNothingAndSaysGitLabContradictsI
 				t.Errorf("the refusal does not say what happens: %s", line)
 			}
 			time.Sleep(200 * time.Millisecond) // a retirement would have begun by now
-			if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
+			if _, ok := s.container(core.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
 				t.Errorf("a forged %s removed alice's container: %v", tc.event, removals(fake))
 			}
 			if _, ok, _ := s.store.Repo("students/alice/web"); !ok {
@@ -82,7 +83,7 @@ func TestASystemHookGitLabCannotConfirmRetiresNothingAndSaysGitLabCouldNotBeAske
 	s.post("System Hook", gitlabtest.SystemHook("project_destroy", p, ""), nil)
 	s.logged("system hook not confirmed", "GitLab could not be asked", "nothing is retired", "students/alice/web")
 	time.Sleep(200 * time.Millisecond)
-	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
+	if _, ok := s.container(core.ObjectName("alice", "web")); !ok || len(removals(fake)) != 0 {
 		t.Errorf("an unconfirmed destroy removed alice's container: %v", removals(fake))
 	}
 }
@@ -98,11 +99,11 @@ func TestADestroyGitLabConfirmsRetiresOnlyThatProject(t *testing.T) {
 	g.Delete(t, alice.Path())
 	s.post("System Hook", gitlabtest.SystemHook("project_destroy", alice, ""), nil)
 	eventually(t, "alice's container is retired", func() bool {
-		_, ok := s.container(docker.ObjectName("alice", "web"))
+		_, ok := s.container(core.ObjectName("alice", "web"))
 		return !ok
 	})
 	s.logged("GitLab confirms the project left its path", "students/alice/web")
-	if _, ok := s.container(docker.ObjectName("bob", "web")); !ok {
+	if _, ok := s.container(core.ObjectName("bob", "web")); !ok {
 		t.Error("bob's container went with alice's project")
 	}
 }
@@ -121,7 +122,7 @@ func TestADestroyNamingAnotherStudentsPathUnderAnUnknownIDRetiresNothing(t *test
 	fake.ResetCalls()
 	s.post("System Hook", []byte(body), nil)
 	time.Sleep(500 * time.Millisecond) // a retirement would have begun by now
-	if _, ok := s.container(docker.ObjectName("bob", "web")); !ok || len(removals(fake)) != 0 {
+	if _, ok := s.container(core.ObjectName("bob", "web")); !ok || len(removals(fake)) != 0 {
 		t.Errorf("a delivery naming bob's path removed bob's container: %v", removals(fake))
 	}
 }
@@ -165,7 +166,7 @@ func TestAProjectAtAnotherStudentsPathThatTheyDoNotHoldIsNotRunAsThemAndTheRefus
 	s.post("Push Hook", gitlabtest.PushHook(forged, "refs/heads/main", strings.Repeat("0", 40), shas[0]), nil)
 	s.logged("push to a refused project ignored", "students/bob/x")
 	time.Sleep(300 * time.Millisecond)
-	for _, name := range []string{docker.ObjectName("bob", "web"), docker.ObjectName("ghost", "web"), docker.ObjectName("carol", "web")} {
+	for _, name := range []string{core.ObjectName("bob", "web"), core.ObjectName("ghost", "web"), core.ObjectName("carol", "web")} {
 		if _, ok := s.container(name); ok {
 			t.Errorf("%s runs: a project not held by its owner was reconciled", name)
 		}
@@ -175,7 +176,7 @@ func TestAProjectAtAnotherStudentsPathThatTheyDoNotHoldIsNotRunAsThemAndTheRefus
 			t.Errorf("%s got statuses: %+v", p.Path(), st)
 		}
 	}
-	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok {
+	if _, ok := s.container(core.ObjectName("alice", "web")); !ok {
 		t.Error("alice's own project was not rolled out")
 	}
 }
@@ -195,7 +196,7 @@ func TestAProjectWhoseOwnerNoLongerHoldsItIsRetiredAtTheNextListing(t *testing.T
 	s.svc.Rediscover()
 	s.logged("project refused", "students/bob/web", "Guest (10) access")
 	eventually(t, "the refused project's container is retired", func() bool {
-		_, ok := s.container(docker.ObjectName("bob", "web"))
+		_, ok := s.container(core.ObjectName("bob", "web"))
 		return !ok
 	})
 }

@@ -6,27 +6,25 @@ import (
 	"testing"
 
 	"github.com/whalemountain/wm/reconciler"
-	"github.com/whalemountain/wm/reconciler/docker"
-	"github.com/whalemountain/wm/reconciler/kube"
-	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/schema"
 )
 
 func TestThePlanNoteSaysWhatMergingWouldDo(t *testing.T) {
 	quota := schema.Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 8, Memory: "32Gi", Ports: 20}
-	web := &docker.Spec{Name: "alice_web", Image: "r/alice/web:abc", Running: true, Ports: []docker.PortBinding{{Guest: 80, Host: 50001}}}
-	db := &docker.Spec{Name: "alice_db", Image: "r/alice/web:abc", Running: false, Ports: []docker.PortBinding{{Guest: 5432}}}
+	web := &core.ContainerSpec{Name: "alice_web", Image: "r/alice/web:abc", Running: true, Ports: []core.PortBinding{{Guest: 80, Host: 50001}}}
+	db := &core.ContainerSpec{Name: "alice_db", Image: "r/alice/web:abc", Running: false, Ports: []core.PortBinding{{Guest: 5432}}}
 	res := reconciler.Result{
 		Revision: "abcdef0123456789",
 		Plan: reconciler.Plan{Unchanged: 1, Actions: []reconciler.Action{
 			{Kind: reconciler.ActionCreate, Resource: reconciler.Container, Name: "alice_db", Host: "h1", Spec: db},
 			{Kind: reconciler.ActionRecreate, Resource: reconciler.Container, Name: "alice_web", Host: "h1", Spec: web},
-			{Kind: reconciler.ActionCreate, Resource: reconciler.Pod, Name: "train", Pod: &kube.Pod{Name: "train", Image: "r/alice/web:abc", GPUs: 1, CPUs: 4, MemoryBytes: 16 << 30, Restart: "Never"}},
+			{Kind: reconciler.ActionCreate, Resource: reconciler.Pod, Name: "train", Pod: &core.PodSpec{Name: "train", Image: "r/alice/web:abc", GPUs: 1, CPUs: 4, MemoryBytes: 16 << 30, Restart: "Never"}},
 			{Kind: reconciler.ActionRemove, Resource: reconciler.Container, Name: "alice_old", Host: "h1"},
 			{Kind: reconciler.ActionRemove, Resource: reconciler.Pod, Name: "eval"},
 			{Kind: reconciler.ActionRemove, Resource: reconciler.SIF, Name: "env"},
 		}},
-		OwnerUsage: store.Usage{Containers: 3, Pods: 1, GPUs: 1, CPUs: 2.5, MemoryBytes: 3 << 30, Ports: 2},
+		OwnerUsage: core.Usage{Containers: 3, Pods: 1, GPUs: 1, CPUs: 2.5, MemoryBytes: 3 << 30, Ports: 2},
 	}
 	body := RenderPlan(res, nil, "main", quota)
 	for _, want := range []string{

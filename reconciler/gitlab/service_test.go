@@ -16,6 +16,7 @@ import (
 	gl "gitlab.com/gitlab-org/api/client-go"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitlab"
@@ -40,7 +41,7 @@ type stack struct {
 	client *gitlab.Client
 	svc    *gitlab.Service
 	loop   *reconciler.Loop
-	engine reconciler.Engine
+	engine core.Engine
 	fake   *docker.Fake // nil on the real engine
 	hooks  string       // URL of POST /hooks/gitlab
 	store  *store.Store
@@ -90,7 +91,7 @@ func all(s string, parts []string) bool {
 	return true
 }
 
-func newStack(t *testing.T, engine reconciler.Engine, g *gitlabtest.GitLab) *stack {
+func newStack(t *testing.T, engine core.Engine, g *gitlabtest.GitLab) *stack {
 	t.Helper()
 	root := t.TempDir()
 	cfg, err := schema.ParseServer("wm.yaml", strings.NewReader(fmt.Sprintf(`
@@ -121,7 +122,7 @@ policy: {maxPrunePercent: 100}
 		Routes:  []reconciler.GitRoute{{Prefix: g.URL() + "/", Source: gitsource.New(filepath.Join(root, "git"), gitsource.WithBasicAuth("oauth2", token), gitsource.WithTimeout(5*time.Second))}},
 		Default: gitsource.New(filepath.Join(root, "plain")),
 	}
-	rec, err := reconciler.New(cfg, git, []reconciler.Engine{engine}, st, reconciler.WithReporter(svc.Reporter()))
+	rec, err := reconciler.New(cfg, git, []core.Engine{engine}, st, reconciler.WithReporter(svc.Reporter()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func (s *stack) post(event string, body []byte, header http.Header) *http.Respon
 	return gitlabtest.PostHook(s.t, s.hooks+"/hooks/gitlab", event, body, header)
 }
 
-func (s *stack) container(name string) (docker.Container, bool) {
+func (s *stack) container(name string) (core.Container, bool) {
 	s.t.Helper()
 	cs, err := s.engine.ListManaged(context.Background())
 	if err != nil {
@@ -185,7 +186,7 @@ func (s *stack) container(name string) (docker.Container, bool) {
 			return c, true
 		}
 	}
-	return docker.Container{}, false
+	return core.Container{}, false
 }
 
 func (s *stack) statuses(project, sha, name string) []string {
@@ -296,12 +297,12 @@ func TestDiscoveryFindsStudentProjectsAcrossNestedGroups(t *testing.T) {
 
 // runPushScenario: a project of owner is rolled out, a push webhook
 // arrives, and the container changes and the commit status goes green.
-func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
+func runPushScenario(t *testing.T, engine core.Engine, owner string) {
 	g := gitlabtest.New(t, token)
 	p := studentProject(t, g, "students/"+owner+"/web")
 	s := newStack(t, engine, g)
 	first := s.rollOut(p)
-	before, _ := s.container(docker.ObjectName(owner, "web"))
+	before, _ := s.container(core.ObjectName(owner, "web"))
 
 	second := p.Commit(t, "main", wmYAML("prod"), "prod")
 	s.ci(p.Path(), second)
@@ -314,7 +315,7 @@ func runPushScenario(t *testing.T, engine reconciler.Engine, owner string) {
 		return slices.Contains(s.statuses(p.Path(), second, gitlab.StatusName), "success")
 	})
 	t.Logf("push to green: %v", time.Since(start))
-	after, _ := s.container(docker.ObjectName(owner, "web"))
+	after, _ := s.container(core.ObjectName(owner, "web"))
 	if after.ID == before.ID || after.Labels[docker.LabelSpecHash] == before.Labels[docker.LabelSpecHash] {
 		t.Errorf("container not recreated: %s → %s", before.ID, after.ID)
 	}
@@ -415,7 +416,7 @@ func TestAMergeRequestGetsOnePlanNoteEditedInPlace(t *testing.T) {
 		return strings.Contains(b, head1[:12])
 	})
 	body, _ := planNote()
-	for _, want := range []string{"| ➕ | create | container | `" + docker.ObjectName("alice", "db") + "`", "| 🔁 | recreate | container | `" + docker.ObjectName("alice", "web") + "`", "5432 → new", "**Quota**", "2 of 5 containers"} {
+	for _, want := range []string{"| ➕ | create | container | `" + core.ObjectName("alice", "db") + "`", "| 🔁 | recreate | container | `" + core.ObjectName("alice", "web") + "`", "5432 → new", "**Quota**", "2 of 5 containers"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("plan note lacks %q:\n%s", want, body)
 		}
@@ -461,10 +462,10 @@ func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 	s.loop.TriggerRevision(strings.ToLower(p.Path()), first)
 	eventually(t, "the pass saw GitLab down", func() bool {
 		st, _, _ := s.store.Repo("students/alice/web")
-		c := st.Condition(store.Ready)
+		c := st.Condition(core.Ready)
 		return c != nil && c.Reason == "SourceUnreachable"
 	})
-	if _, ok := s.container(docker.ObjectName("alice", "web")); !ok || len(fake.Mutations()) != 0 {
+	if _, ok := s.container(core.ObjectName("alice", "web")); !ok || len(fake.Mutations()) != 0 {
 		t.Errorf("GitLab being down changed containers: %v", fake.Mutations())
 	}
 }
@@ -482,8 +483,8 @@ func TestATransferRetiresTheOldOwnersContainerAndCreatesTheNewOwners(t *testing.
 	s.ci("students/bob/web", first)
 	s.post("System Hook", gitlabtest.SystemHook("project_transfer", p, "students/alice/web"), nil)
 	eventually(t, "bob's container and alice's gone", func() bool {
-		_, bob := s.container(docker.ObjectName("bob", "web"))
-		_, alice := s.container(docker.ObjectName("alice", "web"))
+		_, bob := s.container(core.ObjectName("bob", "web"))
+		_, alice := s.container(core.ObjectName("alice", "web"))
 		return bob && !alice
 	})
 	if _, ok, _ := s.store.Repo("students/alice/web"); ok {

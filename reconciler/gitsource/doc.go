@@ -48,6 +48,12 @@
 //   - ErrRevisionNotFound: the branch moved on and dropped the commit; read
 //     the new head.
 //
+// Each sentinel is also of one of the kinds every backend shares (package
+// fault), which errors.Is matches as well: ErrUnreachable is
+// fault.Unreachable; ErrRepoNotFound, ErrBranchNotFound,
+// ErrRevisionNotFound and ErrFileNotFound are fault.NotFound;
+// ErrAccessDenied is fault.Refused; ErrTooLarge is fault.TooLarge.
+//
 // Credentials (WithBasicAuth, or user:password in the URL) go only into
 // the Authorization header, never into a URL go-git could print.
 //

@@ -11,33 +11,41 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+
+	"github.com/whalemountain/wm/reconciler/fault"
 )
 
 // The outcomes a caller branches on with errors.Is. Each says what happens
-// next; none of them means the repository's desired state is empty.
+// next; none of them means the repository's desired state is empty. Each
+// is also of one of the kinds of package fault, named on it, which
+// errors.Is matches too (and fault.Of returns), so that a caller that
+// knows only the kinds can judge a git error like any backend's.
 var (
-	// ErrUnreachable: the remote could not be reached or failed on its side
-	// (connection refused, DNS, timeout, HTTP 429 or 5xx). Transient: retry
-	// with backoff and keep what runs.
-	ErrUnreachable = errors.New("remote unreachable")
-	// ErrRepoNotFound: there is no repository at the URL (HTTP 404, or no
-	// repository at a local path). GitLab also answers 404 for a project the
-	// token cannot see.
-	ErrRepoNotFound = errors.New("repository not found")
-	// ErrAccessDenied: the remote refused the credentials (HTTP 401 or 403),
-	// an administrator must fix the token.
-	ErrAccessDenied = errors.New("access denied")
-	// ErrBranchNotFound: the repository has no such branch, or no commit at
-	// all. The student must push the branch.
-	ErrBranchNotFound = errors.New("branch not found")
-	// ErrRevisionNotFound: the commit asked for is no longer on the branch
-	// (it was force-pushed away). Call Head again and read the new head.
-	ErrRevisionNotFound = errors.New("revision not found")
-	// ErrFileNotFound: the path is not a regular file at the revision (it is
-	// absent, a folder, a symlink or a submodule). The student must add it.
-	ErrFileNotFound = errors.New("file not found")
-	// ErrTooLarge: the file is larger than the caller's cap.
-	ErrTooLarge = errors.New("file too large")
+	// ErrUnreachable (fault.Unreachable): the remote could not be reached
+	// or failed on its side (connection refused, DNS, timeout, HTTP 429 or
+	// 5xx). Transient: retry with backoff and keep what runs.
+	ErrUnreachable = fault.New(fault.Unreachable, "remote unreachable")
+	// ErrRepoNotFound (fault.NotFound): there is no repository at the URL
+	// (HTTP 404, or no repository at a local path). GitLab also answers 404
+	// for a project the token cannot see.
+	ErrRepoNotFound = fault.New(fault.NotFound, "repository not found")
+	// ErrAccessDenied (fault.Refused): the remote refused the credentials
+	// (HTTP 401 or 403), an administrator must fix the token.
+	ErrAccessDenied = fault.New(fault.Refused, "access denied")
+	// ErrBranchNotFound (fault.NotFound): the repository has no such
+	// branch, or no commit at all. The student must push the branch.
+	ErrBranchNotFound = fault.New(fault.NotFound, "branch not found")
+	// ErrRevisionNotFound (fault.NotFound): the commit asked for is no
+	// longer on the branch (it was force-pushed away). Call Head again and
+	// read the new head.
+	ErrRevisionNotFound = fault.New(fault.NotFound, "revision not found")
+	// ErrFileNotFound (fault.NotFound): the path is not a regular file at
+	// the revision (it is absent, a folder, a symlink or a submodule). The
+	// student must add it.
+	ErrFileNotFound = fault.New(fault.NotFound, "file not found")
+	// ErrTooLarge (fault.TooLarge): the file is larger than the caller's
+	// cap.
+	ErrTooLarge = fault.New(fault.TooLarge, "file too large")
 )
 
 // outcomes are the sentinels above; an error that is none of them, nor a

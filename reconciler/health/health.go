@@ -3,7 +3,7 @@ package health
 import (
 	"fmt"
 
-	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Status is the health of one workload.
@@ -29,7 +29,7 @@ const CrashLoopRestarts = 3
 // Container returns the health of a container that should be running
 // (wantRunning) or stopped, with a short message for the student. A nil
 // container is Missing.
-func Container(c *docker.Container, wantRunning bool) (Status, string) {
+func Container(c *core.Container, wantRunning bool) (Status, string) {
 	if c == nil {
 		return Missing, "the container does not exist"
 	}

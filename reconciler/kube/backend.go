@@ -17,6 +17,7 @@ import (
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 )
 
@@ -33,8 +34,9 @@ var ErrQuotaNotReady = fault.New(fault.NotReady, "the namespace's quota is not r
 // ErrNamespaceNotOurs is wrapped when owner's namespace exists without
 // WhaleMountain's labels for that owner (or with another instance's), or
 // its name is a system or reserved one: nothing is written into it, and
-// the admins must act (fault.Conflict: the name is taken).
-var ErrNamespaceNotOurs = fault.New(fault.Conflict, "the namespace is not WhaleMountain's")
+// the admins must act (core.ErrNamespaceNotOurs, fault.Conflict: the name is
+// taken).
+var ErrNamespaceNotOurs = fault.New(core.ErrNamespaceNotOurs, "the namespace is not WhaleMountain's")
 
 // Every other error of the backend that comes from the cluster is marked
 // with its kind in package fault (classify): fault.Unreachable when the
@@ -185,20 +187,13 @@ func (b *Backend) EnsureOwner(ctx context.Context, owner string) (changed int, e
 	return changed, nil
 }
 
-// PodStatus is what a student sees of one pod.
-type PodStatus struct {
-	Name    string
-	Phase   string // Pending, Running, Succeeded, Failed, or Refused
-	Message string
-}
-
 // SyncResult says what SyncPods did.
 type SyncResult struct {
 	Created, Recreated, Removed []string
-	Pods                        []PodStatus
+	Pods                        []core.PodStatus
 	// Refused lists pods the cluster would not admit, with its reason in
 	// plain words.
-	Refused []PodStatus
+	Refused []core.PodStatus
 }
 
 // SyncPods makes repo's pods in owner's namespace be exactly pods: new
@@ -207,7 +202,7 @@ type SyncResult struct {
 // repos are never touched; a name another repo of the owner already uses
 // is refused. A pod the cluster refuses (quota, Pod Security) does not stop
 // the others; it is reported in Refused and the error wraps ErrRefused.
-func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) (SyncResult, error) {
+func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []core.PodSpec) (SyncResult, error) {
 	var res SyncResult
 	ns := b.set.Namespace(owner)
 	if problem := b.set.NamespaceProblem(owner); problem != "" {
@@ -249,7 +244,7 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 		o := b.set.podObject(p)
 		cur := byName[p.Name]
 		if cur != nil && cur.Annotations[AnnotationRepo] != repo {
-			res.Refused = append(res.Refused, PodStatus{Name: p.Name, Phase: "Refused",
+			res.Refused = append(res.Refused, core.PodStatus{Name: p.Name, Phase: "Refused",
 				Message: fmt.Sprintf("the pod name %s is already used by your repo %s", p.Name, cur.Annotations[AnnotationRepo])})
 			continue
 		}
@@ -270,7 +265,7 @@ func (b *Backend) SyncPods(ctx context.Context, owner, repo string, pods []Pod) 
 				return res, fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, ErrQuotaNotReady)
 			}
 			if refused := admissionRefusal(err); refused != "" {
-				res.Refused = append(res.Refused, PodStatus{Name: p.Name, Phase: "Refused", Message: refused})
+				res.Refused = append(res.Refused, core.PodStatus{Name: p.Name, Phase: "Refused", Message: refused})
 				continue
 			}
 			return res, fmt.Errorf("apply pod %s/%s: %w", ns, p.Name, err)
@@ -332,12 +327,12 @@ func (b *Backend) sendPod(ctx context.Context, ns string, o object, replacing bo
 }
 
 // statuses reads back the repo's pods.
-func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]PodStatus, error) {
+func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]core.PodStatus, error) {
 	list, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRepo + "=" + repoLabel(repo)})
 	if err != nil {
 		return nil, fmt.Errorf("list pods of %s: %w", ns, classify(err))
 	}
-	var out []PodStatus
+	var out []core.PodStatus
 	for _, p := range list.Items {
 		if !b.set.mine(p.Labels) {
 			continue
@@ -351,9 +346,9 @@ func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]PodStatus, e
 				}
 			}
 		}
-		out = append(out, PodStatus{Name: p.Name, Phase: string(p.Status.Phase), Message: msg})
+		out = append(out, core.PodStatus{Name: p.Name, Phase: string(p.Status.Phase), Message: msg})
 	}
-	slices.SortFunc(out, func(a, b PodStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b core.PodStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -396,16 +391,6 @@ func (b *Backend) RemoveOwner(ctx context.Context, owner string) error {
 	return nil
 }
 
-// PodUsage is one pod WhaleMountain manages, as the owner's quota counts it.
-type PodUsage struct {
-	Repo, Name, Phase string
-	// Hash is the pod's applied hash (Settings.PodHash of what made it).
-	Hash        string
-	GPUs        int
-	CPUs        float64
-	MemoryBytes int64
-}
-
 // OwnerPods lists the pods WhaleMountain manages in owner's namespace
 // (none when the namespace does not exist), with their repo and resources,
 // sorted by repo and name, so that one quota can count an owner's pods
@@ -413,7 +398,7 @@ type PodUsage struct {
 // Failed) are listed too, with their phase: the caller decides whether
 // they count. Resources are the pod's limits (WhaleMountain sets requests
 // equal to them).
-func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, error) {
+func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]core.Pod, error) {
 	if b.set.NamespaceProblem(owner) != "" {
 		return nil, nil
 	}
@@ -427,12 +412,12 @@ func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, erro
 	if err != nil {
 		return nil, fmt.Errorf("list pods of %s: %w", ns, classify(err))
 	}
-	var out []PodUsage
+	var out []core.Pod
 	for _, p := range list.Items {
 		if !b.set.mine(p.Labels) {
 			continue // another instance's
 		}
-		u := PodUsage{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase), Hash: p.Annotations[AnnotationHash]}
+		u := core.Pod{Repo: p.Annotations[AnnotationRepo], Name: p.Labels[LabelName], Phase: string(p.Status.Phase), Hash: p.Annotations[AnnotationHash]}
 		if u.Repo == "" {
 			u.Repo = p.Labels[LabelRepo]
 		}
@@ -449,8 +434,11 @@ func (b *Backend) OwnerPods(ctx context.Context, owner string) ([]PodUsage, erro
 		u.CPUs = float64(cpu) / 1000
 		out = append(out, u)
 	}
-	slices.SortFunc(out, func(a, b PodUsage) int {
+	slices.SortFunc(out, func(a, b core.Pod) int {
 		return cmp.Or(strings.Compare(a.Repo, b.Repo), strings.Compare(a.Name, b.Name))
 	})
 	return out, nil
 }
+
+// Backend is the Kubernetes cluster as the domain core defines one.
+var _ core.Cluster = (*Backend)(nil)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
@@ -67,8 +68,8 @@ func setup(t *testing.T, cluster *kubetest.Cluster) (*kube.Backend, *mutations, 
 	return b, m, prefix
 }
 
-func pod(owner, name string, gpus int) kube.Pod {
-	return kube.Pod{Owner: owner, Repo: owner + "/ml", Name: name, Image: "registry.test/" + owner + "/ml:abc",
+func pod(owner, name string, gpus int) core.PodSpec {
+	return core.PodSpec{Owner: owner, Repo: owner + "/ml", Name: name, Image: "registry.test/" + owner + "/ml:abc",
 		Command: []string{"python", "train.py"}, GPUs: gpus, CPUs: 1, MemoryBytes: 1 << 30, Restart: "Never"}
 }
 
@@ -106,7 +107,7 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 		}
 	})
 
-	res, err := b.SyncPods(ctx, alice, alice+"/ml", []kube.Pod{pod(alice, "train", 1)})
+	res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 1)})
 	if err != nil || len(res.Created) != 1 {
 		t.Fatalf("sync: %+v, %v", res, err)
 	}
@@ -175,7 +176,7 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 	})
 
 	t.Run("a pod over the GPU quota is refused and says why", func(t *testing.T) {
-		res, err := b.SyncPods(ctx, alice, alice+"/ml", []kube.Pod{pod(alice, "train", 1), pod(alice, "more", 1)})
+		res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 1), pod(alice, "more", 1)})
 		if !errors.Is(err, kube.ErrRefused) || !errors.Is(err, fault.Refused) || len(res.Refused) != 1 || !strings.Contains(res.Refused[0].Message, "refused by your quota") ||
 			!strings.Contains(err.Error(), "pods.more: refused by your quota") || !strings.Contains(err.Error(), "nvidia.com/gpu") {
 			t.Errorf("refusal: %+v, %v", res.Refused, err)
@@ -197,12 +198,12 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 	t.Run("a changed pod is recreated, an undeclared one removed, another repo's left alone", func(t *testing.T) {
 		other := pod(alice, "notebook", 0)
 		other.Repo = alice + "/other"
-		if _, err := b.SyncPods(ctx, alice, alice+"/other", []kube.Pod{other}); err != nil {
+		if _, err := b.SyncPods(ctx, alice, alice+"/other", []core.PodSpec{other}); err != nil {
 			t.Fatal(err)
 		}
 		changed := pod(alice, "train", 1)
 		changed.Env = map[string]string{"EPOCHS": "3"}
-		res, err := b.SyncPods(ctx, alice, alice+"/ml", []kube.Pod{changed})
+		res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{changed})
 		if err != nil || len(res.Recreated) != 1 {
 			t.Fatalf("recreate: %+v, %v", res, err)
 		}
@@ -214,7 +215,7 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 			t.Errorf("another repo's pod was touched: %v", err)
 		}
 		before := m.n.Load()
-		if _, err := b.SyncPods(ctx, alice, alice+"/other", []kube.Pod{other}); err != nil || m.n.Load() != before {
+		if _, err := b.SyncPods(ctx, alice, alice+"/other", []core.PodSpec{other}); err != nil || m.n.Load() != before {
 			t.Errorf("a no-op pod sync mutated: %v", err)
 		}
 	})

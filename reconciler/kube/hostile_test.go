@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
@@ -148,7 +149,7 @@ func TestAnAccountWhoseNamespaceExistsAndIsNotItsOwnTakesNothingOverAndIsToldWhy
 			}
 			_, err := b.EnsureOwner(ctx, bob)
 			wantNotOurs(t, "EnsureOwner", err, ns, tc.says...)
-			_, err = b.SyncPods(ctx, bob, bob+"/ml", []kube.Pod{pod(bob, "train", 0)})
+			_, err = b.SyncPods(ctx, bob, bob+"/ml", []core.PodSpec{pod(bob, "train", 0)})
 			wantNotOurs(t, "SyncPods with a pod", err, ns)
 			_, err = b.SyncPods(ctx, bob, bob+"/ml", nil)
 			wantNotOurs(t, "SyncPods removing the look-alike pod", err, ns)
@@ -198,7 +199,7 @@ func TestANamespaceTheAdminsTookBackIsNoLongerWrittenToNorDeleted(t *testing.T) 
 
 	_, err = b.EnsureOwner(ctx, alice)
 	wantNotOurs(t, "EnsureOwner", err, ns)
-	_, err = b.SyncPods(ctx, alice, alice+"/ml", []kube.Pod{pod(alice, "train", 0)})
+	_, err = b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 0)})
 	wantNotOurs(t, "SyncPods", err, ns)
 	wantNotOurs(t, "RemoveOwner", b.RemoveOwner(ctx, alice), ns)
 	if after := snapshot(t, admin, ns); !maps.Equal(before, after) {
@@ -250,7 +251,7 @@ func TestAnAccountNamedLikeASystemOrReservedNamespaceIsRefusedAndSaysWhy(t *test
 		t.Cleanup(func() { undoInKubeSystem(t, admin) })
 		_, err := sys.EnsureOwner(ctx, "kube-system")
 		wantNotOurs(t, "EnsureOwner", err, "kube-system", "kube-*")
-		_, err = sys.SyncPods(ctx, "kube-system", "kube-system/ml", []kube.Pod{pod("kube-system", "train", 0)})
+		_, err = sys.SyncPods(ctx, "kube-system", "kube-system/ml", []core.PodSpec{pod("kube-system", "train", 0)})
 		wantNotOurs(t, "SyncPods", err, "kube-system")
 		wantNotOurs(t, "RemoveOwner", sys.RemoveOwner(ctx, "kube-system"), "kube-system")
 		if after := snapshot(t, admin, "kube-system"); !maps.Equal(before, after) {
@@ -374,8 +375,8 @@ func TestOwnerPodsCountsAnOwnersManagedPodsOverAllTheirReposAndNothingElse(t *te
 	train := pod(alice, "train", 1)
 	notebook := pod(alice, "notebook", 0)
 	notebook.Repo, notebook.CPUs, notebook.MemoryBytes = alice+"/other", 0.5, 512<<20
-	for _, p := range []kube.Pod{train, notebook, pod(bob, "train", 1)} {
-		if _, err := b.SyncPods(ctx, p.Owner, p.Repo, []kube.Pod{p}); err != nil {
+	for _, p := range []core.PodSpec{train, notebook, pod(bob, "train", 1)} {
+		if _, err := b.SyncPods(ctx, p.Owner, p.Repo, []core.PodSpec{p}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -411,7 +412,7 @@ func TestOwnerPodsCountsAnOwnersManagedPodsOverAllTheirReposAndNothingElse(t *te
 		}
 		got[i].Hash = "" // what a plan pairs by; compared by the reconciler's tests
 	}
-	want := []kube.PodUsage{
+	want := []core.Pod{
 		{Repo: alice + "/ml", Name: "train", Phase: "Pending", GPUs: 1, CPUs: 1, MemoryBytes: 1 << 30},
 		{Repo: alice + "/other", Name: "notebook", Phase: "Failed", GPUs: 0, CPUs: 0.5, MemoryBytes: 512 << 20},
 	}

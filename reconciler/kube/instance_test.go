@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
@@ -57,7 +58,7 @@ func TestTwoInstancesOnOneClusterLeaveEachOtherAlone(t *testing.T) {
 	if _, err := other.EnsureOwner(ctx, bob); err != nil {
 		t.Fatal(err)
 	}
-	for owner, inst := range map[string]string{alice: kube.DefaultInstance, bob: otherInstance} {
+	for owner, inst := range map[string]string{alice: core.DefaultInstance, bob: otherInstance} {
 		n, err := admin.CoreV1().Namespaces().Get(ctx, prefix+owner, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -75,8 +76,8 @@ func TestTwoInstancesOnOneClusterLeaveEachOtherAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := admin.CoreV1().Pods(prefix+alice).Get(ctx, "train", metav1.GetOptions{})
-	if err != nil || p.Labels[kube.LabelInstance] != kube.DefaultInstance {
-		t.Errorf("alice's pod: %v, instance label %q, want %q", err, p.Labels[kube.LabelInstance], kube.DefaultInstance)
+	if err != nil || p.Labels[kube.LabelInstance] != core.DefaultInstance {
+		t.Errorf("alice's pod: %v, instance label %q, want %q", err, p.Labels[kube.LabelInstance], core.DefaultInstance)
 	}
 
 	cases := []struct {
@@ -84,7 +85,7 @@ func TestTwoInstancesOnOneClusterLeaveEachOtherAlone(t *testing.T) {
 		b             *kube.Backend
 		owner, holder string
 	}{
-		{"another instance's namespace is a conflict to make, and nothing in it is listed, changed or removed", other, alice, kube.DefaultInstance},
+		{"another instance's namespace is a conflict to make, and nothing in it is listed, changed or removed", other, alice, core.DefaultInstance},
 		{"the default instance leaves another instance's namespace alone just the same", def, bob, otherInstance},
 	}
 	for _, tc := range cases {
@@ -105,7 +106,7 @@ func TestTwoInstancesOnOneClusterLeaveEachOtherAlone(t *testing.T) {
 			wantNotOurs(t, "CheckPod", tc.b.CheckPod(ctx, pod(tc.owner, "train", 0), true), ns)
 			wantNotOurs(t, "ApplyPod", tc.b.ApplyPod(ctx, pod(tc.owner, "train", 0), true), ns)
 			wantNotOurs(t, "DeletePod", tc.b.DeletePod(ctx, tc.owner, tc.owner+"/ml", "train"), ns)
-			_, err = tc.b.SyncPods(ctx, tc.owner, tc.owner+"/ml", []kube.Pod{pod(tc.owner, "train", 0)})
+			_, err = tc.b.SyncPods(ctx, tc.owner, tc.owner+"/ml", []core.PodSpec{pod(tc.owner, "train", 0)})
 			wantNotOurs(t, "SyncPods", err, ns)
 			// The other instance's pod is not there: nothing to remove.
 			if _, err = tc.b.SyncPods(ctx, tc.owner, tc.owner+"/ml", nil); err != nil {
@@ -170,7 +171,7 @@ func TestADownAPIServerIsUnreachable(t *testing.T) {
 		{"CheckPod", func() error { return b.CheckPod(ctx, p, false) }},
 		{"ApplyPod", func() error { return b.ApplyPod(ctx, p, false) }},
 		{"DeletePod", func() error { return b.DeletePod(ctx, "alice", "alice/ml", "train") }},
-		{"SyncPods", func() error { _, err := b.SyncPods(ctx, "alice", "alice/ml", []kube.Pod{p}); return err }},
+		{"SyncPods", func() error { _, err := b.SyncPods(ctx, "alice", "alice/ml", []core.PodSpec{p}); return err }},
 		{"RemoveOwner", func() error { return b.RemoveOwner(ctx, "alice") }},
 	}
 	for _, c := range calls {

@@ -19,6 +19,7 @@ import (
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -40,10 +41,6 @@ const (
 	LabelInstance = "whalemountain.dev/instance"
 )
 
-// DefaultInstance is the instance of Settings whose Instance is "", and
-// of every object labelled before LabelInstance existed.
-const DefaultInstance = "wm"
-
 // InstanceOf is the instance an object of WhaleMountain's with labels
 // belongs to: its LabelInstance, or DefaultInstance when it has none; ""
 // when it is not WhaleMountain's at all.
@@ -54,7 +51,7 @@ func InstanceOf(labels map[string]string) string {
 	if i := labels[LabelInstance]; i != "" {
 		return i
 	}
-	return DefaultInstance
+	return core.DefaultInstance
 }
 
 // Names of the per-owner objects.
@@ -65,19 +62,6 @@ const (
 	NetworkPolicyName = "wm-default-deny"
 	PullSecretName    = "wm-registry"
 )
-
-// Pod is one wm.yaml pod, with every choice made.
-type Pod struct {
-	Owner, Repo, Name   string
-	Image               string
-	Entrypoint, Command []string
-	Env                 map[string]string
-	Workdir             string
-	GPUs                int
-	CPUs                float64
-	MemoryBytes         int64
-	Restart             string // Never or OnFailure
-}
 
 // Settings is what the backend needs of the server config.
 type Settings struct {
@@ -99,7 +83,7 @@ type Settings struct {
 // instance is s.Instance, DefaultInstance when unset.
 func (s Settings) instance() string {
 	if s.Instance == "" {
-		return DefaultInstance
+		return core.DefaultInstance
 	}
 	return s.Instance
 }
@@ -289,7 +273,7 @@ func (s Settings) ownerObjects(owner string) []object {
 // Security "restricted": non-root (uid 1000 unless the image says
 // otherwise is not known here, so 1000), no privilege escalation, every
 // capability dropped, the runtime's default seccomp profile.
-func (s Settings) podObject(p Pod) object {
+func (s Settings) podObject(p core.PodSpec) object {
 	k := s.Kubernetes
 	ns := s.Namespace(p.Owner)
 	lim := corev1.ResourceList{

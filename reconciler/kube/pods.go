@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // The verbs a pass applies to one pod. Which pods to create, replace or
@@ -21,7 +23,7 @@ import (
 
 // PodHash is the hash of everything in p that only a new pod can change;
 // OwnerPods reports the same hash of a live pod, so a plan pairs them.
-func (s Settings) PodHash(p Pod) string { return s.podObject(p).hash }
+func (s Settings) PodHash(p core.PodSpec) string { return s.podObject(p).hash }
 
 // dryRunSuffix names the pod a dry run asks admission about, so that it
 // never meets the pod it would replace (pods are immutable).
@@ -33,7 +35,7 @@ const dryRunSuffix = "-wm-dryrun"
 // words. When p replaces a live pod of the same name, a quota refusal only
 // means the old pod is still counted and is not one: WhaleMountain's own
 // quota has already counted the replacement instead.
-func (b *Backend) CheckPod(ctx context.Context, p Pod, replacing bool) error {
+func (b *Backend) CheckPod(ctx context.Context, p core.PodSpec, replacing bool) error {
 	ns := b.set.Namespace(p.Owner)
 	if err := b.mayWrite(ctx, p.Owner); err != nil {
 		return err
@@ -63,7 +65,7 @@ func (b *Backend) CheckPod(ctx context.Context, p Pod, replacing bool) error {
 // ApplyPod creates p, or replaces the live pod of its name (pods are
 // immutable: it is deleted, then p created, waiting up to QuotaReleaseWait
 // for the quota to release what the old one held).
-func (b *Backend) ApplyPod(ctx context.Context, p Pod, replacing bool) error {
+func (b *Backend) ApplyPod(ctx context.Context, p core.PodSpec, replacing bool) error {
 	ns := b.set.Namespace(p.Owner)
 	if err := b.mayWrite(ctx, p.Owner); err != nil {
 		return err
@@ -164,7 +166,7 @@ func podAmount(pod *corev1.Pod, name corev1.ResourceName) resource.Quantity {
 
 // PodStatuses reads back repo's pods in owner's namespace, for the status
 // a student sees.
-func (b *Backend) PodStatuses(ctx context.Context, owner, repo string) ([]PodStatus, error) {
+func (b *Backend) PodStatuses(ctx context.Context, owner, repo string) ([]core.PodStatus, error) {
 	if b.set.NamespaceProblem(owner) != "" {
 		return nil, nil
 	}
@@ -187,7 +189,7 @@ func (b *Backend) mayWrite(ctx context.Context, owner string) error {
 }
 
 // typedPod is the pod object of p as a typed Pod, for a dry-run Create.
-func (b *Backend) typedPod(p Pod) (*corev1.Pod, error) {
+func (b *Backend) typedPod(p core.PodSpec) (*corev1.Pod, error) {
 	raw, err := json.Marshal(b.set.podObject(p).apply)
 	if err != nil {
 		return nil, fmt.Errorf("encode pod %s: %w", p.Name, err)
@@ -200,4 +202,4 @@ func (b *Backend) typedPod(p Pod) (*corev1.Pod, error) {
 }
 
 // PodHash is Settings.PodHash of the backend's settings.
-func (b *Backend) PodHash(p Pod) string { return b.set.PodHash(p) }
+func (b *Backend) PodHash(p core.PodSpec) string { return b.set.PodHash(p) }

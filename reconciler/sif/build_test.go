@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
@@ -484,7 +485,7 @@ func TestBuildsOfOneFileRunOneAtATime(t *testing.T) {
 	reg.Push(t, ref, twoLayers(t))
 	b := newBuilder(t, reg, sif.Options{})
 	dst := filepath.Join(t.TempDir(), "app.sif")
-	results := make([]sif.Result, 4)
+	results := make([]core.SIFBuild, 4)
 	var wg sync.WaitGroup
 	for i := range results {
 		wg.Go(func() {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // FormatVersion is the version of what a Builder writes (the layout, the
@@ -39,38 +41,13 @@ const (
 	StageWrite = "write"
 )
 
-// Result is what a build made, or found already made.
-type Result struct {
-	// Ref is the reference built, "" for BuildImage.
-	Ref string
-	// Digest is the image's manifest digest; "" for an image from the
-	// local daemon, which has none without compressing every layer.
-	Digest string
-	// ImageID is the digest of the image's configuration: builds are
-	// cached by it.
-	ImageID string
-	// SHA256 is the SIF's sha256, hex, as in its .sha256 sidecar.
-	SHA256 string
-	// Size is the SIF's size in bytes.
-	Size int64
-	// Arch is the SIF's architecture (Go's names: amd64, arm64, ...).
-	Arch string
-	// Cached: the SIF already at dst was of this image by this builder
-	// version, and was kept as it was.
-	Cached bool
-	// Duration is the whole call's.
-	Duration time.Duration
-	// Notes are what the build skipped (device nodes, entries an upper
-	// layer shadowed oddly, ...), at most about twenty.
-	Notes []string
-}
-
 // Builder makes SIF files from container images. Its methods are safe for
 // concurrent use: builds of different files run at once up to
 // Options.Concurrency; builds of one file run one after the other, so
 // that the second finds the first's result cached. One Builder (one
 // process) should own a folder of SIFs: nothing locks across processes.
 type Builder struct {
+	Files
 	opts     Options
 	optErr   error // an option no build can run with
 	source   Source
@@ -156,11 +133,11 @@ func (b *Builder) Close() error {
 //
 // progress, when not nil, is told each stage (see StageResolve and the
 // others) before it starts and as it goes, one call at a time.
-func (b *Builder) Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (Result, error) {
+func (b *Builder) Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (core.SIFBuild, error) {
 	start := time.Now()
 	report := serialized(progress)
-	fail := func(err error) (Result, error) {
-		return Result{}, fmt.Errorf("build SIF of %s: %w", ref, err)
+	fail := func(err error) (core.SIFBuild, error) {
+		return core.SIFBuild{}, fmt.Errorf("build SIF of %s: %w", ref, err)
 	}
 	if b.optErr != nil {
 		return fail(b.optErr)
@@ -202,11 +179,11 @@ func (b *Builder) Build(ctx context.Context, ref, dst string, progress func(stag
 // layout's, one made in memory). Its Digest is img.Digest(), which for
 // some images (a daemon's) means compressing every layer: Build with
 // SourceDaemon avoids that.
-func (b *Builder) BuildImage(ctx context.Context, img v1.Image, dst string, progress func(stage string, done, total int64)) (Result, error) {
+func (b *Builder) BuildImage(ctx context.Context, img v1.Image, dst string, progress func(stage string, done, total int64)) (core.SIFBuild, error) {
 	start := time.Now()
 	report := serialized(progress)
-	fail := func(err error) (Result, error) {
-		return Result{}, fmt.Errorf("build SIF %s: %w", filepath.Base(dst), err)
+	fail := func(err error) (core.SIFBuild, error) {
+		return core.SIFBuild{}, fmt.Errorf("build SIF %s: %w", filepath.Base(dst), err)
 	}
 	if b.optErr != nil {
 		return fail(b.optErr)
@@ -246,39 +223,39 @@ func (b *Builder) BuildImage(ctx context.Context, img v1.Image, dst string, prog
 // cachedAt returns the result of the SIF at dst when it is a complete
 // build of imageID by builder version: its metadata says so, and its size
 // and sum sidecar agree with the metadata. It reads no SIF content.
-func cachedAt(dst, imageID, version string) (Result, bool) {
+func cachedAt(dst, imageID, version string) (core.SIFBuild, bool) {
 	m, err := readMeta(dst)
 	if err != nil || m.ImageID != imageID || m.Builder != version {
-		return Result{}, false
+		return core.SIFBuild{}, false
 	}
 	fi, err := os.Stat(dst)
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != m.Size {
-		return Result{}, false
+		return core.SIFBuild{}, false
 	}
 	if sum, err := ReadSum(dst); err != nil || sum != m.SHA256 {
-		return Result{}, false
+		return core.SIFBuild{}, false
 	}
-	return Result{ImageID: m.ImageID, SHA256: m.SHA256, Size: m.Size, Arch: m.Arch, Cached: true, Notes: m.Notes}, true
+	return core.SIFBuild{ImageID: m.ImageID, SHA256: m.SHA256, Size: m.Size, Arch: m.Arch, Cached: true, Notes: m.Notes}, true
 }
 
 // build runs one build in a slot: open the image, extract, lay out,
 // squash, write the SIF and its sidecars.
 func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(context.Context) (v1.Image, error),
-	report func(string, int64, int64)) (Result, error) {
+	report func(string, int64, int64)) (core.SIFBuild, error) {
 	// Fail before any work on what would fail after all of it.
 	if fi, err := os.Stat(filepath.Dir(dst)); err != nil {
-		return Result{}, fmt.Errorf("destination folder: %w", err)
+		return core.SIFBuild{}, fmt.Errorf("destination folder: %w", err)
 	} else if !fi.IsDir() {
-		return Result{}, fmt.Errorf("destination folder %s: not a folder", filepath.Dir(dst))
+		return core.SIFBuild{}, fmt.Errorf("destination folder %s: not a folder", filepath.Dir(dst))
 	}
 	if c, ok := b.squasher.(interface{ Check() error }); ok {
 		if err := c.Check(); err != nil {
-			return Result{}, err
+			return core.SIFBuild{}, err
 		}
 	}
 	release, err := b.acquire(ctx, report)
 	if err != nil {
-		return Result{}, err
+		return core.SIFBuild{}, err
 	}
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
@@ -294,24 +271,24 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 
 	img, err := open(ctx)
 	if err != nil {
-		return Result{}, wrap(err)
+		return core.SIFBuild{}, wrap(err)
 	}
 	if c, ok := img.(io.Closer); ok {
 		defer c.Close()
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return Result{}, wrap(fmt.Errorf("read image config: %w", err))
+		return core.SIFBuild{}, wrap(fmt.Errorf("read image config: %w", err))
 	}
 	if cfg == nil {
-		return Result{}, &classified{kind: ErrInvalidImage, err: errors.New("no image config")}
+		return core.SIFBuild{}, &classified{kind: ErrInvalidImage, err: errors.New("no image config")}
 	}
 	if cfg.OS != "" && cfg.OS != "linux" {
-		return Result{}, &classified{kind: ErrInvalidImage, err: fmt.Errorf("a %s image; a SIF holds a linux one", cfg.OS)}
+		return core.SIFBuild{}, &classified{kind: ErrInvalidImage, err: fmt.Errorf("a %s image; a SIF holds a linux one", cfg.OS)}
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
-		return Result{}, wrap(fmt.Errorf("read image config: %w", err))
+		return core.SIFBuild{}, wrap(fmt.Errorf("read image config: %w", err))
 	}
 	arch := archOf(cfg)
 	created := time.Unix(0, 0).UTC()
@@ -321,16 +298,16 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 
 	work, err := os.MkdirTemp(b.opts.TempDir, "wm-sif-*")
 	if err != nil {
-		return Result{}, fmt.Errorf("work folder: %w", err)
+		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
 	}
 	defer os.RemoveAll(work)
 	rootDir := filepath.Join(work, "rootfs")
 	if err := os.Mkdir(rootDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("work folder: %w", err)
+		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
 	}
 	root, err := os.OpenRoot(rootDir)
 	if err != nil {
-		return Result{}, fmt.Errorf("work folder: %w", err)
+		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
 	}
 	defer root.Close()
 
@@ -338,23 +315,23 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 	x := newExtractor(root, !b.opts.AllRoot, os.Geteuid() != 0, created, newBudget(b.opts), &n)
 	report(StagePull, 0, -1)
 	if err := x.extract(ctx, img); err != nil {
-		return Result{}, wrap(fmt.Errorf("unpack: %w", err))
+		return core.SIFBuild{}, wrap(fmt.Errorf("unpack: %w", err))
 	}
 	if err := x.layout(cfg, meta.ImageID, b.version); err != nil {
-		return Result{}, wrap(err)
+		return core.SIFBuild{}, wrap(err)
 	}
 	if err := x.finish(); err != nil {
-		return Result{}, wrap(err)
+		return core.SIFBuild{}, wrap(err)
 	}
 
 	report(StageSquash, 0, 1)
 	squashfs := filepath.Join(work, "rootfs.squashfs")
 	if err := b.squasher.Squash(ctx, rootDir, squashfs); err != nil {
-		return Result{}, wrap(err)
+		return core.SIFBuild{}, wrap(err)
 	}
 	report(StageSquash, 1, 1)
 	if err := ctx.Err(); err != nil {
-		return Result{}, err
+		return core.SIFBuild{}, err
 	}
 
 	report(StageWrite, 0, -1)
@@ -366,14 +343,14 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 		created:  created,
 	}, func(done, total int64) { report(StageWrite, done, total) })
 	if err != nil {
-		return Result{}, err
+		return core.SIFBuild{}, err
 	}
 	meta.Builder, meta.SHA256, meta.Size, meta.Arch = b.version, sum, size, arch
 	meta.Built, meta.Notes = time.Now().UTC(), n.all()
 	if err := writeSidecars(dst, meta); err != nil {
-		return Result{}, err
+		return core.SIFBuild{}, err
 	}
-	return Result{Ref: meta.Ref, Digest: meta.Digest, ImageID: meta.ImageID, SHA256: sum, Size: size,
+	return core.SIFBuild{Ref: meta.Ref, Digest: meta.Digest, ImageID: meta.ImageID, SHA256: sum, Size: size,
 		Arch: arch, Notes: meta.Notes}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/sif"
 )
@@ -18,7 +19,7 @@ import (
 // builder is what the reconcile pass and `wm sif build` need of a SIF
 // builder; Builder and Fake both are one.
 type builder interface {
-	Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (sif.Result, error)
+	Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (core.SIFBuild, error)
 }
 
 var (

@@ -12,6 +12,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 )
 
@@ -25,8 +26,8 @@ var (
 	// tag, no manifest for the platform asked, or not on the local daemon).
 	// The student must push it, or CI has not yet: wait.
 	//
-	// fault.NotFound.
-	ErrImageNotFound = fault.New(fault.NotFound, "image not found")
+	// core.ErrImageNotFound, fault.NotFound.
+	ErrImageNotFound = core.ErrImageNotFound
 	// ErrAccessDenied: the registry refused the credentials (HTTP 401 or
 	// 403). An administrator must fix them (fault.Refused).
 	ErrAccessDenied = fault.New(fault.Refused, "registry access denied")
@@ -52,8 +53,8 @@ var (
 	ErrTooLarge = fault.New(fault.TooLarge, "image too large for a SIF")
 	// ErrToolMissing: mksquashfs is not installed (apt-get install
 	// squashfs-tools). An administrator must install it; no retry helps
-	// (fault.Invalid: the build host cannot build).
-	ErrToolMissing = fault.New(fault.Invalid, "mksquashfs missing")
+	// (core.ErrToolMissing, fault.Invalid: the build host cannot build).
+	ErrToolMissing = fault.New(core.ErrToolMissing, "mksquashfs missing")
 	// ErrSquashFailed: mksquashfs ran and failed (a full disk, most
 	// likely); its last lines of output are in the message. Transient.
 	ErrSquashFailed = errors.New("mksquashfs failed")

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/sif"
 )
@@ -35,7 +36,7 @@ func link(name, target string) registrytest.TarEntry {
 
 // buildImage builds img into a new SIF with BuildImage and returns its
 // path and result.
-func buildImage(t *testing.T, img v1.Image, opts sif.Options) (string, sif.Result) {
+func buildImage(t *testing.T, img v1.Image, opts sif.Options) (string, core.SIFBuild) {
 	t.Helper()
 	b := newBuilder(t, nil, opts)
 	dst := filepath.Join(t.TempDir(), "img.sif")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // FakeVersion is the builder version Fake records.
@@ -20,6 +22,7 @@ const FakeVersion = "wm-sif/fake"
 // stand-in that starts like a squashfs; its caching, atomic writes and
 // sidecars are Builder's own. Images are set by reference with SetImage.
 type Fake struct {
+	Files
 	mu     sync.Mutex
 	images map[string]string // ref → image ID
 	errs   map[string]error  // ref → error Build returns
@@ -64,11 +67,11 @@ func (f *Fake) Builds() []string {
 }
 
 // Build is Builder.Build against the fake's images.
-func (f *Fake) Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (Result, error) {
+func (f *Fake) Build(ctx context.Context, ref, dst string, progress func(stage string, done, total int64)) (core.SIFBuild, error) {
 	start := time.Now()
 	report := serialized(progress)
-	fail := func(err error) (Result, error) {
-		return Result{}, fmt.Errorf("build SIF of %s: %w", ref, err)
+	fail := func(err error) (core.SIFBuild, error) {
+		return core.SIFBuild{}, fmt.Errorf("build SIF of %s: %w", ref, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(err)
@@ -125,5 +128,11 @@ func (f *Fake) Build(ctx context.Context, ref, dst string, progress func(stage s
 	f.mu.Lock()
 	f.builds = append(f.builds, dst)
 	f.mu.Unlock()
-	return Result{Ref: ref, ImageID: id, SHA256: sum, Size: size, Arch: "amd64", Duration: time.Since(start)}, nil
+	return core.SIFBuild{Ref: ref, ImageID: id, SHA256: sum, Size: size, Arch: "amd64", Duration: time.Since(start)}, nil
 }
+
+// Both builders are SIF builders as the domain core defines one.
+var (
+	_ core.SIFBuilder = (*Builder)(nil)
+	_ core.SIFBuilder = (*Fake)(nil)
+)

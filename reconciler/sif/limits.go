@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Limits no option changes: what Linux and mksquashfs can hold, and what
@@ -88,7 +90,7 @@ const admins = "make the image smaller, or ask the admins to raise"
 func (b *budget) write(name string, size int64) error {
 	if size > b.maxBytes-b.bytes {
 		return b.fail(tooLarge("its files add up to more than %s, the most a build unpacks (at /%s): %s sif.maxUnpackedSize in the server config",
-			formatBytes(b.maxBytes), name, admins))
+			core.FormatBytes(b.maxBytes), name, admins))
 	}
 	b.bytes += size
 	return b.create(name)
@@ -114,7 +116,7 @@ func (b *budget) read(n int) error {
 
 func compressedTooLarge(limit int64) error {
 	return tooLarge("its layers are more than %s as stored, the most a build downloads: %s sif.maxCompressedSize in the server config",
-		formatBytes(limit), admins)
+		core.FormatBytes(limit), admins)
 }
 
 // entry accounts for one entry of a layer, whatever becomes of it
@@ -127,7 +129,7 @@ func (b *budget) entry(h *tar.Header) error {
 	}
 	if b.names.Add(int64(len(h.Name)+len(h.Linkname))) > maxEntries*namesPerEntry {
 		return b.fail(tooLarge("the names in its layers add up to more than %s (%d bytes an entry on average): make the names shorter",
-			formatBytes(maxEntries*namesPerEntry), namesPerEntry))
+			core.FormatBytes(maxEntries*namesPerEntry), namesPerEntry))
 	}
 	if err := checkPaths(h); err != nil {
 		return b.fail(err)
@@ -180,27 +182,6 @@ func short(name string) string {
 	}
 	return name
 }
-
-// formatBytes writes n in the largest binary unit that keeps it at least
-// 1: "1 MiB", "8 GiB", "1.5 GiB".
-func formatBytes(n int64) string {
-	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB"}
-	v, u := float64(n), 0
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if u == 0 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	s := fmt.Sprintf("%.1f", v)
-	s = strings.TrimSuffix(s, ".0")
-	return s + " " + units[u]
-}
-
-// FormatBytes writes a size the way the builder's messages do: "1 MiB",
-// "8 GiB", "1.5 GiB".
-func FormatBytes(n int64) string { return formatBytes(n) }
 
 // countedReader counts the bytes of a layer read as stored.
 type countedReader struct {

@@ -17,6 +17,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Source finds and reads images by reference: Registry and Daemon are the
@@ -195,7 +197,7 @@ func (r *Registry) Open(ctx context.Context, res Resolved, progress func(done, t
 	switch {
 	case m.Config.Size > maxConfigBytes:
 		// Read whole into memory, and written into the SIF.
-		return nil, tooLarge("its configuration is %s; a build reads at most %s of it", formatBytes(m.Config.Size), formatBytes(maxConfigBytes))
+		return nil, tooLarge("its configuration is %s; a build reads at most %s of it", core.FormatBytes(m.Config.Size), core.FormatBytes(maxConfigBytes))
 	case layers > maxLayers:
 		return nil, compressedTooLarge(maxLayers)
 	}
@@ -357,7 +359,7 @@ func (d *Daemon) save(ctx context.Context, ref string, max int64) (string, error
 	n, err := io.Copy(f, io.LimitReader(rc, max+1))
 	if err == nil && n > max {
 		err = tooLarge("the local Docker daemon's copy of it, its layers uncompressed, is more than %s: make the image smaller, or ask the admins to raise sif.maxUnpackedSize or sif.maxCompressedSize in the server config",
-			formatBytes(max))
+			core.FormatBytes(max))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

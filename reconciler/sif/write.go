@@ -318,3 +318,16 @@ func sameName(src, dst string) error {
 	}
 	return nil
 }
+
+// Files is the SIF folder's side of core.SIFBuilder: Link, Move and Remove
+// as methods, for Builder and Fake to embed.
+type Files struct{}
+
+// Link is the package's Link.
+func (Files) Link(src, dst string) error { return Link(src, dst) }
+
+// Move is the package's Move.
+func (Files) Move(src, dst string) error { return Move(src, dst) }
+
+// Remove is the package's Remove.
+func (Files) Remove(dst string) error { return Remove(dst) }

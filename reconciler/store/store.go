@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 var (
@@ -30,175 +31,6 @@ const HistoryLimit = 50
 
 // ErrNoFreePort is returned when the host port range is used up.
 var ErrNoFreePort = errors.New("no free host port in the range")
-
-// Condition types, the fixed vocabulary of a repo's status.
-const (
-	Ready       = "Ready"
-	Reconciling = "Reconciling"
-	Stalled     = "Stalled"
-)
-
-// Condition is one observation about a repo, as in Kubernetes: a type, a
-// status, a CamelCase reason for machines and a message for people.
-type Condition struct {
-	Type               string    `json:"type"`
-	Status             bool      `json:"status"`
-	Reason             string    `json:"reason"`
-	Message            string    `json:"message"`
-	LastTransitionTime time.Time `json:"lastTransitionTime"`
-}
-
-// Object is one applied thing in a repo's inventory.
-type Object struct {
-	Kind     string `json:"kind"` // "container" or "volume"
-	Host     string `json:"host"` // Docker host name
-	Name     string `json:"name"` // full name on the host
-	SpecHash string `json:"specHash,omitempty"`
-}
-
-// ContainerStatus is what a student sees of one container.
-type ContainerStatus struct {
-	Name   string            `json:"name"` // the name in wm.yaml
-	Host   string            `json:"host"`
-	Ports  map[string]int    `json:"ports,omitempty"` // guest port → host port, keys decimal
-	State  string            `json:"state"`
-	Health string            `json:"health"`
-	Labels map[string]string `json:"-"`
-}
-
-// PodStatus is what a student sees of one Kubernetes pod.
-type PodStatus struct {
-	Name    string `json:"name"`
-	Phase   string `json:"phase"`
-	Message string `json:"message,omitempty"`
-}
-
-// SIFStatus is one built Singularity image.
-type SIFStatus struct {
-	Name   string `json:"name"`
-	Path   string `json:"path"` // on disk, in the artifacts folder
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
-	Image  string `json:"image"` // the reference it was built from
-}
-
-// RetiredSIF is a SIF file waiting for its grace period to end.
-type RetiredSIF struct {
-	Path  string    `json:"path"`
-	Since time.Time `json:"since"`
-}
-
-// RepoState is everything remembered about one repo.
-type RepoState struct {
-	Key              string            `json:"key"`
-	Owner            string            `json:"owner"`
-	URL              string            `json:"url"`
-	Branch           string            `json:"branch"`
-	ObservedRevision string            `json:"observedRevision,omitempty"`
-	AppliedRevision  string            `json:"appliedRevision,omitempty"`
-	Conditions       []Condition       `json:"conditions,omitempty"`
-	Inventory        []Object          `json:"inventory,omitempty"`
-	Containers       []ContainerStatus `json:"containers,omitempty"`
-	Pods             []PodStatus       `json:"pods,omitempty"`
-	SIFs             []SIFStatus       `json:"sifs,omitempty"`
-	// RetiredSIFs are SIF files no longer declared, removed once their
-	// grace period is over.
-	RetiredSIFs []RetiredSIF `json:"retiredSIFs,omitempty"`
-	// Image is what the repo's wm.yaml said of its image at the applied
-	// revision, for sharing and the catalogue.
-	ImageDescription string `json:"imageDescription,omitempty"`
-	ImageShared      bool   `json:"imageShared,omitempty"`
-	// Usage is what the applied revision counts against the owner's quota.
-	Usage    Usage     `json:"usage"`
-	LastPass time.Time `json:"lastPass,omitzero"`
-}
-
-// Usage is what counts against a student's quota. Stopped containers count
-// as containers (and their host ports) but hold no GPU, CPU or memory.
-type Usage struct {
-	Containers  int     `json:"containers"`
-	Pods        int     `json:"pods"`
-	GPUs        int     `json:"gpus"`
-	CPUs        float64 `json:"cpus"`
-	MemoryBytes int64   `json:"memoryBytes"`
-	Ports       int     `json:"ports,omitempty"`
-}
-
-// Add returns the sum of two usages. It saturates instead of overflowing,
-// and a negative or non-finite part counts as the most there can be: no
-// sum can wrap around into room under a quota.
-func (u Usage) Add(v Usage) Usage {
-	return Usage{
-		Containers:  addInt(u.Containers, v.Containers),
-		Pods:        addInt(u.Pods, v.Pods),
-		GPUs:        addInt(u.GPUs, v.GPUs),
-		CPUs:        addFloat(u.CPUs, v.CPUs),
-		MemoryBytes: addInt(u.MemoryBytes, v.MemoryBytes),
-		Ports:       addInt(u.Ports, v.Ports),
-	}
-}
-
-// addInt adds two non-negative counts, saturating at the type's maximum;
-// a negative operand (which no real usage has) saturates too.
-func addInt[T int | int64](a, b T) T {
-	sum := a + b
-	if a < 0 || b < 0 || sum < a {
-		return saturated(sum)
-	}
-	return sum
-}
-
-// saturated returns the largest value of x's type (x itself is unused).
-func saturated[T int | int64](T) T {
-	m := T(1)
-	for m<<1 > 0 {
-		m = m<<1 | 1
-	}
-	return m
-}
-
-// addFloat adds two CPU counts; NaN, negative or infinite saturate.
-func addFloat(a, b float64) float64 {
-	if !(a >= 0) || !(b >= 0) || math.IsInf(a+b, 0) {
-		return math.Inf(1)
-	}
-	return a + b
-}
-
-// Condition returns the condition of type t, or nil.
-func (r *RepoState) Condition(t string) *Condition {
-	for i := range r.Conditions {
-		if r.Conditions[i].Type == t {
-			return &r.Conditions[i]
-		}
-	}
-	return nil
-}
-
-// SetCondition records a condition, keeping its transition time when the
-// status did not change.
-func (r *RepoState) SetCondition(c Condition, now time.Time) {
-	if old := r.Condition(c.Type); old != nil {
-		c.LastTransitionTime = old.LastTransitionTime
-		if old.Status != c.Status {
-			c.LastTransitionTime = now
-		}
-		*old = c
-		return
-	}
-	c.LastTransitionTime = now
-	r.Conditions = append(r.Conditions, c)
-}
-
-// Pass is one reconcile pass of one repo, for the history.
-type Pass struct {
-	Start    time.Time     `json:"start"`
-	Duration time.Duration `json:"duration"`
-	Revision string        `json:"revision,omitempty"`
-	Result   string        `json:"result"` // a condition reason, e.g. "Applied", "ValidationFailed"
-	Message  string        `json:"message,omitempty"`
-	Changes  int           `json:"changes"`
-}
 
 // Store is the open state file. It is safe for concurrent use.
 type Store struct {
@@ -229,7 +61,7 @@ func Open(dir string) (*Store, error) {
 			return err
 		}
 		return tx.Bucket(bucketRepos).ForEach(func(k, v []byte) error {
-			var r RepoState
+			var r core.RepoState
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
@@ -275,7 +107,7 @@ func (s *Store) Writes() int64 {
 func (s *Store) Close() error { return s.db.Close() }
 
 // Repo returns the state of a repo; ok is false when none is recorded.
-func (s *Store) Repo(key string) (state RepoState, ok bool, err error) {
+func (s *Store) Repo(key string) (state core.RepoState, ok bool, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRepos).Get([]byte(key))
 		if v == nil {
@@ -285,17 +117,17 @@ func (s *Store) Repo(key string) (state RepoState, ok bool, err error) {
 		return json.Unmarshal(v, &state)
 	})
 	if err != nil {
-		return RepoState{}, false, fmt.Errorf("read repo %s: %w", key, err)
+		return core.RepoState{}, false, fmt.Errorf("read repo %s: %w", key, err)
 	}
 	return state, ok, nil
 }
 
 // Repos returns every recorded repo, ordered by key.
-func (s *Store) Repos() ([]RepoState, error) {
-	var out []RepoState
+func (s *Store) Repos() ([]core.RepoState, error) {
+	var out []core.RepoState
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRepos).ForEach(func(_, v []byte) error {
-			var r RepoState
+			var r core.RepoState
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
@@ -311,7 +143,7 @@ func (s *Store) Repos() ([]RepoState, error) {
 
 // PutRepo records the state of a repo. A state equal to the one recorded
 // is not written again: a pass that changed nothing writes nothing.
-func (s *Store) PutRepo(r RepoState) error {
+func (s *Store) PutRepo(r core.RepoState) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -341,15 +173,15 @@ func (s *Store) PutRepo(r RepoState) error {
 
 // OwnerRepos returns the recorded repos of owner, ordered by key, reading
 // only theirs.
-func (s *Store) OwnerRepos(owner string) ([]RepoState, error) {
-	var out []RepoState
+func (s *Store) OwnerRepos(owner string) ([]core.RepoState, error) {
+	var out []core.RepoState
 	err := s.db.View(func(tx *bolt.Tx) error {
 		repos := tx.Bucket(bucketRepos)
 		index := tx.Bucket(bucketOwners)
 		if index == nil {
 			// A state file from before the index, opened read-only.
 			return repos.ForEach(func(_, v []byte) error {
-				var r RepoState
+				var r core.RepoState
 				if err := json.Unmarshal(v, &r); err != nil || r.Owner != owner {
 					return err
 				}
@@ -364,7 +196,7 @@ func (s *Store) OwnerRepos(owner string) ([]RepoState, error) {
 			if v == nil {
 				continue
 			}
-			var r RepoState
+			var r core.RepoState
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
@@ -384,7 +216,7 @@ func unindex(tx *bolt.Tx, key string) error {
 	if old == nil {
 		return nil
 	}
-	var prev RepoState
+	var prev core.RepoState
 	if err := json.Unmarshal(old, &prev); err != nil {
 		return nil // an unreadable entry indexes nothing
 	}
@@ -534,7 +366,7 @@ func (s *Store) Ports() (map[string]int, error) {
 
 // AddPass appends a pass to a repo's history, keeping the last
 // HistoryLimit.
-func (s *Store) AddPass(key string, p Pass) error {
+func (s *Store) AddPass(key string, p core.Pass) error {
 	v, err := json.Marshal(p)
 	if err != nil {
 		return err
@@ -565,13 +397,13 @@ func (s *Store) AddPass(key string, p Pass) error {
 }
 
 // History returns a repo's passes, oldest first.
-func (s *Store) History(key string) ([]Pass, error) {
-	var out []Pass
+func (s *Store) History(key string) ([]core.Pass, error) {
+	var out []core.Pass
 	err := s.db.View(func(tx *bolt.Tx) error {
 		prefix := historyPrefix(key)
 		c := tx.Bucket(bucketHistory).Cursor()
 		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
-			var p Pass
+			var p core.Pass
 			if err := json.Unmarshal(v, &p); err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"github.com/whalemountain/wm/reconciler/core"
 	"slices"
 	"testing"
 	"time"
@@ -86,8 +87,8 @@ func TestStateSurvivesReopening(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := mustAlloc(t, s, "alice-web/8000")
-	want := RepoState{Key: "alice/web", Owner: "alice", AppliedRevision: "abc",
-		Inventory: []Object{{Kind: "container", Host: "local", Name: "alice-web", SpecHash: "h"}}}
+	want := core.RepoState{Key: "alice/web", Owner: "alice", AppliedRevision: "abc",
+		Inventory: []core.Object{{Kind: "container", Host: "local", Name: "alice-web", SpecHash: "h"}}}
 	if err := s.PutRepo(want); err != nil {
 		t.Fatal(err)
 	}
@@ -107,15 +108,15 @@ func TestStateSurvivesReopening(t *testing.T) {
 }
 
 func TestConditionTransitionTimeMovesOnlyWhenTheStatusChanges(t *testing.T) {
-	var r RepoState
+	var r core.RepoState
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	r.SetCondition(Condition{Type: Ready, Status: false, Reason: "Progressing"}, t0)
-	r.SetCondition(Condition{Type: Ready, Status: false, Reason: "StillProgressing"}, t0.Add(time.Minute))
-	if c := r.Condition(Ready); !c.LastTransitionTime.Equal(t0) || c.Reason != "StillProgressing" {
+	r.SetCondition(core.Condition{Type: core.Ready, Status: false, Reason: "Progressing"}, t0)
+	r.SetCondition(core.Condition{Type: core.Ready, Status: false, Reason: "StillProgressing"}, t0.Add(time.Minute))
+	if c := r.Condition(core.Ready); !c.LastTransitionTime.Equal(t0) || c.Reason != "StillProgressing" {
 		t.Errorf("same status: %+v", c)
 	}
-	r.SetCondition(Condition{Type: Ready, Status: true, Reason: "Applied"}, t0.Add(2*time.Minute))
-	if c := r.Condition(Ready); !c.LastTransitionTime.Equal(t0.Add(2 * time.Minute)) {
+	r.SetCondition(core.Condition{Type: core.Ready, Status: true, Reason: "Applied"}, t0.Add(2*time.Minute))
+	if c := r.Condition(core.Ready); !c.LastTransitionTime.Equal(t0.Add(2 * time.Minute)) {
 		t.Errorf("changed status: %+v", c)
 	}
 	if len(r.Conditions) != 1 {
@@ -126,18 +127,18 @@ func TestConditionTransitionTimeMovesOnlyWhenTheStatusChanges(t *testing.T) {
 func TestHistoryKeepsTheLastPassesInOrderAndGoesWithTheRepo(t *testing.T) {
 	s := open(t, t.TempDir())
 	for i := range HistoryLimit + 5 {
-		if err := s.AddPass("alice/web", Pass{Changes: i}); err != nil {
+		if err := s.AddPass("alice/web", core.Pass{Changes: i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AddPass("alice/web2", Pass{Changes: -1}); err != nil {
+	if err := s.AddPass("alice/web2", core.Pass{Changes: -1}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := s.History("alice/web")
 	if err != nil || len(h) != HistoryLimit || h[0].Changes != 5 || h[len(h)-1].Changes != HistoryLimit+4 {
 		t.Fatalf("history: %d entries, first %+v, err %v", len(h), h[0], err)
 	}
-	if err := s.PutRepo(RepoState{Key: "alice/web"}); err != nil {
+	if err := s.PutRepo(core.RepoState{Key: "alice/web"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteRepo("alice/web"); err != nil {
@@ -158,7 +159,7 @@ func TestOwnerReposReadsOnlyThatOwnersAndFollowsMovesAndDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, r := range []RepoState{{Key: "a/x", Owner: "a"}, {Key: "a/y", Owner: "a"}, {Key: "ab/x", Owner: "ab"}, {Key: "b/x", Owner: "b"}} {
+	for _, r := range []core.RepoState{{Key: "a/x", Owner: "a"}, {Key: "a/y", Owner: "a"}, {Key: "ab/x", Owner: "ab"}, {Key: "b/x", Owner: "b"}} {
 		if err := s.PutRepo(r); err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +180,7 @@ func TestOwnerReposReadsOnlyThatOwnersAndFollowsMovesAndDeletes(t *testing.T) {
 		t.Errorf("a: %v", got)
 	}
 	// A repo that changes hands leaves its old owner's index.
-	if err := s.PutRepo(RepoState{Key: "a/y", Owner: "b"}); err != nil {
+	if err := s.PutRepo(core.RepoState{Key: "a/y", Owner: "b"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteRepo("a/x"); err != nil {
@@ -197,7 +198,7 @@ func TestPuttingAnUnchangedStateWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	r := RepoState{Key: "a/x", Owner: "a", AppliedRevision: "1"}
+	r := core.RepoState{Key: "a/x", Owner: "a", AppliedRevision: "1"}
 	if err := s.PutRepo(r); err != nil {
 		t.Fatal(err)
 	}

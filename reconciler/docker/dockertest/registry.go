@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/core"
 )
 
 // Media types of the one image a Registry serves.
@@ -34,7 +34,7 @@ type Registry struct {
 	Host string
 
 	repos map[string]bool
-	auth  *docker.Auth
+	auth  *core.RegistryAuth
 	blobs map[string][]byte // by digest
 	// manifest and its digest.
 	manifest       []byte
@@ -44,7 +44,7 @@ type Registry struct {
 // NewRegistry starts a Registry serving repos, requiring auth (HTTP basic)
 // when it is not nil. When t ends it stops, and the images pulled from it
 // are removed from the local daemon.
-func NewRegistry(t testing.TB, auth *docker.Auth, repos ...string) *Registry {
+func NewRegistry(t testing.TB, auth *core.RegistryAuth, repos ...string) *Registry {
 	t.Helper()
 	rootfs, err := BusyboxRootfs()
 	if err != nil {

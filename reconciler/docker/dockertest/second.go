@@ -24,6 +24,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
+	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 )
 
@@ -489,7 +490,7 @@ func (d *Daemon) AddForeignVolume(t testing.TB, name string) {
 
 // NewRegistry is NewRegistry, and the images pulled from it are removed
 // from d as well when t ends.
-func (d *Daemon) NewRegistry(t testing.TB, auth *docker.Auth, repos ...string) *Registry {
+func (d *Daemon) NewRegistry(t testing.TB, auth *core.RegistryAuth, repos ...string) *Registry {
 	t.Helper()
 	r := NewRegistry(t, auth, repos...)
 	if !d.local() {
