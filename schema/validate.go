@@ -10,6 +10,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -140,6 +141,9 @@ func (c Container) validate(report reporter, p, name string) {
 	checkEnv(report, p+".env", c.Env)
 	checkAbsPath(report, p+".workdir", c.Workdir)
 	checkResources(report, p, c.GPUs, c.CPUs, c.Memory)
+	if c.ShmSize != "" {
+		checkShm(report, p+".shmSize", c.ShmSize, c.Memory)
+	}
 	checkCount(report, p+".ports", len(c.Ports), MaxPortsPerContainer)
 	checkCount(report, p+".volumes", len(c.Volumes), MaxVolumesPerContainer)
 	seen := map[int]int{}
@@ -413,6 +417,45 @@ func MilliCPUs(cpus float64) int64 { return int64(math.Round(cpus * 1000)) }
 // maxMemory is MaxMemoryBytes as a quantity, to compare quantities that
 // would overflow an int64.
 var maxMemory = resource.NewQuantity(MaxMemoryBytes, resource.BinarySI)
+
+// shmPattern is what shmSize may be: a whole number of Mi or Gi, so that
+// the JSON Schema can hold the same bounds as a pattern.
+var shmPattern = regexp.MustCompile(`^([0-9]+)(Mi|Gi)$`)
+
+// checkShm reports a shmSize that is not a whole number of Mi or Gi from
+// MinShmBytes to MaxShmBytes, or that is more than the container's memory
+// when wm.yaml sets it (a default memory is checked when the pass
+// resolves it).
+func checkShm(report reporter, p, shm, memory string) {
+	m := shmPattern.FindStringSubmatch(shm)
+	if m == nil {
+		hint := ""
+		switch {
+		case isDigits(shm):
+			hint = fmt.Sprintf(": it has no unit; did you mean %s?", quote(shm+"Mi"))
+		case strings.HasSuffix(shm, "G") || strings.HasSuffix(shm, "M"):
+			hint = fmt.Sprintf(": did you mean %s?", quote(shm+"i"))
+		case strings.HasSuffix(shm, "m"):
+			hint = fmt.Sprintf(": %s is thousandths of a byte; did you mean %s?", quote(shm), quote(strings.TrimSuffix(shm, "m")+"Mi"))
+		}
+		report(p, false, "%s is not a size in whole Mi or Gi, such as 256Mi or 1Gi%s", quote(shm), hint)
+		return
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	mib := map[string]int64{"Mi": 1, "Gi": 1 << 10}[m[2]]
+	switch {
+	case err != nil || n > MaxShmBytes>>20:
+		report(p, false, "%s is more than the most shared memory a container can have, 64Gi", quote(shm))
+	case n*mib<<20 > MaxShmBytes:
+		report(p, false, "%s is more than the most shared memory a container can have, 64Gi", quote(shm))
+	case n*mib<<20 < MinShmBytes:
+		report(p, false, "%s is less than 1Mi", quote(shm))
+	default:
+		if q, err := resource.ParseQuantity(memory); err == nil && memory != "" && n*mib<<20 > q.Value() {
+			report(p, false, "%s is more than the container's memory, %s: /dev/shm counts against it", quote(shm), quote(memory))
+		}
+	}
+}
 
 // checkMemory reports a memory size that is not a Kubernetes quantity
 // from MinMemory to MaxMemoryBytes bytes.

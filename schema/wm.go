@@ -38,6 +38,11 @@ const (
 	MinMemory = 6 << 20
 	// MaxMemoryBytes is the most memory one workload may ask for, 1Ti.
 	MaxMemoryBytes = 1 << 40
+	// MinShmBytes and MaxShmBytes bound a container's shmSize: /dev/shm
+	// is memory, counted against the container's memory limit, which
+	// it may not exceed either.
+	MinShmBytes = 1 << 20
+	MaxShmBytes = 64 << 30
 	// MaxPortsPerContainer bounds ports: each one takes a host port.
 	MaxPortsPerContainer = 16
 	// MaxVolumesPerContainer bounds volumes: each one is a Docker volume.
@@ -134,6 +139,10 @@ type Container struct {
 	// Memory caps memory, in Kubernetes quantity syntax ("512Mi", "2G");
 	// unset means the policy's default.
 	Memory string `yaml:"memory,omitempty" json:"memory,omitempty"`
+	// ShmSize is the size of /dev/shm ("1Gi"), which GPU jobs' data
+	// loaders need more of than Docker's 64Mi; unset keeps Docker's. It
+	// counts against the container's memory and may not exceed it.
+	ShmSize string `yaml:"shmSize,omitempty" json:"shmSize,omitempty"`
 	// State is "running" (the default) or "stopped"; stopped keeps the
 	// container and its volumes.
 	State string `yaml:"state,omitempty" json:"state,omitempty"`
