@@ -421,3 +421,101 @@ func portBytes(p int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(
 func hasPrefix(k, prefix []byte) bool {
 	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
 }
+
+// bucketAudit holds the audit log of the access API: keys are the big-endian
+// nanosecond time of the entry and a sequence number, values JSON
+// AuditEntry. It is made by the first AddAudit, so that a state file
+// nobody used the API on is left as it was.
+var bucketAudit = []byte("audit")
+
+// AuditLimit is how many audit entries are kept; older ones are dropped.
+const AuditLimit = 100_000
+
+// AuditEntry is one access to, or action on, a student's resources
+// through the access API: who, what, when and with what result.
+type AuditEntry struct {
+	// Time is when the request was decided.
+	Time time.Time `json:"time"`
+	// Who is the account the request spoke for ("" when it had no valid
+	// credential); Admin says whether it was an admin.
+	Who   string `json:"who"`
+	Admin bool   `json:"admin,omitempty"`
+	// Action is what was asked, such as "logs", "exec", "cp-in".
+	Action string `json:"action"`
+	// Target is what it was asked of, such as a container's name.
+	Target string `json:"target,omitempty"`
+	// Status is the HTTP status answered; Result says how it ended:
+	// "ok", "denied", "unauthenticated", "unavailable" or an error.
+	Status int    `json:"status"`
+	Result string `json:"result"`
+	// Client is the client's address.
+	Client string `json:"client,omitempty"`
+}
+
+// AddAudit appends e to the audit log, dropping the oldest entries past
+// AuditLimit.
+func (s *Store) AddAudit(e AuditEntry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketAudit)
+		if err != nil {
+			return err
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(e.Time.UnixNano())), seq)
+		if err := b.Put(key, v); err != nil {
+			return err
+		}
+		if seq%1024 != 0 {
+			return nil
+		}
+		n := b.Stats().KeyN
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && n > AuditLimit; k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n--
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add audit entry: %w", err)
+	}
+	return nil
+}
+
+// Audit returns the audit entries from since on, oldest first, at most
+// limit of them (the newest, when there are more); 0 is no limit.
+func (s *Store) Audit(since time.Time, limit int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		start := binary.BigEndian.AppendUint64(nil, uint64(max(since.UnixNano(), 0)))
+		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
