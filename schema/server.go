@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +73,65 @@ type ServerConfig struct {
 	SIF SIFConfig `yaml:"sif"`
 	// Artifacts configures who may download artifacts from wm serve.
 	Artifacts Artifacts `yaml:"artifacts"`
+	// Access configures the students' API on the public listener
+	// (/api/v1): identities, admins and what one student may hold open.
+	Access Access `yaml:"access"`
+}
+
+// Access configures the access API (package reconciler/access): who a
+// request speaks for, who is an admin, and the bounds of each student's
+// streams and sessions.
+type Access struct {
+	// IdentityTTL is how long an identity GitLab confirmed for a token is
+	// believed without asking GitLab again, also while GitLab cannot be
+	// reached; default 1m, from 1s to 1h.
+	IdentityTTL Duration `yaml:"identityTTL"`
+	// GitLabAdminGroup, when set, is the full path of a GitLab group whose
+	// members (directly or through a parent group) are admins. It needs
+	// sources.gitlab, whose token must be able to read the group's members.
+	GitLabAdminGroup string `yaml:"gitlabAdminGroup"`
+	// Admins are GitLab usernames that are admins, besides the group's.
+	Admins []string `yaml:"admins,omitempty"`
+	// MaxSessions is how many exec sessions and followed log streams one
+	// account may hold open at once; default 4.
+	MaxSessions int `yaml:"maxSessions"`
+	// IdleTimeout closes a followed log stream or an exec session that
+	// moved no byte for this long; default 15m.
+	IdleTimeout Duration `yaml:"idleTimeout"`
+	// MaxCopySize bounds the bytes of one copy into or out of a
+	// container; default 1Gi.
+	MaxCopySize string `yaml:"maxCopySize"`
+	// AllowedOrigins are the origins (scheme://host[:port]) whose pages
+	// may open an exec WebSocket, besides the server's own; a request
+	// with no Origin (a CLI) is always let through.
+	AllowedOrigins []string `yaml:"allowedOrigins,omitempty"`
+}
+
+// validate checks the access API's settings.
+func (a *Access) validate(report reporter, gitlab bool) {
+	if t := a.IdentityTTL.Std(); t < time.Second || t > time.Hour {
+		report("access.identityTTL", false, "%v is not between 1s and 1h", t)
+	}
+	if a.GitLabAdminGroup != "" && !gitlab {
+		report("access.gitlabAdminGroup", false, "needs sources.gitlab: admins are found among the group's GitLab members")
+	}
+	for i, name := range a.Admins {
+		if msg := AccountProblem(name); msg != "" {
+			report(fmt.Sprintf("access.admins[%d]", i), false, "%s", msg)
+		}
+	}
+	if n := a.MaxSessions; n < 1 || n > 100 {
+		report("access.maxSessions", false, "%d is not between 1 and 100", n)
+	}
+	if t := a.IdleTimeout.Std(); t < 10*time.Second || t > 24*time.Hour {
+		report("access.idleTimeout", false, "%v is not between 10s and 24h", t)
+	}
+	checkSize(report, "access.maxCopySize", a.MaxCopySize, 1<<20)
+	for i, o := range a.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" {
+			report(fmt.Sprintf("access.allowedOrigins[%d]", i), false, "%s is not an origin such as https://wm.example.edu", quote(o))
+		}
+	}
 }
 
 // SIFConfig configures the builds of Singularity images.
@@ -235,7 +296,35 @@ type DockerHost struct {
 	Endpoint string `yaml:"endpoint"`
 	// GPUs is how many GPUs the host has, for placement.
 	GPUs int `yaml:"gpus"`
+	// GPUDevices names the host's GPUs as the NVIDIA runtime knows them:
+	// indexes ("0", "1", ...) or UUIDs ("GPU-8f6c..."), as nvidia-smi -L
+	// prints them. Unset, they are "0" to gpus-1. Set, there must be gpus
+	// of them (gpus may then be left out).
+	GPUDevices []string `yaml:"gpuDevices"`
+	// GPUSharing lets WhaleMountain give one GPU to several containers
+	// (the least shared first); by default each GPU serves one running
+	// container.
+	GPUSharing bool `yaml:"gpuSharing"`
 }
+
+// MaxGPUsPerHost bounds a host's GPUs in the server config.
+const MaxGPUsPerHost = 64
+
+// Devices returns the host's GPU device IDs: GPUDevices, or "0" to
+// GPUs-1.
+func (h DockerHost) Devices() []string {
+	if len(h.GPUDevices) > 0 {
+		return h.GPUDevices
+	}
+	out := make([]string, 0, h.GPUs)
+	for i := range h.GPUs {
+		out = append(out, strconv.Itoa(i))
+	}
+	return out
+}
+
+// gpuDeviceID is what a GPU's ID may be: an index, or a GPU or MIG UUID.
+var gpuDeviceID = regexp.MustCompile(`^([0-9]{1,3}|(GPU|MIG)-[0-9A-Za-z/-]{1,80})$`)
 
 // Kubernetes configures the GPU pod backend.
 type Kubernetes struct {
@@ -461,6 +550,7 @@ func newServerConfig() ServerConfig {
 			HostPorts:       PortRange{From: 49152, To: 65535},
 			MaxPrunePercent: 50,
 		},
+		Access: Access{IdentityTTL: Duration(time.Minute), MaxSessions: 4, IdleTimeout: Duration(15 * time.Minute), MaxCopySize: "1Gi"},
 	}
 }
 
@@ -632,8 +722,26 @@ func (c *ServerConfig) validate(report reporter) {
 		if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp" && u.Scheme != "ssh" && u.Scheme != "http" && u.Scheme != "https") {
 			report(p+".endpoint", false, "%s is not a Docker endpoint such as unix:///var/run/docker.sock or tcp://host:2376", quote(h.Endpoint))
 		}
-		if h.GPUs < 0 {
-			report(p+".gpus", false, "%d is not a GPU count", h.GPUs)
+		if h.GPUs < 0 || h.GPUs > MaxGPUsPerHost {
+			report(p+".gpus", false, "%d is not a GPU count (0-%d)", h.GPUs, MaxGPUsPerHost)
+		}
+		if n := len(h.GPUDevices); n > 0 {
+			if h.GPUs != 0 && h.GPUs != n {
+				report(p+".gpuDevices", false, "names %d GPU(s) but gpus says %d: leave gpus out, or make them agree", n, h.GPUs)
+			}
+			if n > MaxGPUsPerHost {
+				report(p+".gpuDevices", false, "names %d GPUs; a host has at most %d", n, MaxGPUsPerHost)
+			}
+			seenID := map[string]int{}
+			for j, id := range h.GPUDevices {
+				dp := fmt.Sprintf("%s.gpuDevices[%d]", p, j)
+				if !gpuDeviceID.MatchString(id) {
+					report(dp, false, "%s is not a GPU index or UUID as nvidia-smi -L prints them (0, 1, GPU-8f6c...)", quote(id))
+				} else if first, dup := seenID[id]; dup {
+					report(dp, false, "%q is already %s.gpuDevices[%d]", id, p, first)
+				}
+				seenID[id] = j
+			}
 		}
 	}
 	if k := c.Kubernetes; k != nil {
@@ -715,6 +823,7 @@ func (c *ServerConfig) validate(report reporter) {
 	if m := c.Policy.MaxPrunePercent; m < 0 || m > 100 {
 		report("policy.maxPrunePercent", false, "%d is not a percentage (0-100)", m)
 	}
+	c.Access.validate(report, c.Sources.GitLab != nil)
 }
 
 // validateHTTP checks the admin listener, the rate limit and the proxies.
