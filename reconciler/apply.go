@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -102,7 +103,14 @@ func (r *Reconciler) putBack(ctx context.Context, a Action, aside string) error 
 // and those of guest ports it no longer publishes too.
 func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *core.ContainerSpec) error {
 	allocated, err := r.allocatePorts(ctx, p, spec)
-	if err == nil {
+	if err == nil && spec.Running && spec.GPUs > 0 && len(spec.GPUDevices) == 0 {
+		r.gpuMu.Lock()
+		err = r.allocateGPUs(ctx, host, spec)
+		if err == nil {
+			_, err = r.engine(host).Create(ctx, *spec)
+		}
+		r.gpuMu.Unlock()
+	} else if err == nil {
 		_, err = r.engine(host).Create(ctx, *spec)
 	}
 	if err != nil {
@@ -238,4 +246,70 @@ func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 		}
 	}
 	return nil
+}
+
+// allocateGPUs gives a running GPU container its own devices on host: the
+// first of the host's GPUs (in the server config's order) that no running
+// container of this instance holds, or, on a host that shares its GPUs,
+// the least shared ones. What runs is read from the host itself, so an
+// allocation survives a restart of WhaleMountain in the containers'
+// labels; a container made before devices were allocated holds the
+// host's first GPUs, as Docker gave them. The caller holds gpuMu until
+// the container is created.
+func (r *Reconciler) allocateGPUs(ctx context.Context, host string, spec *core.ContainerSpec) error {
+	cfg := r.hosts[host]
+	devices := cfg.Devices()
+	live, err := r.engine(host).ListManaged(ctx)
+	if err != nil {
+		return fmt.Errorf("read which GPUs of %s are taken: %w", host, err)
+	}
+	holders := gpuHolders(devices, live, spec.Name)
+	chosen := chooseGPUs(devices, holders, spec.GPUs, cfg.GPUSharing)
+	if chosen == nil {
+		return waiting(core.NoCapacity, "%s needs %d GPU(s) and %s has %d free of %d; it is created once they are",
+			spec.Name, spec.GPUs, host, len(devices)-len(holders), len(devices))
+	}
+	spec.GPUDevices = chosen
+	return nil
+}
+
+// gpuHolders counts, for each of a host's devices, the running containers
+// that hold it, except the container called except (being recreated).
+func gpuHolders(devices []string, live []core.Container, except string) map[string]int {
+	holders := map[string]int{}
+	for _, c := range live {
+		if !c.Running || c.GPUs == 0 || c.Name == except {
+			continue
+		}
+		held := c.GPUDevices
+		if len(held) == 0 {
+			held = devices[:min(c.GPUs, len(devices))]
+		}
+		for _, d := range held {
+			holders[d]++
+		}
+	}
+	return holders
+}
+
+// chooseGPUs picks n of devices: free ones in order, or, when shared, the
+// least held ones (in order among equals); nil when there are not enough.
+func chooseGPUs(devices []string, holders map[string]int, n int, shared bool) []string {
+	order := slices.Clone(devices)
+	if shared {
+		slices.SortStableFunc(order, func(a, b string) int { return holders[a] - holders[b] })
+	}
+	var out []string
+	for _, d := range order {
+		if len(out) == n {
+			break
+		}
+		if shared || holders[d] == 0 {
+			out = append(out, d)
+		}
+	}
+	if len(out) < n {
+		return nil
+	}
+	return out
 }

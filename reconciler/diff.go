@@ -130,7 +130,9 @@ func sortActions(actions []Action) {
 // A container whose spec hash label differs from the desired spec's hash
 // is recreated; one whose hash matches is only started or stopped when
 // its running state differs; a live container nothing declares any more
-// is removed. Callers pass only containers labelled as the repo's own.
+// is removed. A GPU container that is to run but holds no GPU devices
+// (resolve gives it its own only at its creation) is recreated too.
+// Callers pass only containers labelled as the repo's own.
 func Diff(desired []Desired, live []Live) Plan {
 	var p Plan
 	byName := make(map[string]*Live, len(live))
@@ -155,7 +157,11 @@ func Diff(desired []Desired, live []Live) Plan {
 		switch {
 		case !ok:
 			p.Actions = append(p.Actions, Action{Kind: ActionCreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec})
-		case l.SpecHash != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name:
+		case l.SpecHash != d.Spec.Hash() || l.Host != d.Host || l.Name != d.Spec.Name,
+			d.Spec.Running && d.Spec.GPUs > 0 && len(d.Spec.GPUDevices) == 0:
+			// A GPU container to run without devices of its own yet is
+			// made anew, to be given its own: started as it is, it would
+			// get the host's first GPUs.
 			p.Actions = append(p.Actions, Action{Kind: ActionRecreate, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})
 		case d.Spec.Running && !l.Running:
 			p.Actions = append(p.Actions, Action{Kind: ActionStart, Resource: Container, Host: d.Host, Name: d.Spec.Name, Spec: &d.Spec, Live: l})

@@ -67,6 +67,10 @@ type Reconciler struct {
 	sif      core.SIFBuilder
 
 	ownerLocks sync.Map // owner → *sync.Mutex
+	// gpuMu makes choosing GPU devices and creating the container that
+	// holds them one step across every pass, so that two passes never
+	// give out one device twice.
+	gpuMu sync.Mutex
 }
 
 // Option configures a Reconciler.
@@ -577,6 +581,14 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 			// 0 means "no limit" to Docker: never let a rounding get there.
 			return stalled(core.InvalidLimits, "%s: cpus and memory must be more than 0", field)
 		}
+		if spec.ShmBytes > spec.MemoryBytes {
+			return stalled(core.InvalidLimits, "%s.shmSize: %s is more than the container's memory, %s (the admins' default): /dev/shm counts against it; set memory too", field, c.ShmSize, core.FormatBytes(spec.MemoryBytes))
+		}
+		if running && c.GPUs > 0 && holds(current, c) && host == current.Host {
+			// It keeps the GPUs it has; a new or moved container is
+			// given its own when it is created (allocateGPUs).
+			spec.GPUDevices = slices.Clone(current.GPUDevices)
+		}
 		p.desired = append(p.desired, Desired{Host: host, Spec: spec})
 		p.usage.Containers++
 		p.usage.Ports += len(ports)
@@ -681,7 +693,10 @@ func holds(l *Live, c schema.Container) bool {
 	if l == nil {
 		return false
 	}
-	if c.GPUs > 0 && (!l.Running || l.GPUs < c.GPUs) {
+	if c.GPUs > 0 && (!l.Running || l.GPUs != c.GPUs || len(l.GPUDevices) != c.GPUs) {
+		// A GPU container holds its GPUs only while it runs, and only
+		// those it was given by device (one made before devices were
+		// allocated has the host's first GPUs, like every other).
 		return false
 	}
 	for _, guest := range c.Ports {
@@ -784,6 +799,7 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 		Mounts:      mounts,
 		Network:     core.NetworkName(r.cfg.Instance, repo.Owner),
 		GPUs:        c.GPUs,
+		ShmBytes:    shmBytes(c.ShmSize),
 		NanoCPUs:    int64(math.Round(cpus * 1e9)),
 		MemoryBytes: quantityBytes(memory),
 		Running:     running,
@@ -794,7 +810,10 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 // when that host can still hold it, else the least loaded host with
 // enough free GPUs.
 func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load map[string]int, down map[string]error) (string, error) {
-	fits := func(h string) bool { return gpus == 0 || r.hosts[h].GPUs-gpusUsed[h] >= gpus }
+	fits := func(h string) bool {
+		n := len(r.hosts[h].Devices())
+		return gpus == 0 || n-gpusUsed[h] >= gpus || (r.hosts[h].GPUSharing && n >= gpus)
+	}
 	if _, ok := r.hosts[current]; ok && fits(current) {
 		return current, nil
 	}
@@ -1038,6 +1057,9 @@ func (r *Reconciler) readStatus(ctx context.Context, p *pass) ([]string, error) 
 			c = &l.Container
 			st.Host = l.Host
 			st.State = l.State
+			if l.Running {
+				st.GPUs = slices.Clone(l.GPUDevices)
+			}
 			st.Ports = map[string]int{}
 			for _, b := range l.Ports {
 				st.Ports[strconv.Itoa(b.Guest)] = b.Host
@@ -1210,3 +1232,11 @@ func firstLine(s string) string {
 
 // sortedKeys returns a map's keys in order, so passes are deterministic.
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// shmBytes is a validated shmSize in bytes; 0 when unset.
+func shmBytes(s string) int64 {
+	if s == "" {
+		return 0
+	}
+	return quantityBytes(s)
+}

@@ -93,6 +93,12 @@ type ContainerSpec struct {
 
 	// GPUs is the number of NVIDIA GPUs; 0 asks for none.
 	GPUs int
+	// GPUDevices are the GPUs given to the container, as the host's
+	// NVIDIA runtime names them (indexes or UUIDs), GPUs of them; empty
+	// leaves the choice to the engine (the first GPUs devices).
+	GPUDevices []string
+	// ShmBytes is the size of /dev/shm; 0 keeps the engine's default.
+	ShmBytes int64
 	// NanoCPUs caps CPU time in billionths of a core; 0 is unlimited.
 	NanoCPUs int64
 	// MemoryBytes caps memory (and swap: none beyond it); 0 is unlimited.
@@ -129,6 +135,10 @@ type canonicalSpec struct {
 	NanoCPUs   int64         `json:"nanoCPUs"`
 	Memory     int64         `json:"memory"`
 	PidsLimit  int64         `json:"pidsLimit"`
+	// Fields added later are left out when unset, so that adding one
+	// recreates nothing that does not use it.
+	GPUDevices []string `json:"gpuDevices,omitempty"`
+	ShmBytes   int64    `json:"shmBytes,omitempty"`
 }
 
 // Hash returns the hex SHA-256 of a canonical encoding of everything in s
@@ -156,6 +166,8 @@ func (s ContainerSpec) Hash() string {
 		NanoCPUs:   s.NanoCPUs,
 		Memory:     s.MemoryBytes,
 		PidsLimit:  s.EffectivePidsLimit(),
+		GPUDevices: nilIfEmpty(s.GPUDevices),
+		ShmBytes:   s.ShmBytes,
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		c.Env = append(c.Env, [2]string{k, s.Env[k]})
@@ -190,8 +202,17 @@ func (s ContainerSpec) Validate() error {
 		return bad("image is required")
 	case s.Network == "":
 		return bad("network is required")
-	case s.GPUs < 0 || s.NanoCPUs < 0 || s.MemoryBytes < 0 || s.PidsLimit < 0:
+	case s.GPUs < 0 || s.NanoCPUs < 0 || s.MemoryBytes < 0 || s.PidsLimit < 0 || s.ShmBytes < 0:
 		return bad("limits cannot be negative")
+	case len(s.GPUDevices) != 0 && len(s.GPUDevices) != s.GPUs:
+		return bad("%d GPU device(s) for %d GPU(s)", len(s.GPUDevices), s.GPUs)
+	case s.MemoryBytes > 0 && s.ShmBytes > s.MemoryBytes:
+		return bad("/dev/shm of %d bytes is more than the memory limit", s.ShmBytes)
+	}
+	for i, id := range s.GPUDevices {
+		if id == "" || strings.ContainsAny(id, ", \t\n") || slices.Contains(s.GPUDevices[:i], id) {
+			return bad("GPU device %q is empty, holds a separator or is given twice", id)
+		}
 	}
 	guests, hosts := map[int]bool{}, map[int]bool{}
 	for _, p := range s.Ports {
@@ -254,6 +275,10 @@ type Container struct {
 	Owner, Repo, LocalName string
 	// SpecHash is ContainerSpec.Hash of the spec it was made from.
 	SpecHash string
+	// GPUDevices are the GPUs it was given (as in its spec); empty for a
+	// GPU container made before devices were allocated, which the engine
+	// gave its first GPUs.
+	GPUDevices []string
 	// GPUs, NanoCPUs and MemoryBytes are its limits as made, so that a
 	// quota counts what exists. LimitsKnown is false for a container made
 	// before they were recorded (NanoCPUs and MemoryBytes then read 0):

@@ -127,6 +127,21 @@ func TestHash(t *testing.T) {
 	})
 }
 
+func TestFieldsAddedLaterChangeNoHashWhileUnset(t *testing.T) {
+	t.Parallel()
+	// The hash of baseSpec before GPUDevices and ShmBytes existed: an
+	// upgrade must not recreate the containers that do not use them.
+	const before = "657fb002f8aa83cc521b2f3a7d50c185e54c2a5b4afa6ee46a9a3e5f485537ce"
+	if got := baseSpec().Hash(); got != before {
+		t.Errorf("Hash() = %s, want %s as before", got, before)
+	}
+	s := baseSpec()
+	s.GPUDevices = []string{"3"}
+	if s.Hash() == before {
+		t.Error("the GPU devices given do not change the hash: a container would keep another GPU")
+	}
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -150,6 +165,12 @@ func TestValidate(t *testing.T) {
 		{"one guest port bound twice is refused", func(s *ContainerSpec) { s.Ports = []PortBinding{{8080, 30001}, {8080, 30002}} }, false},
 		{"negative limits are refused", func(s *ContainerSpec) { s.MemoryBytes = -1 }, false},
 		{"an env name with = is refused", func(s *ContainerSpec) { s.Env = map[string]string{"A=B": "c"} }, false},
+		{"one device per GPU is valid", func(s *ContainerSpec) { s.GPUs, s.GPUDevices = 2, []string{"1", "GPU-8f6c"} }, true},
+		{"fewer devices than GPUs are refused", func(s *ContainerSpec) { s.GPUs, s.GPUDevices = 2, []string{"1"} }, false},
+		{"one device given twice is refused", func(s *ContainerSpec) { s.GPUs, s.GPUDevices = 2, []string{"1", "1"} }, false},
+		{"a device holding the label separator is refused", func(s *ContainerSpec) { s.GPUs, s.GPUDevices = 1, []string{"1,2"} }, false},
+		{"a /dev/shm within the memory limit is valid", func(s *ContainerSpec) { s.ShmBytes = s.MemoryBytes }, true},
+		{"a /dev/shm above the memory limit is refused", func(s *ContainerSpec) { s.ShmBytes = s.MemoryBytes + 1 }, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

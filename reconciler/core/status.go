@@ -41,10 +41,12 @@ type Object struct {
 
 // ContainerStatus is what a student sees of one container.
 type ContainerStatus struct {
-	Name   string            `json:"name"` // the name in wm.yaml
-	Host   string            `json:"host"`
-	Ports  map[string]int    `json:"ports,omitempty"` // guest port → host port, keys decimal
-	State  string            `json:"state"`
+	Name  string         `json:"name"` // the name in wm.yaml
+	Host  string         `json:"host"`
+	Ports map[string]int `json:"ports,omitempty"` // guest port → host port, keys decimal
+	State string         `json:"state"`
+	// GPUs are the host's GPU devices the container holds.
+	GPUs   []string          `json:"gpus,omitempty"`
 	Health string            `json:"health"`
 	Labels map[string]string `json:"-"`
 }

@@ -406,7 +406,17 @@ func containerConfig(s core.ContainerSpec) (*container.Config, *container.HostCo
 		// No swap on top of the memory limit.
 		hostConfig.MemorySwap = s.MemoryBytes
 	}
-	if s.GPUs > 0 {
+	if s.ShmBytes > 0 {
+		hostConfig.ShmSize = s.ShmBytes
+	}
+	switch {
+	case len(s.GPUDevices) > 0:
+		// The very GPUs WhaleMountain allocated: Count would give every
+		// container the host's first ones.
+		hostConfig.DeviceRequests = []container.DeviceRequest{{
+			Driver: "nvidia", DeviceIDs: slices.Clone(s.GPUDevices), Capabilities: [][]string{{"gpu"}},
+		}}
+	case s.GPUs > 0:
 		hostConfig.DeviceRequests = []container.DeviceRequest{{
 			Driver: "nvidia", Count: s.GPUs, Capabilities: [][]string{{"gpu"}},
 		}}

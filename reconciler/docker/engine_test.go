@@ -62,7 +62,8 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 	e, owner := realEngine(t)
 	s := spec(t, owner, "gpu")
 	s.Running = false // there is no NVIDIA runtime here: it could not start
-	s.GPUs = 1
+	s.GPUs, s.GPUDevices = 1, []string{"3"}
+	s.ShmBytes = 32 << 20
 	s.NanoCPUs = 500_000_000
 	s.MemoryBytes = 64 << 20
 	s.Mounts = []core.Mount{{Volume: core.ObjectName(owner, "data"), Target: "/data"}}
@@ -95,7 +96,8 @@ func TestRealEngineHardensEveryContainer(t *testing.T) {
 		{"the process limit is the default", hc.PidsLimit != nil && *hc.PidsLimit == core.DefaultPidsLimit, hc.PidsLimit},
 		{"the memory limit is set, with no swap beyond it", hc.Memory == s.MemoryBytes && hc.MemorySwap == s.MemoryBytes, [2]int64{hc.Memory, hc.MemorySwap}},
 		{"the CPU limit is set", hc.NanoCPUs == s.NanoCPUs, hc.NanoCPUs},
-		{"the GPUs are a device request for nvidia", slices.EqualFunc(hc.DeviceRequests, []container.DeviceRequest{{Driver: "nvidia", Count: 1, Capabilities: [][]string{{"gpu"}}}}, deviceRequestEqual), hc.DeviceRequests},
+		{"the GPU is a device request for nvidia naming the device allocated", slices.EqualFunc(hc.DeviceRequests, []container.DeviceRequest{{Driver: "nvidia", DeviceIDs: []string{"3"}, Capabilities: [][]string{{"gpu"}}}}, deviceRequestEqual), hc.DeviceRequests},
+		{"/dev/shm has the size asked", hc.ShmSize == s.ShmBytes, hc.ShmSize},
 		{"there are no bind mounts", len(hc.Binds) == 0 && !slices.ContainsFunc(hc.Mounts, func(m mount.Mount) bool { return m.Type != mount.TypeVolume }), [2]any{hc.Binds, hc.Mounts}},
 		{"the volume is mounted as a named volume", len(raw.Mounts) == 1 && raw.Mounts[0].Type == mount.TypeVolume && raw.Mounts[0].Name == core.ObjectName(owner, "data") && raw.Mounts[0].Destination == "/data", raw.Mounts},
 		{"it restarts unless stopped", hc.RestartPolicy.Name == container.RestartPolicyUnlessStopped, hc.RestartPolicy},
@@ -296,5 +298,5 @@ func statusField(status, field string) string {
 }
 
 func deviceRequestEqual(a, b container.DeviceRequest) bool {
-	return a.Driver == b.Driver && a.Count == b.Count && fmt.Sprint(a.Capabilities) == fmt.Sprint(b.Capabilities)
+	return a.Driver == b.Driver && a.Count == b.Count && slices.Equal(a.DeviceIDs, b.DeviceIDs) && fmt.Sprint(a.Capabilities) == fmt.Sprint(b.Capabilities)
 }

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/whalemountain/wm/reconciler/core"
 )
@@ -26,6 +27,10 @@ const (
 	// LabelGPUs is how many GPUs the container holds, so that placement
 	// can count a host's free GPUs from what ListManaged returns.
 	LabelGPUs = "dev.whalemountain.gpus"
+	// LabelGPUDevices are the GPU devices the container was given,
+	// comma-separated, so that an allocation is rebuilt from what runs
+	// after a restart; absent on a container without devices.
+	LabelGPUDevices = "dev.whalemountain.gpu-devices"
 	// LabelNanoCPUs and LabelMemory are the container's CPU and memory
 	// limits, so that a student's quota is counted from what exists on
 	// the hosts, never from what a pass last wrote down.
@@ -57,7 +62,7 @@ func InstanceOf(labels map[string]string) string {
 // LabelInstance, which the engine adds (it is not part of the spec, nor of
 // its Hash, so that the containers made before it are kept as they are).
 func Labels(s core.ContainerSpec) map[string]string {
-	return map[string]string{
+	l := map[string]string{
 		LabelManagedBy: ManagedByValue,
 		LabelOwner:     s.Owner,
 		LabelRepo:      s.Repo,
@@ -67,6 +72,10 @@ func Labels(s core.ContainerSpec) map[string]string {
 		LabelNanoCPUs:  strconv.FormatInt(s.NanoCPUs, 10),
 		LabelMemory:    strconv.FormatInt(s.MemoryBytes, 10),
 	}
+	if len(s.GPUDevices) > 0 {
+		l[LabelGPUDevices] = strings.Join(s.GPUDevices, ",")
+	}
+	return l
 }
 
 // ownedLabels are the labels of a volume or network made for owner by
@@ -96,6 +105,9 @@ func decode(c *core.Container) {
 	c.Instance = InstanceOf(l)
 	c.Owner, c.Repo, c.LocalName, c.SpecHash = l[LabelOwner], l[LabelRepo], l[LabelName], l[LabelSpecHash]
 	c.GPUs, _ = strconv.Atoi(l[LabelGPUs])
+	if d := l[LabelGPUDevices]; d != "" {
+		c.GPUDevices = strings.Split(d, ",")
+	}
 	nano, err1 := strconv.ParseInt(l[LabelNanoCPUs], 10, 64)
 	mem, err2 := strconv.ParseInt(l[LabelMemory], 10, 64)
 	if c.LimitsKnown = err1 == nil && err2 == nil; c.LimitsKnown {
