@@ -20,7 +20,11 @@
 //   - events: Service turns webhook events into work: a push on a default
 //     branch triggers that repo's pass, a merge request gets a plan, and a
 //     system hook saying a project was renamed, transferred or deleted has
-//     GitLab asked about it.
+//     GitLab asked about it. Every such job, GitLab requests included, has
+//     a deadline (WithJobTimeout, given poll.passTimeout): a hung
+//     GitLab or a hung plan ends in a logged error and the next job runs;
+//     at shutdown the jobs under way are cancelled after a grace period
+//     (WithShutdownGrace).
 //
 // # Trust
 //

@@ -2,6 +2,7 @@ package gitlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -39,7 +40,8 @@ type mrKey struct {
 // Service runs WhaleMountain's side of GitLab: it keeps the list of
 // discovered projects, turns webhook events into work, posts plans on
 // merge requests and retires repos GitLab says are gone. It implements
-// webhook.Dispatcher without ever blocking: the work is done by Run.
+// webhook.Dispatcher without ever blocking: the work is done by Run, each
+// job within a deadline (WithJobTimeout).
 type Service struct {
 	client   *Client
 	cfg      schema.GitLabSource
@@ -59,19 +61,59 @@ type Service struct {
 	jobs   chan func(context.Context)
 	plans  workqueue.TypedInterface[mrKey]
 	runCtx context.Context
+
+	jobTimeout    time.Duration // set at construction
+	shutdownGrace time.Duration // set at construction
 }
 
 var _ webhook.Dispatcher = (*Service)(nil)
 
+// DefaultJobTimeout and DefaultShutdownGrace are a new Service's job
+// deadline and shutdown grace: the defaults of the server config's
+// poll.passTimeout and poll.shutdownGrace, which bound a pass of the loop
+// the same way (a merge request's plan is a pass up to the apply, plus a
+// few GitLab requests).
+const (
+	DefaultJobTimeout    = reconciler.DefaultPassTimeout
+	DefaultShutdownGrace = reconciler.DefaultShutdownGrace
+)
+
+// ServiceOption sets an optional parameter of NewService.
+type ServiceOption func(*Service)
+
+// WithJobTimeout sets the deadline of each job the service runs, the plan
+// of a merge request or the work of one webhook event, GitLab requests
+// included: a hung GitLab API or a hung plan holds the service no longer;
+// the job ends with an error, logged, and the next one runs. 0 is no
+// deadline. The default is DefaultJobTimeout; a server gives the server
+// config's poll.passTimeout, as for its loop's passes.
+func WithJobTimeout(d time.Duration) ServiceOption {
+	return func(s *Service) { s.jobTimeout = max(0, d) }
+}
+
+// WithShutdownGrace sets how long the jobs under way when Run's context
+// ends may go on before they are cancelled. The default is
+// DefaultShutdownGrace; a server gives the server config's
+// poll.shutdownGrace, as for its loop.
+func WithShutdownGrace(d time.Duration) ServiceOption {
+	return func(s *Service) { s.shutdownGrace = max(0, d) }
+}
+
 // NewService returns the GitLab service; Connect must be called before
 // Run or Dispatch.
-func NewService(client *Client, cfg schema.GitLabSource, quota schema.Quota, log *slog.Logger) *Service {
+func NewService(client *Client, cfg schema.GitLabSource, quota schema.Quota, log *slog.Logger, opts ...ServiceOption) *Service {
 	s := &Service{
 		client: client, cfg: cfg, quota: quota, log: log,
 		projects: map[string]Project{}, byID: map[int64]string{}, refused: map[string]string{}, stale: true,
 		jobs:   make(chan func(context.Context), 256),
 		plans:  workqueue.NewTyped[mrKey](),
 		runCtx: context.Background(),
+
+		jobTimeout:    DefaultJobTimeout,
+		shutdownGrace: DefaultShutdownGrace,
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.reporter = NewReporter(client, cfg.DashboardURL, s.path, log)
 	return s
@@ -294,40 +336,114 @@ func (s *Service) Rediscover() {
 	l.Rediscover()
 }
 
-// Run does the work webhooks ask for until ctx is done.
+// errShutdown is the cause of the jobs cancelled when the shutdown grace
+// ran out.
+var errShutdown = errors.New("the GitLab service shut down")
+
+// Run does the work webhooks ask for until ctx is done: one job at a time
+// for webhook events and one plan at a time for merge requests, each
+// within the job deadline (WithJobTimeout). Once ctx is done no new job
+// starts (what is still queued is dropped: the next poll or event catches
+// up); the jobs under way may go on for the shutdown grace
+// (WithShutdownGrace), after which their context is cancelled; Run
+// returns once they have all returned.
 func (s *Service) Run(ctx context.Context) {
 	s.mu.Lock()
 	s.runCtx = ctx
 	s.mu.Unlock()
+	// Jobs run under their own context, so that shutdown does not cancel
+	// them at once: a plan cut half-way leaves a note without its status.
+	jobCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelJobs(nil)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for s.planNext(ctx) {
+		for s.planNext(ctx, jobCtx) {
 		}
 	})
-	go func() {
-		<-ctx.Done()
-		s.plans.ShutDownWithDrain()
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		case job := <-s.jobs:
-			job(context.WithoutCancel(ctx))
+	wg.Go(func() {
+		for s.jobNext(ctx, jobCtx) {
 		}
+	})
+	<-ctx.Done()
+	s.plans.ShutDown()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	grace := time.NewTimer(s.shutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		s.log.Warn("GitLab jobs still under way after the shutdown grace; cancelling them", "grace", s.shutdownGrace)
+		cancelJobs(errShutdown)
+		<-done
 	}
 }
 
-// planNext plans one merge request.
-func (s *Service) planNext(ctx context.Context) bool {
+// withDeadline returns the context of one job: jobCtx with the job
+// deadline.
+func (s *Service) withDeadline(jobCtx context.Context) (context.Context, context.CancelFunc) {
+	if s.jobTimeout <= 0 {
+		return context.WithCancel(jobCtx)
+	}
+	return context.WithTimeout(jobCtx, s.jobTimeout)
+}
+
+// endedEarly says why a job's context ended early ("at its deadline", "at
+// shutdown"), or "" when it did not.
+func endedEarly(ctx context.Context) string {
+	switch cause := context.Cause(ctx); {
+	case cause == nil:
+		return ""
+	case errors.Is(cause, context.DeadlineExceeded):
+		return "at its deadline"
+	case errors.Is(cause, errShutdown):
+		return "at shutdown"
+	}
+	return "early"
+}
+
+// jobNext runs one webhook job under jobCtx and the job deadline; it
+// returns false once ctx is done.
+func (s *Service) jobNext(ctx, jobCtx context.Context) bool {
+	var job func(context.Context)
+	select {
+	case <-ctx.Done():
+		return false
+	case job = <-s.jobs:
+	}
+	if ctx.Err() != nil {
+		return false // dropped: the next poll catches up
+	}
+	jctx, cancel := s.withDeadline(jobCtx)
+	defer cancel()
+	job(jctx)
+	if why := endedEarly(jctx); why != "" {
+		// The job logged what it could not do; this says why.
+		s.log.Warn("webhook job cancelled "+why, "timeout", s.jobTimeout)
+	}
+	return true
+}
+
+// planNext plans one merge request under jobCtx and the job deadline; it
+// returns false once the queue shuts down. Once ctx is done, what is
+// still queued is dropped.
+func (s *Service) planNext(ctx, jobCtx context.Context) bool {
 	k, shutdown := s.plans.Get()
 	if shutdown {
 		return false
 	}
 	defer s.plans.Done(k)
-	if err := s.planMR(context.WithoutCancel(ctx), k); err != nil {
-		s.log.Warn("merge request not planned", "project", k.project, "iid", k.iid, "err", err)
+	if ctx.Err() != nil {
+		return true
+	}
+	pctx, cancel := s.withDeadline(jobCtx)
+	defer cancel()
+	if err := s.planMR(pctx, k); err != nil {
+		msg := "merge request not planned"
+		if why := endedEarly(pctx); why != "" {
+			msg += ": cancelled " + why
+		}
+		s.log.Warn(msg, "project", k.project, "iid", k.iid, "timeout", s.jobTimeout, "err", err)
 	}
 	return true
 }

@@ -46,6 +46,9 @@ type stack struct {
 	hooks  string       // URL of POST /hooks/gitlab
 	store  *store.Store
 	logs   *logBuffer // what the service and the loop logged
+	// stop shuts the loop and the service down and waits for both to
+	// return; the test's cleanup calls it too.
+	stop func()
 }
 
 // logBuffer collects log lines from several goroutines.
@@ -91,7 +94,7 @@ func all(s string, parts []string) bool {
 	return true
 }
 
-func newStack(t *testing.T, engine core.Engine, g *gitlabtest.GitLab) *stack {
+func newStack(t *testing.T, engine core.Engine, g *gitlabtest.GitLab, opts ...gitlab.ServiceOption) *stack {
 	t.Helper()
 	root := t.TempDir()
 	cfg, err := schema.ParseServer("wm.yaml", strings.NewReader(fmt.Sprintf(`
@@ -117,7 +120,7 @@ policy: {maxPrunePercent: 100}
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc := gitlab.NewService(client, *cfg.Sources.GitLab, cfg.Policy.Quota, log)
+	svc := gitlab.NewService(client, *cfg.Sources.GitLab, cfg.Policy.Quota, log, opts...)
 	git := reconciler.GitRouter{
 		Routes:  []reconciler.GitRoute{{Prefix: g.URL() + "/", Source: gitsource.New(filepath.Join(root, "git"), gitsource.WithBasicAuth("oauth2", token), gitsource.WithTimeout(5*time.Second))}},
 		Default: gitsource.New(filepath.Join(root, "plain")),
@@ -137,8 +140,9 @@ policy: {maxPrunePercent: 100}
 	done := make(chan struct{}, 2)
 	go func() { loop.Run(ctx); done <- struct{}{} }()
 	go func() { svc.Run(ctx); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done; srv.Close() })
-	s := &stack{t: t, g: g, client: client, svc: svc, loop: loop, engine: engine, hooks: srv.URL, store: st, logs: logs}
+	stop := sync.OnceFunc(func() { cancel(); <-done; <-done })
+	t.Cleanup(func() { stop(); srv.Close() })
+	s := &stack{t: t, g: g, client: client, svc: svc, loop: loop, engine: engine, hooks: srv.URL, store: st, logs: logs, stop: stop}
 	s.fake, _ = engine.(*docker.Fake)
 	return s
 }

@@ -107,9 +107,12 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 		}
 	})
 
-	res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 1)})
-	if err != nil || len(res.Created) != 1 {
-		t.Fatalf("sync: %+v, %v", res, err)
+	train := pod(alice, "train", 1)
+	if err := b.CheckPod(ctx, train, false); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if err := b.ApplyPod(ctx, train, false); err != nil {
+		t.Fatalf("apply: %v", err)
 	}
 
 	t.Run("a pod is restricted-compliant, placed on GPU nodes and asks for its GPU", func(t *testing.T) {
@@ -175,11 +178,23 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 		}
 	})
 
-	t.Run("a pod over the GPU quota is refused and says why", func(t *testing.T) {
-		res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 1), pod(alice, "more", 1)})
-		if !errors.Is(err, kube.ErrRefused) || !errors.Is(err, fault.Refused) || len(res.Refused) != 1 || !strings.Contains(res.Refused[0].Message, "refused by your quota") ||
-			!strings.Contains(err.Error(), "pods.more: refused by your quota") || !strings.Contains(err.Error(), "nvidia.com/gpu") {
-			t.Errorf("refusal: %+v, %v", res.Refused, err)
+	t.Run("a pod over the GPU quota is refused by the check and by the apply, and says why", func(t *testing.T) {
+		more := pod(alice, "more", 1)
+		for _, tc := range []struct {
+			verb string
+			call func() error
+		}{
+			{"CheckPod", func() error { return b.CheckPod(ctx, more, false) }},
+			{"ApplyPod", func() error { return b.ApplyPod(ctx, more, false) }},
+		} {
+			err := tc.call()
+			if !errors.Is(err, kube.ErrRefused) || !errors.Is(err, fault.Refused) ||
+				!strings.Contains(err.Error(), "pods.more: refused by your quota") || !strings.Contains(err.Error(), "nvidia.com/gpu") {
+				t.Errorf("%s: %v, want a quota refusal of pods.more that names the GPUs", tc.verb, err)
+			}
+		}
+		if names := ownerPodNames(t, b, alice); !slices.Equal(names, []string{"train"}) {
+			t.Errorf("alice's pods after the refusals: %v, want [train]", names)
 		}
 	})
 
@@ -195,28 +210,64 @@ func TestAStudentGetsANamespaceWithRBACQuotaAndPods(t *testing.T) {
 		}
 	})
 
-	t.Run("a changed pod is recreated, an undeclared one removed, another repo's left alone", func(t *testing.T) {
+	t.Run("a changed pod is recreated, an undeclared one deleted, another repo's left alone", func(t *testing.T) {
 		other := pod(alice, "notebook", 0)
 		other.Repo = alice + "/other"
-		if _, err := b.SyncPods(ctx, alice, alice+"/other", []core.PodSpec{other}); err != nil {
+		if err := b.ApplyPod(ctx, other, false); err != nil {
 			t.Fatal(err)
 		}
+		live := func(name string) *corev1.Pod {
+			t.Helper()
+			p, err := admin.CoreV1().Pods(nsA).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("pod %s: %v", name, err)
+			}
+			return p
+		}
+		old := live("train")
 		changed := pod(alice, "train", 1)
 		changed.Env = map[string]string{"EPOCHS": "3"}
-		res, err := b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{changed})
-		if err != nil || len(res.Recreated) != 1 {
-			t.Fatalf("recreate: %+v, %v", res, err)
+		if b.PodHash(changed) == b.PodHash(train) {
+			t.Fatal("a changed pod has the hash of the old one: the plan would not recreate it")
 		}
-		res, err = b.SyncPods(ctx, alice, alice+"/ml", nil)
-		if err != nil || len(res.Removed) != 1 || res.Removed[0] != "train" {
-			t.Fatalf("remove: %+v, %v", res, err)
+		// The old pod still holds the only GPU: the check judges the quota
+		// as it will be once the old pod is gone.
+		if err := b.CheckPod(ctx, changed, true); err != nil {
+			t.Fatalf("check the replacement: %v", err)
 		}
-		if _, err := admin.CoreV1().Pods(nsA).Get(ctx, "notebook", metav1.GetOptions{}); err != nil {
-			t.Errorf("another repo's pod was touched: %v", err)
+		if err := b.ApplyPod(ctx, changed, true); err != nil {
+			t.Fatalf("recreate: %v", err)
 		}
+		if p := live("train"); p.UID == old.UID || p.Annotations[kube.AnnotationHash] != b.PodHash(changed) {
+			t.Errorf("train was not recreated from the change: uid %s (was %s), hash %q", p.UID, old.UID, p.Annotations[kube.AnnotationHash])
+		}
+
+		if err := b.DeletePod(ctx, alice, alice+"/ml", "notebook"); err == nil || !strings.Contains(err.Error(), "left alone") {
+			t.Errorf("alice/ml deletes the pod of alice/other: %v, want it left alone", err)
+		}
+		if err := b.DeletePod(ctx, alice, alice+"/ml", "train"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if err := b.DeletePod(ctx, alice, alice+"/ml", "train"); err != nil {
+			t.Errorf("deleting a pod already gone: %v", err)
+		}
+		if p := live("notebook"); p.DeletionTimestamp != nil {
+			t.Error("another repo's pod is going")
+		}
+
 		before := m.n.Load()
-		if _, err := b.SyncPods(ctx, alice, alice+"/other", []core.PodSpec{other}); err != nil || m.n.Load() != before {
-			t.Errorf("a no-op pod sync mutated: %v", err)
+		pods, err := b.OwnerPods(ctx, alice)
+		if err != nil || len(pods) != 1 || pods[0].Name != "notebook" || pods[0].Repo != alice+"/other" || pods[0].Hash != b.PodHash(other) {
+			t.Errorf("OwnerPods = %+v, %v; want the notebook alone, with the hash of its spec (a resync pairs it and sends nothing)", pods, err)
+		}
+		if st, err := b.PodStatuses(ctx, alice, alice+"/other"); err != nil || len(st) != 1 || st[0].Name != "notebook" || st[0].Phase != "Pending" {
+			t.Errorf("PodStatuses of alice/other = %+v, %v", st, err)
+		}
+		if st, err := b.PodStatuses(ctx, alice, alice+"/ml"); err != nil || len(st) != 0 {
+			t.Errorf("PodStatuses of alice/ml = %+v, %v; want none", st, err)
+		}
+		if got := m.n.Load() - before; got != 0 {
+			t.Errorf("reading the pods back sent %d mutating requests", got)
 		}
 	})
 }

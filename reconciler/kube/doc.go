@@ -29,6 +29,18 @@
 // until its spec changes or wm.yaml drops it. Pods are immutable: a changed
 // spec deletes and recreates the pod.
 //
+// Which pods to create, recreate or delete is not the backend's decision
+// but the reconciler's plan, made from the pods wm.yaml declares and those
+// OwnerPods reports, paired by name and by the hash PodHash gives (the one
+// OwnerPods reads back from a live pod's annotation). The backend carries
+// out one step at a time with the verbs of core.Cluster: CheckPod asks
+// admission with a server-side dry run, before anything is removed,
+// whether a pod would be admitted (for a replacement, with the quota the
+// old pod holds given back); ApplyPod creates a pod or replaces the live
+// one of its name; DeletePod deletes a pod of the repo it is told, and no
+// other repo's; PodStatuses reads a repo's pods back for its status. Each
+// write checks the namespace's ownership first.
+//
 // Everything is applied with server-side apply under the field manager
 // "whalemountain". Each object carries the hash of what was applied in an
 // annotation, and an object whose live hash equals the desired one is not

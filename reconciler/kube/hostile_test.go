@@ -116,6 +116,27 @@ func wantNotOurs(t *testing.T, what string, err error, ns string, more ...string
 	}
 }
 
+// wantPodWritesRefused checks that every verb with which the pass writes
+// pods refuses ns, the namespace of p's owner, with ErrNamespaceNotOurs:
+// the check of p (a dry run is a write request too), its creation, its
+// replacement, and the deletion of the pod called remove of p's repo.
+func wantPodWritesRefused(t *testing.T, b *kube.Backend, p core.PodSpec, remove, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, w := range []struct {
+		verb string
+		call func() error
+	}{
+		{"CheckPod of a new pod", func() error { return b.CheckPod(ctx, p, false) }},
+		{"CheckPod of a replacement", func() error { return b.CheckPod(ctx, p, true) }},
+		{"ApplyPod creating", func() error { return b.ApplyPod(ctx, p, false) }},
+		{"ApplyPod replacing", func() error { return b.ApplyPod(ctx, p, true) }},
+		{"DeletePod of " + remove, func() error { return b.DeletePod(ctx, p.Owner, p.Repo, remove) }},
+	} {
+		wantNotOurs(t, w.verb, w.call(), ns)
+	}
+}
+
 func TestAnAccountWhoseNamespaceExistsAndIsNotItsOwnTakesNothingOverAndIsToldWhy(t *testing.T) {
 	cluster := kubetest.Env(t)
 	admin := cluster.AdminClient(t)
@@ -149,10 +170,8 @@ func TestAnAccountWhoseNamespaceExistsAndIsNotItsOwnTakesNothingOverAndIsToldWhy
 			}
 			_, err := b.EnsureOwner(ctx, bob)
 			wantNotOurs(t, "EnsureOwner", err, ns, tc.says...)
-			_, err = b.SyncPods(ctx, bob, bob+"/ml", []core.PodSpec{pod(bob, "train", 0)})
-			wantNotOurs(t, "SyncPods with a pod", err, ns)
-			_, err = b.SyncPods(ctx, bob, bob+"/ml", nil)
-			wantNotOurs(t, "SyncPods removing the look-alike pod", err, ns)
+			// "controller" looks like a pod of bob/ml: deleting it is refused too.
+			wantPodWritesRefused(t, b, pod(bob, "train", 0), "controller", ns)
 			err = b.RemoveOwner(ctx, bob)
 			wantNotOurs(t, "RemoveOwner", err, ns)
 
@@ -199,8 +218,7 @@ func TestANamespaceTheAdminsTookBackIsNoLongerWrittenToNorDeleted(t *testing.T) 
 
 	_, err = b.EnsureOwner(ctx, alice)
 	wantNotOurs(t, "EnsureOwner", err, ns)
-	_, err = b.SyncPods(ctx, alice, alice+"/ml", []core.PodSpec{pod(alice, "train", 0)})
-	wantNotOurs(t, "SyncPods", err, ns)
+	wantPodWritesRefused(t, b, pod(alice, "train", 0), "train", ns)
 	wantNotOurs(t, "RemoveOwner", b.RemoveOwner(ctx, alice), ns)
 	if after := snapshot(t, admin, ns); !maps.Equal(before, after) {
 		t.Errorf("the namespace was written to:\nbefore %v\nafter  %v", before, after)
@@ -251,8 +269,7 @@ func TestAnAccountNamedLikeASystemOrReservedNamespaceIsRefusedAndSaysWhy(t *test
 		t.Cleanup(func() { undoInKubeSystem(t, admin) })
 		_, err := sys.EnsureOwner(ctx, "kube-system")
 		wantNotOurs(t, "EnsureOwner", err, "kube-system", "kube-*")
-		_, err = sys.SyncPods(ctx, "kube-system", "kube-system/ml", []core.PodSpec{pod("kube-system", "train", 0)})
-		wantNotOurs(t, "SyncPods", err, "kube-system")
+		wantPodWritesRefused(t, sys, pod("kube-system", "train", 0), "kube-proxy", "kube-system")
 		wantNotOurs(t, "RemoveOwner", sys.RemoveOwner(ctx, "kube-system"), "kube-system")
 		if after := snapshot(t, admin, "kube-system"); !maps.Equal(before, after) {
 			t.Errorf("kube-system was written to:\nbefore %v\nafter  %v", before, after)
@@ -376,7 +393,7 @@ func TestOwnerPodsCountsAnOwnersManagedPodsOverAllTheirReposAndNothingElse(t *te
 	notebook := pod(alice, "notebook", 0)
 	notebook.Repo, notebook.CPUs, notebook.MemoryBytes = alice+"/other", 0.5, 512<<20
 	for _, p := range []core.PodSpec{train, notebook, pod(bob, "train", 1)} {
-		if _, err := b.SyncPods(ctx, p.Owner, p.Repo, []core.PodSpec{p}); err != nil {
+		if err := b.ApplyPod(ctx, p, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -406,11 +423,13 @@ func TestOwnerPodsCountsAnOwnersManagedPodsOverAllTheirReposAndNothingElse(t *te
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The hash is what a plan pairs a live pod with its spec by.
+	specs := map[string]core.PodSpec{train.Name: train, notebook.Name: notebook}
 	for i := range got {
-		if got[i].Hash == "" {
-			t.Errorf("pod %s has no hash", got[i].Name)
+		if want := b.PodHash(specs[got[i].Name]); got[i].Hash != want {
+			t.Errorf("pod %s has the hash %q, want %q (PodHash of its spec)", got[i].Name, got[i].Hash, want)
 		}
-		got[i].Hash = "" // what a plan pairs by; compared by the reconciler's tests
+		got[i].Hash = ""
 	}
 	want := []core.Pod{
 		{Repo: alice + "/ml", Name: "train", Phase: "Pending", GPUs: 1, CPUs: 1, MemoryBytes: 1 << 30},

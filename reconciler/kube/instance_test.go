@@ -103,15 +103,8 @@ func TestTwoInstancesOnOneClusterLeaveEachOtherAlone(t *testing.T) {
 			if st, err := tc.b.PodStatuses(ctx, tc.owner, tc.owner+"/ml"); err != nil || len(st) != 0 {
 				t.Errorf("PodStatuses = %v, %v; want none", st, err)
 			}
-			wantNotOurs(t, "CheckPod", tc.b.CheckPod(ctx, pod(tc.owner, "train", 0), true), ns)
-			wantNotOurs(t, "ApplyPod", tc.b.ApplyPod(ctx, pod(tc.owner, "train", 0), true), ns)
-			wantNotOurs(t, "DeletePod", tc.b.DeletePod(ctx, tc.owner, tc.owner+"/ml", "train"), ns)
-			_, err = tc.b.SyncPods(ctx, tc.owner, tc.owner+"/ml", []core.PodSpec{pod(tc.owner, "train", 0)})
-			wantNotOurs(t, "SyncPods", err, ns)
-			// The other instance's pod is not there: nothing to remove.
-			if _, err = tc.b.SyncPods(ctx, tc.owner, tc.owner+"/ml", nil); err != nil {
-				t.Errorf("SyncPods of no pods: %v", err)
-			}
+			// The other instance's pod train is neither replaced nor deleted.
+			wantPodWritesRefused(t, tc.b, pod(tc.owner, "train", 0), "train", ns)
 			wantNotOurs(t, "RemoveOwner", tc.b.RemoveOwner(ctx, tc.owner), ns)
 			if after := snapshot(t, admin, ns); !maps.Equal(before, after) {
 				t.Errorf("the namespace was written to:\nbefore %v\nafter  %v", before, after)
@@ -171,7 +164,6 @@ func TestADownAPIServerIsUnreachable(t *testing.T) {
 		{"CheckPod", func() error { return b.CheckPod(ctx, p, false) }},
 		{"ApplyPod", func() error { return b.ApplyPod(ctx, p, false) }},
 		{"DeletePod", func() error { return b.DeletePod(ctx, "alice", "alice/ml", "train") }},
-		{"SyncPods", func() error { _, err := b.SyncPods(ctx, "alice", "alice/ml", []core.PodSpec{p}); return err }},
 		{"RemoveOwner", func() error { return b.RemoveOwner(ctx, "alice") }},
 	}
 	for _, c := range calls {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -199,6 +200,73 @@ func (b *Backend) typedPod(p core.PodSpec) (*corev1.Pod, error) {
 		return nil, fmt.Errorf("decode pod %s: %w", p.Name, err)
 	}
 	return &pod, nil
+}
+
+// QuotaReleaseWait bounds how long the recreation of a pod waits for the
+// quota to release what the deleted pod held: the quota controller
+// recounts a namespace's usage a moment after a pod goes.
+const QuotaReleaseWait = 15 * time.Second
+
+// sendPod applies a pod. When it replaces a pod just deleted, a refusal
+// by the quota may only mean that the old pod is still counted: it is
+// tried again until the quota catches up or QuotaReleaseWait passes.
+func (b *Backend) sendPod(ctx context.Context, ns string, o object, replacing bool) error {
+	deadline := time.Now().Add(QuotaReleaseWait)
+	for {
+		err := b.send(ctx, ns, o)
+		if err == nil || !replacing || !strings.Contains(err.Error(), "exceeded quota") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// statuses reads back the repo's pods.
+func (b *Backend) statuses(ctx context.Context, ns, repo string) ([]core.PodStatus, error) {
+	list, err := b.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRepo + "=" + repoLabel(repo)})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", ns, classify(err))
+	}
+	var out []core.PodStatus
+	for _, p := range list.Items {
+		if !b.set.mine(p.Labels) {
+			continue
+		}
+		msg := p.Status.Message
+		if msg == "" && p.Status.Phase == corev1.PodPending {
+			msg = "waiting to be scheduled"
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
+					msg = c.Message
+				}
+			}
+		}
+		out = append(out, core.PodStatus{Name: p.Name, Phase: string(p.Status.Phase), Message: msg})
+	}
+	slices.SortFunc(out, func(a, b core.PodStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// admissionRefusal turns a refusal by admission into words a student
+// understands, or "" when err is not one.
+func admissionRefusal(err error) string {
+	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		return ""
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "exceeded quota"):
+		_, detail, _ := strings.Cut(msg, "exceeded quota: ")
+		return "refused by your quota: it asks for more than is left (" + detail + ")"
+	case strings.Contains(msg, "violates PodSecurity"):
+		_, detail, _ := strings.Cut(msg, "violates PodSecurity ")
+		return "refused by Pod Security: " + detail
+	}
+	return "refused by the cluster: " + msg
 }
 
 // PodHash is Settings.PodHash of the backend's settings.

@@ -146,8 +146,10 @@
 //     post them, as GitLab's asynchronous delivery may arrive before or
 //     after a fetch sees the push.
 //   - SetDown answers 503 to everything; a real outage may also be a
-//     refused connection, a 502 or a timeout. No rate-limit headers are
-//     sent.
+//     refused connection, a 502 or a timeout. Hang leaves the requests it
+//     matches unanswered until their client gives up (the request's
+//     context ends), which is how a hung GitLab looks to a client without a
+//     deadline: forever. No rate-limit headers are sent.
 //   - Client returns a client-go client whose retries of 5xx (five, as
 //     client-go's default) wait a millisecond instead of 700–900 ms.
 package gitlabtest

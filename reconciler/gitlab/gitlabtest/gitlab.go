@@ -2,6 +2,7 @@ package gitlabtest
 
 import (
 	"crypto/subtle"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -30,6 +31,9 @@ type GitLab struct {
 
 	// failure injection and recording
 	down          bool
+	hang          func(request string) bool
+	hanging       int
+	closed        chan struct{} // closed when the test ends, releasing hung requests
 	requests      []string
 	unimplemented []string
 
@@ -77,6 +81,7 @@ func New(t testing.TB, token string) *GitLab {
 		groups:    map[int]*Group{},
 		projects:  map[int]*Project{},
 		redirects: map[string]int{},
+		closed:    make(chan struct{}),
 		seq: sequences{
 			user: 1, group: 1000, project: 2000, mr: 5000,
 			note: 7000, status: 9000, pipeline: 3000,
@@ -85,7 +90,10 @@ func New(t testing.TB, token string) *GitLab {
 	g.bot = g.userLocked("wm-bot")
 	g.bot.name = "WhaleMountain"
 	g.srv = httptest.NewServer(g)
-	t.Cleanup(g.srv.Close)
+	t.Cleanup(func() {
+		close(g.closed) // Close waits for the requests still hung
+		g.srv.Close()
+	})
 	return g
 }
 
@@ -128,6 +136,28 @@ func (g *GitLab) SetDown(down bool) {
 	g.down = down
 }
 
+// Hang makes every request for which match returns true hang: it is
+// never answered, and its handler returns only once the client gives up
+// on it (the request's context ends, as when the client's context is
+// cancelled or its deadline passes) or the test ends, as a GitLab whose
+// backend hangs behind its proxy. match is given the request in the form
+// of Requests, "GET /api/v4/projects/2000"; the request is recorded in
+// Requests all the same. A nil match answers every request again; a hang
+// goes before SetDown.
+func (g *GitLab) Hang(match func(request string) bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hang = match
+}
+
+// Hanging returns how many requests are hung right now by Hang, waiting
+// for their client to give up.
+func (g *GitLab) Hanging() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.hanging
+}
+
 // Requests returns "METHOD /path" for every request received so far, in
 // order, API and git alike, the path as escaped on the wire and without the
 // query: "GET /api/v4/projects/students%2Falice%2Fweb".
@@ -152,8 +182,12 @@ func (g *GitLab) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	line := r.Method + " " + r.URL.EscapedPath()
 	g.mu.Lock()
 	g.requests = append(g.requests, line)
-	down := g.down
+	down, hang := g.down, g.hang
 	g.mu.Unlock()
+	if hang != nil && hang(line) {
+		g.hangUntilDone(r)
+		return
+	}
 	if down {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -165,6 +199,24 @@ func (g *GitLab) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.serveGit(w, r)
+}
+
+// hangUntilDone blocks, answering nothing, until the client gives up on r
+// or the test ends.
+func (g *GitLab) hangUntilDone(r *http.Request) {
+	// Reading the body to its end lets the server notice the client
+	// closing the connection, which ends the request's context.
+	_, _ = io.Copy(io.Discard, r.Body)
+	g.mu.Lock()
+	g.hanging++
+	g.mu.Unlock()
+	select {
+	case <-r.Context().Done():
+	case <-g.closed:
+	}
+	g.mu.Lock()
+	g.hanging--
+	g.mu.Unlock()
 }
 
 // recordUnimplemented notes a request that matched no endpoint.

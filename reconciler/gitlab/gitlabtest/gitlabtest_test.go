@@ -2,6 +2,7 @@ package gitlabtest_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -645,6 +647,36 @@ func TestFailures(t *testing.T) {
 		g.SetDown(false)
 		if _, _, err := c.Projects.GetProject(p.ID(), nil); err != nil {
 			t.Fatalf("get project once back: %v", err)
+		}
+	})
+
+	t.Run("a hung request is never answered and ends when its client gives up", func(t *testing.T) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		c := g.Client(t)
+		hung := fmt.Sprintf("GET /api/v4/projects/%d", p.ID())
+		g.Hang(func(req string) bool { return req == hung })
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if _, _, err := c.Projects.GetProject(p.ID(), nil, gitlab.WithContext(ctx)); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("get project while hung: %v, want the client's deadline", err)
+		}
+		if got := g.Requests(); !slices.Contains(got, hung) {
+			t.Fatalf("the hung request is not recorded: %v", got)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for g.Hanging() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the hung request's handler did not return once its client gave up")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, _, err := c.Groups.GetGroup("students", nil); err != nil {
+			t.Fatalf("a request Hang does not match: %v", err)
+		}
+		g.Hang(nil)
+		if _, _, err := c.Projects.GetProject(p.ID(), nil); err != nil {
+			t.Fatalf("get project once answered again: %v", err)
 		}
 	})
 
