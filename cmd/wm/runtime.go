@@ -167,7 +167,8 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, 
 			rt.Close()
 			return nil, err
 		}
-		rt.gitlab = gitlab.NewService(client, *g, cfg.Policy.Quota, log)
+		rt.gitlab = gitlab.NewService(client, *g, cfg.Policy.Quota, log,
+			gitlab.WithJobTimeout(cfg.Poll.PassTimeout.Std()), gitlab.WithShutdownGrace(cfg.Poll.ShutdownGrace.Std()))
 		opts = append(opts, reconciler.WithReporter(rt.gitlab.Reporter()))
 		// The token goes to GitLab's own URLs only.
 		git = reconciler.GitRouter{
