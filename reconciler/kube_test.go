@@ -176,6 +176,43 @@ func TestARefusedPodChangeLeavesTheOldPodRunningAndSaysWhy(t *testing.T) {
 	}
 }
 
+// TestAPodNameTwoReposOfOneOwnerDeclareStaysWithTheFirst: a pod's name is
+// its name in the owner's one namespace, so a second repo of the owner
+// declaring it is refused and the first repo's pod is left as it is.
+func TestAPodNameTwoReposOfOneOwnerDeclareStaysWithTheFirst(t *testing.T) {
+	cluster := kubetest.Env(t)
+	prefix := cluster.Namespace(t, "wmn") + "-"
+	student := cluster.Students()[1]
+	w := newWorld(t, func(c *schema.ServerConfig) { c.Policy.Quota.GPUs = 2 })
+	w.rec.cluster = kube.New(cluster.AdminClient(t), kube.Settings{
+		Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
+		Quota:      w.cfg.Policy.Quota, Defaults: w.cfg.Policy.Defaults,
+	})
+	ns := prefix + student
+	admin := cluster.AdminClient(t)
+	ctx := context.Background()
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
+
+	const pod = "version: 1\npods:\n  train: {image: self, memory: 64Mi, cpus: 0.5}\n"
+	first := w.push(student+"/ml", pod)
+	if _, err := w.reconcileWhenQuotaReady(first); err != nil {
+		t.Fatalf("first repo: %v", err)
+	}
+	before, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.reconcile(w.push(student+"/other", pod))
+	wantReason(t, err, Stalled, core.NameTaken)
+	if !strings.Contains(err.Error(), "pods.train") || !strings.Contains(err.Error(), student+"/ml") {
+		t.Errorf("message: %v", err)
+	}
+	after, err := admin.CoreV1().Pods(ns).Get(ctx, "train", metav1.GetOptions{})
+	if err != nil || after.UID != before.UID || after.Annotations[kube.AnnotationRepo] != student+"/ml" {
+		t.Errorf("the first repo's pod changed: %+v, %v", after.Annotations, err)
+	}
+}
+
 // TestARepoWithoutPodsGoesOnWhileTheClusterIsDown: a cluster that cannot
 // be reached stalls only repos that have pods there.
 func TestARepoWithoutPodsGoesOnWhileTheClusterIsDown(t *testing.T) {
