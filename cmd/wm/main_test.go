@@ -233,16 +233,18 @@ func TestArtifactTokensLetTheOwnerAndAdminsIn(t *testing.T) {
 	}
 }
 
-func TestStatusListsContainersPodsAndSIFs(t *testing.T) {
+func TestStatusListsContainersWithTheirGPUsPodsAndSIFs(t *testing.T) {
 	cfg := &schema.ServerConfig{Kubernetes: &schema.Kubernetes{NamespacePrefix: "wm-"},
 		Docker: schema.Docker{Hosts: []schema.DockerHost{{Name: "blade1", Endpoint: "tcp://blade1.example.edu:2376"}}}}
 	r := core.RepoState{Owner: "alice",
-		Containers: []core.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}}},
+		Containers: []core.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}},
+			{Name: "train", Host: "blade1", Health: "Healthy", GPUs: []string{"2", "3"}}},
 		Pods:       []core.PodStatus{{Name: "train", Phase: "Pending"}},
 		SIFs:       []core.SIFStatus{{Name: "env"}}}
 	got := workloads(cfg, r)
 	want := [][3]string{
 		{"web", "Healthy", "blade1.example.edu:49152→8000"},
+		{"train", "Healthy", "GPU 2,3 on blade1"},
 		{"pod train", "Pending", "namespace wm-alice"},
 		{"sif env", "Built", "/artifacts/alice/env.sif"},
 	}

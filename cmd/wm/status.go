@@ -113,12 +113,16 @@ func fetchStatus(ctx context.Context, cfg *schema.ServerConfig) ([]core.RepoStat
 }
 
 // workloads are the rows of a repo in wm status: its containers with their
-// addresses, its Kubernetes pods with their namespace, and its SIFs with
+// addresses and the GPUs they hold, its Kubernetes pods with their namespace, and its SIFs with
 // the path they are downloaded at.
 func workloads(cfg *schema.ServerConfig, r core.RepoState) [][3]string {
 	var rows [][3]string
 	for _, c := range r.Containers {
-		rows = append(rows, [3]string{c.Name, c.Health, addresses(cfg, c)})
+		where := addresses(cfg, c)
+		if len(c.GPUs) > 0 {
+			where = strings.TrimSpace(where + " GPU " + strings.Join(c.GPUs, ",") + " on " + c.Host)
+		}
+		rows = append(rows, [3]string{c.Name, c.Health, where})
 	}
 	for _, p := range r.Pods {
 		where := ""
