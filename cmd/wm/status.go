@@ -120,7 +120,12 @@ func workloads(cfg *schema.ServerConfig, r core.RepoState) [][3]string {
 	for _, c := range r.Containers {
 		where := addresses(cfg, c)
 		if len(c.GPUs) > 0 {
-			where = strings.TrimSpace(where + " GPU " + strings.Join(c.GPUs, ",") + " on " + c.Host)
+			gpus := "GPU " + strings.Join(c.GPUs, ",") + " on " + c.Host
+			if len(c.Ports) == 0 {
+				where = gpus
+			} else {
+				where += " " + gpus
+			}
 		}
 		rows = append(rows, [3]string{c.Name, c.Health, where})
 	}
