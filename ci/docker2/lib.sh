@@ -14,6 +14,11 @@
 #   data/ exec/               dockerd's data-root and exec-root
 #   containerd.pid dockerd.pid  the pids this script started
 #   logs/                     containerd.log, dockerd.log
+#   tls/                      the TLS listener's certificates (docker2-up):
+#                             ca.pem, server-cert.pem, server-key.pem, and the
+#                             client's cert.pem and key.pem (ca-key.pem signs)
+#   hook-bin/                 a fake nvidia-container-runtime-hook, first in
+#                             dockerd's PATH (see docker2-up on why)
 #   env                       written once the engine answers; source it
 
 docker2_dir=$(realpath -m -- "${WM_DOCKER2_DIR:-/tmp/wm-docker2}")
@@ -28,6 +33,9 @@ docker2_bridge_cidr=${WM_DOCKER2_BRIDGE_CIDR:-10.230.0.1/24}
 # a /16, in /24s (docker2-down finds the engine's bridges by its first two
 # octets).
 docker2_pool=${WM_DOCKER2_POOL:-10.231.0.0/16}
+# The port of the engine's TLS listener (tcp://127.0.0.1:PORT, client
+# certificates required), below the host-port range the tests publish in.
+docker2_tls_port=${WM_DOCKER2_TLS_PORT:-23760}
 docker2_components=(dockerd containerd) # stop order: dockerd needs its containerd to stop its containers
 
 # dockerd and ip live in sbin, which a test process's PATH may lack.
@@ -44,7 +52,7 @@ die() {
 as_root() {
   [ "$(id -u)" -eq 0 ] && return 0
   command -v sudo >/dev/null || die "must run as root (no sudo here)"
-  exec sudo -n --preserve-env=WM_DOCKER2_DIR,WM_DOCKER2_BRIDGE,WM_DOCKER2_BRIDGE_CIDR,WM_DOCKER2_POOL \
+  exec sudo -n --preserve-env=WM_DOCKER2_DIR,WM_DOCKER2_BRIDGE,WM_DOCKER2_BRIDGE_CIDR,WM_DOCKER2_POOL,WM_DOCKER2_TLS_PORT \
     bash "$0" "$@"
 }
 
