@@ -125,7 +125,9 @@ func newEnv(t *testing.T, tweak ...func(*access.Config)) *env {
 }
 
 // client is the API client with token.
-func (e *env) client(token string) *access.Client { return &access.Client{BaseURL: e.url, Token: token} }
+func (e *env) client(token string) *access.Client {
+	return &access.Client{BaseURL: e.url, Token: token}
+}
 
 // ctx bounds one step of a test.
 func ctx(t *testing.T) context.Context {
