@@ -3,6 +3,7 @@ package schema
 import (
 	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -291,9 +292,13 @@ type Docker struct {
 type DockerHost struct {
 	// Name identifies the host in labels and status; a DNS label.
 	Name string `yaml:"name"`
-	// Endpoint is the Engine's address: unix:///var/run/docker.sock,
-	// tcp://host:2376 or ssh://user@host.
+	// Endpoint is the Engine's address: unix:///var/run/docker.sock, or
+	// tcp://host:2376 with TLS (tcp:// without TLS only on a loopback
+	// address). ssh://, http:// and https:// are refused
+	// (ParseDockerEndpoint says why).
 	Endpoint string `yaml:"endpoint"`
+	// TLS is the CA, client certificate and key of a tcp:// endpoint.
+	TLS *DockerTLS `yaml:"tls"`
 	// GPUs is how many GPUs the host has, for placement.
 	GPUs int `yaml:"gpus"`
 	// GPUDevices names the host's GPUs as the NVIDIA runtime knows them:
@@ -574,11 +579,8 @@ func (c *ServerConfig) applyDefaults() {
 		def(&c.Sources.Dirs[i].Branch, "main")
 	}
 	if len(c.Docker.Hosts) == 0 {
-		endpoint := os.Getenv("DOCKER_HOST")
-		if endpoint == "" {
-			endpoint = "unix:///var/run/docker.sock"
-		}
-		c.Docker.Hosts = []DockerHost{{Name: "local", Endpoint: endpoint}}
+		endpoint, tls := DockerFromEnv()
+		c.Docker.Hosts = []DockerHost{{Name: "local", Endpoint: endpoint, TLS: tls}}
 	}
 	if g := c.Sources.GitLab; g != nil {
 		if g.OwnerSegment == 0 {
@@ -718,9 +720,13 @@ func (c *ServerConfig) validate(report reporter) {
 			report(p+".name", false, "%q is already the name of docker.hosts[%d]", h.Name, first)
 		}
 		seenHost[h.Name] = i
-		u, err := url.Parse(h.Endpoint)
-		if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp" && u.Scheme != "ssh" && u.Scheme != "http" && u.Scheme != "https") {
-			report(p+".endpoint", false, "%s is not a Docker endpoint such as unix:///var/run/docker.sock or tcp://host:2376", quote(h.Endpoint))
+		if _, err := ParseDockerEndpoint(h.Endpoint, h.TLS); err != nil {
+			var ee *EndpointError
+			if errors.As(err, &ee) {
+				report(p+"."+ee.Field, false, "%s", ee.Message)
+			} else {
+				report(p+".endpoint", false, "%v", err)
+			}
 		}
 		if h.GPUs < 0 || h.GPUs > MaxGPUsPerHost {
 			report(p+".gpus", false, "%d is not a GPU count (0-%d)", h.GPUs, MaxGPUsPerHost)
@@ -973,6 +979,13 @@ func (c *ServerConfig) resolvePaths(dir string) {
 	}
 	for i := range c.Sources.Dirs {
 		abs(&c.Sources.Dirs[i].Root)
+	}
+	for _, h := range c.Docker.Hosts {
+		if t := h.TLS; t != nil {
+			abs(&t.CAFile)
+			abs(&t.CertFile)
+			abs(&t.KeyFile)
+		}
 	}
 	for i := range c.Sources.Repos {
 		r := &c.Sources.Repos[i]

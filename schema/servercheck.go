@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,4 +60,26 @@ func ParseServerChecked(name string, r io.Reader, dir string, check ServerCheck)
 		return nil, err
 	}
 	return &c, nil
+}
+
+// CheckDockerHosts is the ServerCheck of the Docker hosts' endpoints: each
+// one parses (ParseDockerEndpoint) and its TLS files load
+// (DockerEndpoint.TLSConfig), every problem reported at the field it
+// concerns (docker.hosts[i].endpoint, docker.hosts[i].tls.caFile, ...).
+// docker.New makes the same two steps, so a config this accepts connects.
+func CheckDockerHosts(c *ServerConfig, report func(path, format string, args ...any)) {
+	for i, h := range c.Docker.Hosts {
+		p := fmt.Sprintf("docker.hosts[%d]", i)
+		ep, err := ParseDockerEndpoint(h.Endpoint, h.TLS)
+		if err == nil {
+			_, err = ep.TLSConfig()
+		}
+		var ee *EndpointError
+		switch {
+		case errors.As(err, &ee):
+			report(p+"."+ee.Field, "%s", ee.Message)
+		case err != nil:
+			report(p+".endpoint", "%v", err)
+		}
+	}
 }

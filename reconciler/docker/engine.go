@@ -8,7 +8,7 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net/url"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +27,7 @@ import (
 	"github.com/docker/go-connections/nat"
 
 	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/schema"
 )
 
 // capAdd is the capability allowlist; see the package documentation for
@@ -56,7 +57,9 @@ type Engine struct {
 	// instance is the WhaleMountain instance whose objects this engine
 	// lists and changes; core.DefaultInstance unless WithInstance says.
 	instance string
-	cli      *client.Client
+	// tls is the endpoint's TLS (WithTLS).
+	tls *schema.DockerTLS
+	cli *client.Client
 	// ensureMu serializes making networks and volumes, so that two
 	// concurrent Creates for one owner do not race to make the same network.
 	ensureMu sync.Mutex
@@ -79,11 +82,31 @@ func WithInstance(instance string) Option {
 	}
 }
 
-// New returns an Engine for the Docker daemon at endpoint ("unix:///...",
-// "tcp://host:port"; "" reads DOCKER_HOST, DOCKER_CERT_PATH and
-// DOCKER_TLS_VERIFY as the docker CLI does). name is the host's name, used
-// by callers to tell hosts apart. New does no I/O; the API version is
-// negotiated on the first call.
+// WithTLS makes the engine reach its tcp:// endpoint over TLS with t's CA,
+// client certificate and key (the server config's docker.hosts[].tls).
+// nil is no TLS, which New refuses for a tcp:// endpoint that is not on a
+// loopback address.
+func WithTLS(t *schema.DockerTLS) Option {
+	return func(e *Engine) { e.tls = t }
+}
+
+// New returns an Engine for the Docker daemon at endpoint, parsed by
+// schema.ParseDockerEndpoint (the parser of the server config's rules, so
+// New accepts exactly the endpoints the config does): "unix:///path", or
+// "tcp://host:port" with WithTLS (without, only on a loopback address).
+// "" is the docker CLI's daemon, schema.DockerFromEnv: DOCKER_HOST, with
+// TLS from DOCKER_CERT_PATH when it or DOCKER_TLS_VERIFY is set. name is
+// the host's name, used by callers to tell hosts apart. New reads the TLS
+// files (an error then is a *schema.EndpointError naming the file's field)
+// and does no network I/O: the API version is negotiated on the first
+// call.
+//
+// A daemon that refuses the client certificate (one its --tlscacert did
+// not sign), or whose own certificate the CA did not sign, fails every
+// call with ErrUnreachable (fault.Unreachable) and the TLS error in the
+// message: to WhaleMountain such a host cannot be reached, as when it is
+// down, and the repos with containers there wait (HostUnreachable) until
+// an admin fixes the certificates.
 func New(name, endpoint string, opts ...Option) (*Engine, error) {
 	e := &Engine{name: name, instance: core.DefaultInstance}
 	for _, o := range opts {
@@ -95,22 +118,38 @@ func New(name, endpoint string, opts ...Option) (*Engine, error) {
 	return e.connect(endpoint)
 }
 
-// connect makes e's client for endpoint.
+// connect makes e's client for endpoint and e.tls.
 func (e *Engine) connect(endpoint string) (*Engine, error) {
-	name := e.name
-	opts := []client.Opt{client.WithAPIVersionNegotiation()}
-	if endpoint == "" {
-		opts = append(opts, client.FromEnv)
-	} else {
-		u, err := url.Parse(endpoint)
-		if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp") {
-			return nil, fmt.Errorf("docker host %s: endpoint %q must be unix:// or tcp://", name, endpoint)
-		}
-		opts = append(opts, client.WithHost(endpoint))
+	if endpoint == "" && e.tls == nil {
+		endpoint, e.tls = schema.DockerFromEnv()
 	}
+	ep, err := schema.ParseDockerEndpoint(endpoint, e.tls)
+	if err != nil {
+		return nil, fmt.Errorf("docker host %s: %w", e.name, err)
+	}
+	tlsConfig, err := ep.TLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("docker host %s: %w", e.name, err)
+	}
+	opts := []client.Opt{client.WithAPIVersionNegotiation()}
+	if tlsConfig != nil {
+		// The client's own transport, as its default one is made (a few
+		// idle connections, dropped after 30 s), with the TLS of the
+		// endpoint; WithHost then sets its dialer, and the client speaks
+		// HTTPS because the transport has a TLS configuration.
+		opts = append(opts, client.WithHTTPClient(&http.Client{
+			Transport: &http.Transport{
+				TLSClientConfig: tlsConfig,
+				MaxIdleConns:    6,
+				IdleConnTimeout: 30 * time.Second,
+			},
+			CheckRedirect: client.CheckRedirect,
+		}))
+	}
+	opts = append(opts, client.WithHost(ep.URL()))
 	cli, err := client.NewClientWithOpts(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("docker host %s: connect: %w", name, err)
+		return nil, fmt.Errorf("docker host %s: connect: %w", e.name, err)
 	}
 	e.cli = cli
 	return e, nil
