@@ -519,3 +519,79 @@ func (s *Store) Audit(since time.Time, limit int) ([]AuditEntry, error) {
 	}
 	return out, nil
 }
+
+// bucketHosts holds what admins set on Docker hosts: key the host's name
+// in the server config, value JSON Cordon. It is made by the first
+// Cordon, so that a state file nobody cordoned anything in is left as it
+// was (and reads as no host cordoned, read-only too).
+var bucketHosts = []byte("hosts")
+
+// Cordon is a Docker host that gets no new containers: a pass places
+// nothing on it that is not there already, and a drain moves what is.
+type Cordon struct {
+	// Host is the host's name in the server config.
+	Host string `json:"host"`
+	// Since is when it was cordoned.
+	Since time.Time `json:"since"`
+	// Reason says why, in a few words ("cordoned", "drained").
+	Reason string `json:"reason,omitempty"`
+}
+
+// SetCordon cordons c.Host, replacing what was recorded of it.
+func (s *Store) SetCordon(c Cordon) error {
+	v, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketHosts)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(c.Host), v)
+	})
+	if err != nil {
+		return fmt.Errorf("cordon host %s: %w", c.Host, err)
+	}
+	return nil
+}
+
+// Uncordon lets host take new containers again; was reports whether it
+// was cordoned.
+func (s *Store) Uncordon(host string) (was bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHosts)
+		if b == nil || b.Get([]byte(host)) == nil {
+			return nil
+		}
+		was = true
+		return b.Delete([]byte(host))
+	})
+	if err != nil {
+		return false, fmt.Errorf("uncordon host %s: %w", host, err)
+	}
+	return was, nil
+}
+
+// Cordons returns the cordoned hosts by name; empty when none is.
+func (s *Store) Cordons() (map[string]Cordon, error) {
+	out := map[string]Cordon{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHosts)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var c Cordon
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			out[string(k)] = c
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read cordoned hosts: %w", err)
+	}
+	return out, nil
+}
