@@ -26,6 +26,7 @@ import (
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/schema"
 )
 
 // SecondHostName is the name of the Engines of the second daemon (Second).
@@ -51,6 +52,11 @@ type Daemon struct {
 	// cli is the second daemon's client; nil for the local one, whose
 	// client is the package's shared one.
 	cli *client.Client
+	// tlsEndpoint and tls are the second daemon's TLS listener
+	// (tcp://127.0.0.1:PORT, client certificates required) and the
+	// files to reach it with; "" and nil for the local one.
+	tlsEndpoint string
+	tls         *schema.DockerTLS
 }
 
 // Local returns the local daemon (Endpoint), failing t when it does not
@@ -102,7 +108,9 @@ func connectSecond(t testing.TB) (*Daemon, error) {
 	}
 	envFile := filepath.Join(dir, "env")
 	if d, err := loadSecond(envFile); err == nil {
-		if err := d.ping(); err == nil {
+		// An engine of an older ci/docker2-up has no TLS listener: that
+		// script runs again, and restarts it with one.
+		if err := d.ping(); err == nil && d.tlsEndpoint != "" {
 			return d, nil
 		}
 		d.cli.Close()
@@ -132,25 +140,27 @@ func connectSecond(t testing.TB) (*Daemon, error) {
 	return d, nil
 }
 
-// loadSecond reads DOCKER_HOST from ci/docker2-up's env file (`export
-// KEY='value'` lines) and makes a client for it.
+// loadSecond reads DOCKER_HOST and the TLS listener (WM_DOCKER2_TLS_HOST,
+// _CA, _CERT and _KEY) from ci/docker2-up's env file (`export
+// KEY='value'` lines) and makes a client for DOCKER_HOST.
 func loadSecond(envFile string) (*Daemon, error) {
 	f, err := os.Open(envFile)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	host := ""
+	env := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "), "=")
-		if ok && k == "DOCKER_HOST" {
-			host = strings.Trim(v, `'"`)
+		if ok {
+			env[k] = strings.Trim(v, `'"`)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
+	host := env["DOCKER_HOST"]
 	if host == "" {
 		return nil, fmt.Errorf("%s: no DOCKER_HOST", envFile)
 	}
@@ -161,7 +171,12 @@ func loadSecond(envFile string) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", host, err)
 	}
-	return &Daemon{name: SecondHostName, endpoint: host, cli: cli}, nil
+	d := &Daemon{name: SecondHostName, endpoint: host, cli: cli}
+	if tlsHost := env["WM_DOCKER2_TLS_HOST"]; tlsHost != "" {
+		d.tlsEndpoint = tlsHost
+		d.tls = &schema.DockerTLS{CAFile: env["WM_DOCKER2_TLS_CA"], CertFile: env["WM_DOCKER2_TLS_CERT"], KeyFile: env["WM_DOCKER2_TLS_KEY"]}
+	}
+	return d, nil
 }
 
 // ping asks the daemon for its version.
@@ -265,6 +280,31 @@ func (d *Daemon) Engine(t testing.TB, opts ...docker.Option) *docker.Engine {
 	t.Helper()
 	d.Client(t)
 	e, err := docker.New(d.name, d.endpoint, opts...)
+	if err != nil {
+		t.Fatalf("dockertest: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// TLS returns d's TLS listener, such as tcp://127.0.0.1:23760, and the CA,
+// client certificate and key that reach it (ci/docker2-up's). It fails t
+// for a daemon without one (the local daemon).
+func (d *Daemon) TLS(t testing.TB) (endpoint string, files schema.DockerTLS) {
+	t.Helper()
+	if d.tls == nil {
+		t.Fatalf("dockertest: the %s Docker Engine has no TLS listener", d.name)
+	}
+	return d.tlsEndpoint, *d.tls
+}
+
+// TLSEngine is Engine through d's TLS listener (TLS): an Engine named
+// d.Name(), reaching d over tcp:// with its client certificate, closed
+// when t ends.
+func (d *Daemon) TLSEngine(t testing.TB, opts ...docker.Option) *docker.Engine {
+	t.Helper()
+	endpoint, files := d.TLS(t)
+	e, err := docker.New(d.name, endpoint, append([]docker.Option{docker.WithTLS(&files)}, opts...)...)
 	if err != nil {
 		t.Fatalf("dockertest: %v", err)
 	}
