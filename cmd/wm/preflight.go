@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/webhook"
 	"github.com/whalemountain/wm/schema"
 )
@@ -87,14 +86,9 @@ func serverChecks(c *schema.ServerConfig, report func(path, format string, args 
 			report("kubernetes.kubeconfig", "%v", err)
 		}
 	}
-	for i, h := range c.Docker.Hosts {
-		e, err := docker.New(h.Name, h.Endpoint)
-		if err != nil {
-			report(fmt.Sprintf("docker.hosts[%d].endpoint", i), "%v", err)
-			continue
-		}
-		e.Close()
-	}
+	// What docker.New does before it connects: parse the endpoint, load
+	// its TLS files.
+	schema.CheckDockerHosts(c, report)
 	if fi, err := os.Stat(c.StateDir); err == nil && !fi.IsDir() {
 		report("stateDir", "%s exists and is not a folder", c.StateDir)
 	}

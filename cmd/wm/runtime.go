@@ -114,7 +114,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, 
 	rt := &runtime{cfg: cfg, store: st, scratch: scratch}
 	var engines []core.Engine
 	for _, h := range cfg.Docker.Hosts {
-		e, err := docker.New(h.Name, h.Endpoint, docker.WithInstance(cfg.Instance))
+		e, err := docker.New(h.Name, h.Endpoint, docker.WithTLS(h.TLS), docker.WithInstance(cfg.Instance))
 		if err != nil {
 			rt.Close()
 			return nil, fmt.Errorf("docker host %s: %w", h.Name, err)
