@@ -807,8 +807,8 @@ func (r *Reconciler) containerSpec(repo Repo, name string, c schema.Container, i
 }
 
 // place chooses the Docker host of a container: where it already runs
-// when that host can still hold it, else the least loaded host with
-// enough free GPUs.
+// when that host can still hold it (cordoned or not), else the least
+// loaded host with enough free GPUs that is not cordoned (hosts.go).
 func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load map[string]int, down map[string]error) (string, error) {
 	fits := func(h string) bool {
 		n := len(r.hosts[h].Devices())
@@ -817,10 +817,17 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 	if _, ok := r.hosts[current]; ok && fits(current) {
 		return current, nil
 	}
+	cordoned, err := r.store.Cordons()
+	if err != nil {
+		return "", err
+	}
 	best := ""
 	for _, e := range r.engines {
 		h := e.Name()
 		if _, isDown := down[h]; isDown {
+			continue
+		}
+		if _, off := cordoned[h]; off {
 			continue
 		}
 		if fits(h) && (best == "" || load[h] < load[best]) {
@@ -828,7 +835,7 @@ func (r *Reconciler) place(name string, gpus int, current string, gpusUsed, load
 		}
 	}
 	if best == "" {
-		return "", waiting(core.NoCapacity, "no Docker host has %d free GPU(s) for %s", gpus, name)
+		return "", waiting(core.NoCapacity, "no Docker host has %d free GPU(s) for %s%s", gpus, name, cordonedNote(cordoned))
 	}
 	return best, nil
 }
