@@ -291,16 +291,29 @@ func (r *Reconciler) Drain(ctx context.Context, host string, progress func(strin
 		return rep, err
 	}
 	say("cordoned %s: it takes no new containers", host)
-	var owners []string
-	for _, c := range live {
-		if !slices.Contains(owners, c.Owner) {
-			owners = append(owners, c.Owner)
+	// A pass that placed a container before the cordon may make it
+	// after the first listing: the host is listed again until it holds
+	// nothing to move (a few rounds at most).
+	for round := 0; round < 3; round++ {
+		if round > 0 {
+			if live, err = src.ListManaged(ctx); err != nil {
+				return rep, fmt.Errorf("list the containers on %s: %w", host, err)
+			}
 		}
-	}
-	slices.Sort(owners)
-	for _, owner := range owners {
-		if err := r.drainOwner(ctx, host, owner, &rep, say); err != nil {
-			return rep, err
+		var owners []string
+		for _, c := range live {
+			if _, ok := identity(c); ok && !slices.Contains(owners, c.Owner) {
+				owners = append(owners, c.Owner)
+			}
+		}
+		if len(owners) == 0 {
+			break
+		}
+		slices.Sort(owners)
+		for _, owner := range owners {
+			if err := r.drainOwner(ctx, host, owner, &rep, say); err != nil {
+				return rep, err
+			}
 		}
 	}
 	say("%s is drained: %d container(s) moved, %d volume(s) copied", host, len(rep.Moved), len(rep.Volumes))
@@ -321,7 +334,9 @@ func (r *Reconciler) drainOwner(ctx context.Context, host, owner string, rep *Dr
 		if _, ok := identity(c); ok {
 			movable = append(movable, c)
 		} else {
-			rep.Left = append(rep.Left, fmt.Sprintf("%s: set aside by a recreation that was cut short; the next pass of %s removes it", c.Name, c.Repo))
+			if left := fmt.Sprintf("%s: set aside by a recreation that was cut short; the next pass of %s removes it", c.Name, c.Repo); !slices.Contains(rep.Left, left) {
+				rep.Left = append(rep.Left, left)
+			}
 		}
 	}
 	for _, g := range volumeGroups(movable) {
