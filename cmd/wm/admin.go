@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -47,7 +48,77 @@ func adminHandler(rt *runtime, reg *prometheus.Registry, log *slog.Logger) http.
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(repos)
 	})
+	handleHosts(mux, rt, log)
 	return mux
+}
+
+// handleHosts serves the operations on Docker hosts (wm hosts): GET
+// hostsPath lists them; POST hostsPath/{name}/cordon, /uncordon and
+// /drain act on one, the drain answering a JSON line per step and one
+// with its report (drainLine). A drain goes on when its client goes.
+func handleHosts(mux *http.ServeMux, rt *runtime, log *slog.Logger) {
+	answer := func(w http.ResponseWriter, v any, err error) {
+		if err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, fault.NotFound) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	// A POST must carry adminHeader, which a browser does not send to
+	// another origin without asking first (and this listener never says
+	// yes): a web page cannot cordon or drain through a TCP admin listener.
+	post := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get(adminHeader) != "1" {
+				http.Error(w, "a change on the admin listener needs the header "+adminHeader+": 1", http.StatusForbidden)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET "+hostsPath, func(w http.ResponseWriter, r *http.Request) {
+		hosts, err := rt.rec.Hosts(r.Context())
+		answer(w, hosts, err)
+	})
+	mux.HandleFunc("POST "+hostsPath+"/{name}/cordon", post(func(w http.ResponseWriter, r *http.Request) {
+		c, err := rt.rec.Cordon(r.PathValue("name"))
+		if err == nil {
+			log.Info("host cordoned", "host", c.Host)
+		}
+		answer(w, c, err)
+	}))
+	mux.HandleFunc("POST "+hostsPath+"/{name}/uncordon", post(func(w http.ResponseWriter, r *http.Request) {
+		was, err := rt.rec.Uncordon(r.PathValue("name"))
+		if err == nil {
+			log.Info("host uncordoned", "host", r.PathValue("name"), "wasCordoned", was)
+		}
+		answer(w, uncordonAnswer{WasCordoned: was}, err)
+	}))
+	mux.HandleFunc("POST "+hostsPath+"/{name}/drain", post(func(w http.ResponseWriter, r *http.Request) {
+		host := r.PathValue("name")
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Time{})
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		log.Info("drain", "host", host)
+		rep, err := rt.rec.Drain(context.WithoutCancel(r.Context()), host, func(s string) {
+			log.Info("drain", "host", host, "step", s)
+			_ = enc.Encode(drainLine{Progress: s})
+			_ = rc.Flush()
+		})
+		last := drainLine{Report: &rep}
+		if err != nil {
+			last.Error = err.Error()
+			log.Warn("drain stopped", "host", host, "err", err)
+		}
+		_ = enc.Encode(last)
+	}))
 }
 
 // listenAdmin opens the admin listener of cfg.

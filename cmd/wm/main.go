@@ -95,5 +95,7 @@ wm.yaml reference: schema/README.md`,
 	root.SetVersionTemplate(currentBuild().String() + "\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.AddCommand(newValidateCmd(g), newSchemaCmd(), newReconcileCmd(g), newPlanCmd(g), newStatusCmd(g), newServeCmd(g), newImagesCmd(g), newKubeconfigCmd(g), newSIFCmd(g), newVersionCmd())
+	// Operations on the Docker hosts (hosts.go).
+	root.AddCommand(newHostsCmd(g))
 	return root
 }
