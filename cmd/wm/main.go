@@ -94,7 +94,11 @@ wm.yaml reference: schema/README.md`,
 	root.Flags().Bool("version", false, "print wm's version in one line (wm version prints it in full)")
 	root.SetVersionTemplate(currentBuild().String() + "\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.AddCommand(newValidateCmd(g), newSchemaCmd(), newReconcileCmd(g), newPlanCmd(g), newStatusCmd(g), newServeCmd(g), newImagesCmd(g), newKubeconfigCmd(g), newSIFCmd(g), newVersionCmd())
+	sifCmd := newSIFCmd(g)
+	sifCmd.AddCommand(newSIFGetCmd())
+	root.AddCommand(newValidateCmd(g), newSchemaCmd(), newReconcileCmd(g), newPlanCmd(g), newStatusCmd(g), newServeCmd(g), newImagesCmd(g), newKubeconfigCmd(g), sifCmd, newVersionCmd())
+	// wm as a client of a running wm serve (client.go).
+	root.AddCommand(newLoginCmd(), newPsCmd(), newLogsCmd(), newExecCmd(), newCpCmd(), newRestartCmd())
 	// Operations on the Docker hosts (hosts.go).
 	root.AddCommand(newHostsCmd(g))
 	return root

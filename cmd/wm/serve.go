@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
+	"github.com/whalemountain/wm/reconciler/access"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/webhook"
 	"github.com/whalemountain/wm/schema"
@@ -212,14 +213,17 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 	} else {
 		log.Info("no webhook.secretFile: POST /hooks/gitlab is off, repos are polled only")
 	}
-	if path := rt.cfg.Artifacts.TokensFile; path != "" {
-		tokens, err := readTokens(path)
-		if err != nil {
-			return nil, err
-		}
-		mux.Handle("GET /artifacts/", downloadDeadlines(sif.NewHandler(rt.cfg.ArtifactsDir, tokens.authorize), defaultHTTPLimits.DownloadStall))
+	acc, err := accessServer(rt, log)
+	if err != nil {
+		return nil, err
+	}
+	if acc != nil {
+		// The students' API and SIF downloads, with the same identities.
+		mux.Handle(access.Prefix, acc.Handler())
+		sifs := acc.Artifacts(func(a func(*http.Request, string) bool) http.Handler { return sif.NewHandler(rt.cfg.ArtifactsDir, a) })
+		mux.Handle("GET /artifacts/", downloadDeadlines(sifs, defaultHTTPLimits.DownloadStall))
 	} else {
-		log.Info("no artifacts.tokensFile: SIF downloads are off")
+		log.Info("no sources.gitlab and no artifacts.tokensFile: the access API (/api/v1) and SIF downloads are off")
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -243,6 +247,38 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 	})
 	reg.MustRegister(limited)
 	return rateLimit(mux, newClientLimiter(rl.Rate, rl.Burst, maxClients, nil), trusted, exempt, limited), nil
+}
+
+// accessServer is the access API of rt's config: identities from GitLab
+// (sources.gitlab) and from artifacts.tokensFile, either or both; nil when
+// there is neither.
+func accessServer(rt *runtime, log *slog.Logger) (*access.Server, error) {
+	var auth access.Chain
+	if path := rt.cfg.Artifacts.TokensFile; path != "" {
+		tokens, err := readTokens(path)
+		if err != nil {
+			return nil, err
+		}
+		auth = append(auth, access.NewTokens(tokens))
+	}
+	a := rt.cfg.Access
+	if g := rt.cfg.Sources.GitLab; g != nil {
+		token, err := readSecret("sources.gitlab.tokenFile", g.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		auth = append(auth, access.NewGitLab(access.GitLabConfig{URL: g.URL, ServiceToken: token, AdminGroup: a.GitLabAdminGroup, Admins: a.Admins, TTL: a.IdentityTTL.Std()}))
+	}
+	if len(auth) == 0 {
+		return nil, nil
+	}
+	cfg := access.Config{Auth: auth, State: rt.store, Addresses: map[string]string{}, MaxSessions: a.MaxSessions, IdleTimeout: a.IdleTimeout.Std(),
+		MaxCopyBytes: schema.SizeBytes(a.MaxCopySize), AllowedOrigins: a.AllowedOrigins, Log: log}
+	for i, e := range rt.engines {
+		cfg.Hosts = append(cfg.Hosts, e)
+		cfg.Addresses[e.Name()] = hostAddress(rt.cfg.Docker.Hosts[i].Endpoint)
+	}
+	return access.New(cfg), nil
 }
 
 // tokens maps bearer tokens to the owner they speak for; "*" is an admin.
