@@ -316,6 +316,15 @@ func (r *Reconciler) Drain(ctx context.Context, host string, progress func(strin
 			}
 		}
 	}
+	// A volume no container mounts is no container's to move: it stays,
+	// and the admins hear of it.
+	vs, err := src.ListVolumes(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("%s is drained of its containers, but its volumes cannot be listed: %w", host, err)
+	}
+	for _, v := range vs {
+		rep.Left = append(rep.Left, fmt.Sprintf("volume %s: no container mounts it, so it was not moved", v.Name))
+	}
 	say("%s is drained: %d container(s) moved, %d volume(s) copied", host, len(rep.Moved), len(rep.Volumes))
 	return rep, nil
 }

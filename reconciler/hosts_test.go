@@ -195,6 +195,19 @@ func TestDrainOnFakeHosts(t *testing.T) {
 				t.Errorf("cordons: %+v", cordons)
 			}
 		}},
+		{"a volume no container mounts stays on the drained host, and the report says so", func(t *testing.T, w *world, repo Repo) {
+			w.host("h1").WriteVolumeFile("alice", "alice_old", "kept", []byte("old data"))
+			rep, err := w.rec.Drain(context.Background(), "h1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(rep.Left, "volume alice_old: no container mounts it, so it was not moved") || len(rep.Left) != 1 {
+				t.Errorf("left: %q", rep.Left)
+			}
+			if string(w.host("h1").VolumeFiles("alice_old")["kept"]) != "old data" {
+				t.Error("the unmounted volume changed")
+			}
+		}},
 		{"a drain that cannot copy a volume leaves the container running on its host with its files, and says why", func(t *testing.T, w *world, repo Repo) {
 			w.host("h2").FailOn("ImportVolume", errors.New("no space left on device"))
 			before, _, _ := w.container("alice_web")

@@ -349,7 +349,12 @@ func printHosts(w io.Writer, hosts []reconciler.HostInfo) error {
 			cordon = fmt.Sprintf("%s since %s", h.Cordon.Reason, h.Cordon.Since.Format(time.RFC3339))
 		}
 		gpus := len(h.GPUs)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d of %d\t%d\t%d\n", h.Name, reach, cordon, gpus-h.FreeGPUs(), gpus, h.FreeGPUs(), len(h.Containers))
+		used, free, containers := fmt.Sprintf("%d of %d", gpus-h.FreeGPUs(), gpus), fmt.Sprint(h.FreeGPUs()), fmt.Sprint(len(h.Containers))
+		if !h.Reachable {
+			// Not known: what it runs could not be read.
+			used, free, containers = fmt.Sprintf("? of %d", gpus), "?", "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, reach, cordon, used, free, containers)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -358,6 +363,9 @@ func printHosts(w io.Writer, hosts []reconciler.HostInfo) error {
 		fmt.Fprintf(w, "\n%s (%s):\n", h.Name, h.Endpoint)
 		if !h.Reachable {
 			fmt.Fprintf(w, "  cannot be reached: %s\n", h.Error)
+		}
+		if !h.Reachable {
+			continue
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, g := range h.GPUs {

@@ -12,15 +12,16 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 )
 
-// hostsConfig is server config lines for one Docker host, "local", the
-// local engine, under an instance of the test's own, so that what the
-// host holds of it is only the test's.
+// hostsConfig is server config lines for two Docker hosts: "local", the
+// local engine, and "gone", which never answers; under an instance of the
+// test's own, so that what the local host holds of it is only the test's.
 func hostsConfig(t *testing.T) string {
 	t.Helper()
 	dockertest.Local(t)
 	b := make([]byte, 4)
 	rand.Read(b)
-	return "instance: hx" + hex.EncodeToString(b) + "\ndocker: {hosts: [{name: local, endpoint: \"" + dockertest.Endpoint() + "\", gpus: 2}]}\n"
+	return "instance: hx" + hex.EncodeToString(b) + "\ndocker: {hosts: [{name: local, endpoint: \"" + dockertest.Endpoint() + "\", gpus: 2}, " +
+		"{name: gone, endpoint: \"unix:///nonexistent/wm-" + hex.EncodeToString(b) + ".sock\", gpus: 1}]}\n"
 }
 
 func TestHostsCommandWithoutServe(t *testing.T) {
@@ -36,9 +37,12 @@ func TestHostsCommandWithoutServe(t *testing.T) {
 	}{
 		{"wm hosts lists the host, reachable, not cordoned, with its GPUs free", []string{"hosts"}, 0, "local  yes        -         0 of 2     2", ""},
 		{"wm hosts shows each GPU free", []string{"hosts"}, 0, "GPU 1  free", ""},
+		{"wm hosts shows a host that does not answer, and what is not known of it", []string{"hosts"}, 0, "gone   no         -         ? of 1     ?          ?", ""},
+		{"wm hosts says why a host does not answer", []string{"hosts"}, 0, "cannot be reached: ", ""},
+		{"wm hosts drain of a host that does not answer refuses", []string{"hosts", "drain", "gone"}, 1, "", "cannot be reached, so it is not drained"},
 		{"wm hosts cordon cordons it", []string{"hosts", "cordon", "local"}, 0, "local is cordoned", ""},
 		{"wm hosts shows the cordon", []string{"hosts"}, 0, "cordoned since", ""},
-		{"wm hosts cordon of an unknown host fails and names the hosts", []string{"hosts", "cordon", "nope"}, 1, "", `no Docker host "nope" in the server config (its hosts: local)`},
+		{"wm hosts cordon of an unknown host fails and names the hosts", []string{"hosts", "cordon", "nope"}, 1, "", `no Docker host "nope" in the server config (its hosts: local, gone)`},
 		{"wm hosts drain of a host with nothing on it says so", []string{"hosts", "drain", "local"}, 0, "", "local is drained: 0 container(s) moved"},
 		{"wm hosts uncordon uncordons it", []string{"hosts", "uncordon", "local"}, 0, "local is uncordoned", ""},
 		{"a second uncordon says it was not cordoned", []string{"hosts", "uncordon", "local"}, 0, "local was not cordoned", ""},
@@ -55,7 +59,7 @@ func TestHostsCommandWithoutServe(t *testing.T) {
 	t.Run("wm hosts --format json is the hosts' JSON", func(t *testing.T) {
 		code, out, errOut := wm(t, "hosts", "--format", "json", "--config", config)
 		var hosts []reconciler.HostInfo
-		if err := json.Unmarshal([]byte(out), &hosts); code != 0 || err != nil || len(hosts) != 1 || !hosts[0].Reachable || len(hosts[0].GPUs) != 2 {
+		if err := json.Unmarshal([]byte(out), &hosts); code != 0 || err != nil || len(hosts) != 2 || !hosts[0].Reachable || len(hosts[0].GPUs) != 2 || hosts[1].Reachable {
 			t.Errorf("exit %d, %v: %+v\n%s", code, err, hosts, errOut)
 		}
 	})
