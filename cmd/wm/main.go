@@ -74,12 +74,12 @@ into Docker containers, Kubernetes GPU pods and Singularity images, and keeps
 them matching what the repo declares.
 
 Every command takes these, before or after its name:
-  -c, --config FILE  the server config, for reconcile, plan, status, images,
-                     kubeconfig and serve (validate checks it as --server);
-                     without it, the built-in local defaults
+  -c, --config FILE  the server config, for reconcile, plan, status, hosts,
+                     images, kubeconfig and serve (validate checks it as
+                     --server); without it, the built-in local defaults
   -v, --verbose      more on stderr: each stage of each pass (reconcile,
                      plan), debug logs (reconcile, plan, serve, sif build),
-                     where the state was read (status, images)
+                     where the state was read (status, images, hosts)
 The version is wm --version (one line) or wm version (in full).
 
 wm.yaml reference: schema/README.md`,
