@@ -32,7 +32,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Use:   "serve",
 		Short: "Keep every repo reconciled: poll the sources and serve the API",
 		Long: `Poll every repo of the sources every poll.interval (with jitter) and reconcile
-it, on poll.concurrency workers. Serve GitLab's webhooks, SIF downloads and a
+it, on poll.concurrency workers. Serve GitLab's webhooks, SIF downloads, the
+students' API (/api/v1: wm login, ps, logs, exec, cp, restart, sif get) and a
 health check on the public listen address, rate-limited per client, and the
 status API and metrics on adminListen (by default a unix socket in the state
 folder that only wm's user may connect to). Each pass has a deadline
