@@ -280,7 +280,7 @@ func (r *Reconciler) Drain(ctx context.Context, host string, progress func(strin
 	}
 	live, err := src.ListManaged(ctx)
 	if errors.Is(err, fault.Unreachable) && ctx.Err() == nil {
-		return rep, fmt.Errorf("Docker host %s cannot be reached, so it is not drained: nothing was moved and nothing is made elsewhere, "+
+		return rep, fmt.Errorf("the Docker host %s cannot be reached, so it is not drained: nothing was moved and nothing is made elsewhere, "+
 			"since the data of its containers' volumes can only be copied from a host that answers. "+
 			"Bring it back and drain it again (wm hosts cordon %s keeps new containers off it meanwhile): %w", host, host, err)
 	}
