@@ -170,6 +170,37 @@ func (c *Client) Logs(ctx context.Context, name string, o LogsRequest) (io.ReadC
 	return resp.Body, nil
 }
 
+// PodLogs streams a pod's logs. The caller closes the stream.
+func (c *Client) PodLogs(ctx context.Context, name string, o LogsRequest) (io.ReadCloser, error) {
+	q := url.Values{}
+	if o.Tail > 0 {
+		q.Set("tail", strconv.Itoa(o.Tail))
+	}
+	if o.Follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.Do(ctx, http.MethodGet, Prefix+"pods/"+url.PathEscape(name)+"/logs", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Kubeconfig asks for a short-lived credential for the caller's own
+// Kubernetes namespace.
+func (c *Client) Kubeconfig(ctx context.Context) (KubeCredential, error) {
+	var out KubeCredential
+	resp, err := c.Do(ctx, http.MethodPost, Prefix+"kubeconfig", nil, nil)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return out, fmt.Errorf("read the credential: %w", err)
+	}
+	return out, nil
+}
+
 // Restart restarts a container.
 func (c *Client) Restart(ctx context.Context, name string) error {
 	resp, err := c.Do(ctx, http.MethodPost, containerPath(name, "restart"), nil, nil)

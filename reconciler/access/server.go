@@ -54,6 +54,9 @@ type Config struct {
 	// Hosts are the Docker hosts, State the state store.
 	Hosts []Host
 	State State
+	// Cluster, when not nil, is the Kubernetes cluster: pod logs and
+	// students' credentials.
+	Cluster Cluster
 	// Addresses maps a host's name to the address students reach its
 	// published ports at; a host not in it is reached at its name.
 	Addresses map[string]string
@@ -120,6 +123,8 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/containers/{name}/archive", "cp-out", s.copyOut)
 	route("PUT /api/v1/containers/{name}/archive", "cp-in", s.copyIn)
 	route("GET /api/v1/containers/{name}/exec", "exec", s.exec)
+	route("GET /api/v1/pods/{name}/logs", "pod-logs", s.podLogs)
+	route("POST /api/v1/kubeconfig", "kubeconfig", s.kubeconfig)
 	route("GET /api/v1/audit", "audit", s.audit)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")

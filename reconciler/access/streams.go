@@ -62,25 +62,10 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, id Identity) outco
 	if o != nil {
 		return *o
 	}
-	q := r.URL.Query()
-	var opts docker.LogOptions
-	if v := q.Get("tail"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return fail(w, http.StatusBadRequest, t.name, "tail is not a number of lines")
-		}
-		opts.Tail = n
+	opts, o := s.logOptions(w, r, t.name)
+	if o != nil {
+		return *o
 	}
-	if v := q.Get("since"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-			opts.Since = s.cfg.Now().Add(-d)
-		} else if ts, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			opts.Since = ts
-		} else {
-			return fail(w, http.StatusBadRequest, t.name, "since is neither a duration (10m) nor an RFC 3339 time")
-		}
-	}
-	opts.Follow, _ = strconv.ParseBool(q.Get("follow"))
 	ctx, touch, cancel := idle(r.Context(), s.cfg.IdleTimeout)
 	defer cancel()
 	if opts.Follow {
@@ -108,6 +93,32 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, id Identity) outco
 		result = "ended: " + err.Error()
 	}
 	return outcome{status: http.StatusOK, target: t.name, result: result}
+}
+
+// logOptions reads ?tail=, ?since= and ?follow=.
+func (s *Server) logOptions(w http.ResponseWriter, r *http.Request, target string) (docker.LogOptions, *outcome) {
+	q := r.URL.Query()
+	var opts docker.LogOptions
+	if v := q.Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			o := fail(w, http.StatusBadRequest, target, "tail is not a number of lines")
+			return opts, &o
+		}
+		opts.Tail = n
+	}
+	if v := q.Get("since"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			opts.Since = s.cfg.Now().Add(-d)
+		} else if ts, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			opts.Since = ts
+		} else {
+			o := fail(w, http.StatusBadRequest, target, "since is neither a duration (10m) nor an RFC 3339 time")
+			return opts, &o
+		}
+	}
+	opts.Follow, _ = strconv.ParseBool(q.Get("follow"))
+	return opts, nil
 }
 
 // restart is POST /api/v1/containers/{name}/restart: the container stops
