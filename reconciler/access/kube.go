@@ -95,7 +95,9 @@ func (k *Kube) ours(labels map[string]string, owner string) bool {
 
 // PodLogs streams the logs of owner's pod name.
 func (k *Kube) PodLogs(ctx context.Context, owner, name string, o docker.LogOptions) (io.ReadCloser, error) {
-	fail := func(err error) (io.ReadCloser, error) { return nil, fmt.Errorf("logs of pod %s of %s: %w", name, owner, err) }
+	fail := func(err error) (io.ReadCloser, error) {
+		return nil, fmt.Errorf("logs of pod %s of %s: %w", name, owner, err)
+	}
 	ns, err := k.namespace(ctx, owner)
 	if err != nil {
 		return fail(err)
