@@ -677,8 +677,11 @@ func (r *Reconciler) movedInState(moved []Moved) error {
 	}
 	for _, key := range sortedKeys(byRepo) {
 		st, ok, err := r.store.Repo(key)
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			continue // a repo no pass has recorded yet: nothing to update
 		}
 		for _, m := range byRepo[key] {
 			for i, o := range st.Inventory {
