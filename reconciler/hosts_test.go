@@ -195,6 +195,25 @@ func TestDrainOnFakeHosts(t *testing.T) {
 				t.Errorf("cordons: %+v", cordons)
 			}
 		}},
+		{"containers that share a volume move together, stopped together, with one copy of it", func(t *testing.T, w *world, repo Repo) {
+			if _, err := w.rec.Cordon("h2"); err != nil {
+				t.Fatal(err)
+			}
+			w.mustReconcile(w.push("alice/web", webV1+"  worker: {image: self, volumes: {data: /data}}\n"))
+			if _, err := w.rec.Uncordon("h2"); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := w.rec.Drain(context.Background(), "h1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.hostOf("alice_web") != "h2" || w.hostOf("alice_worker") != "h2" || len(rep.Moved) != 2 || len(rep.Volumes) != 1 {
+				t.Errorf("web on %s, worker on %s; report %+v", w.hostOf("alice_web"), w.hostOf("alice_worker"), rep)
+			}
+			if string(w.host("h2").VolumeFiles("alice_data")["notes/todo"]) != "write the report" {
+				t.Error("the shared volume's files did not move")
+			}
+		}},
 		{"a volume no container mounts stays on the drained host, and the report says so", func(t *testing.T, w *world, repo Repo) {
 			w.host("h1").WriteVolumeFile("alice", "alice_old", "kept", []byte("old data"))
 			rep, err := w.rec.Drain(context.Background(), "h1", nil)
