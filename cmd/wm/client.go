@@ -25,6 +25,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/whalemountain/wm/reconciler/access"
 )
@@ -279,15 +281,20 @@ and the repo. --json prints the API's answer.`,
 
 func newLogsCmd() *cobra.Command {
 	var o access.LogsRequest
+	var pod bool
 	cmd := &cobra.Command{
 		Use:               "logs NAME",
 		Short:             "Print a container's logs",
-		Long:              `Print the logs of your container NAME (its name in wm.yaml); -f follows them until the container stops or Ctrl-C.`,
+		Long:              `Print the logs of your container NAME (its name in wm.yaml), or of your pod NAME with --pod; -f follows them until the container stops or Ctrl-C.`,
 		Example:           "  wm logs web -f --tail 20",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeContainers,
 		RunE: withClient(func(ctx context.Context, cmd *cobra.Command, c *access.Client, args []string) error {
-			rc, err := c.Logs(ctx, args[0], o)
+			logs := c.Logs
+			if pod {
+				logs = c.PodLogs
+			}
+			rc, err := logs(ctx, args[0], o)
 			if err != nil {
 				return err
 			}
@@ -302,6 +309,7 @@ func newLogsCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&o.Follow, "follow", "f", false, "follow the logs")
 	cmd.Flags().IntVar(&o.Tail, "tail", 0, "only the last `N` lines")
 	cmd.Flags().StringVar(&o.Since, "since", "", "only lines since a duration ago (10m) or an RFC 3339 time")
+	cmd.Flags().BoolVar(&pod, "pod", false, "NAME is a Kubernetes pod of yours, not a container")
 	return cmd
 }
 
@@ -569,4 +577,27 @@ the server's sha256.`,
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to `FILE`")
 	return cmd
+}
+
+// clientKubeconfig prints a kubeconfig with a credential of the caller's
+// own namespace, from the server they logged in to.
+func clientKubeconfig(cmd *cobra.Command) error {
+	return withClient(func(ctx context.Context, cmd *cobra.Command, c *access.Client, _ []string) error {
+		cred, err := c.Kubeconfig(ctx)
+		if err != nil {
+			return err
+		}
+		out := clientcmdapi.NewConfig()
+		out.Clusters["whalemountain"] = &clientcmdapi.Cluster{Server: cred.Server, CertificateAuthorityData: cred.CA}
+		out.AuthInfos[cred.Namespace] = &clientcmdapi.AuthInfo{Token: cred.Token}
+		out.Contexts[cred.Namespace] = &clientcmdapi.Context{Cluster: "whalemountain", AuthInfo: cred.Namespace, Namespace: cred.Namespace}
+		out.CurrentContext = cred.Namespace
+		b, err := clientcmd.Write(*out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "wm: valid until %s\n", cred.Expires.Local().Format("15:04 MST"))
+		_, err = cmd.OutOrStdout().Write(b)
+		return err
+	})(cmd, nil)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,13 +11,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/whalemountain/wm/reconciler/access"
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/kube/kubetest"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
 )
 
 // cli runs wm with args and stdin and returns its output and exit code.
@@ -207,4 +216,52 @@ func TestClientServeServesTheAccessAPIWithTheTokensFile(t *testing.T) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+func TestClientKubeconfigGivesAStudentAWorkingCredentialForTheirNamespace(t *testing.T) {
+	cluster := kubetest.Env(t)
+	admin := cluster.AdminClient(t)
+	prefix := cluster.Namespace(t, "wmc") + "-"
+	set := kube.Settings{Kubernetes: schema.Kubernetes{NamespacePrefix: prefix, GPUResource: "nvidia.com/gpu"},
+		Quota: schema.Quota{Pods: 5, CPUs: 8, Memory: "32Gi"}, Defaults: schema.Limits{CPUs: 1, Memory: "2Gi"}}
+	ns := set.Namespace("alice")
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	if _, err := kube.New(admin, set).EnsureOwner(t.Context(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	srv := access.New(access.Config{
+		Auth:    access.NewTokens(map[string]string{"alice-token-0123456789": "alice"}),
+		Cluster: &access.Kube{Client: admin, Settings: set, Server: cluster.Server(), CA: cluster.CAData()},
+	})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("WM_SERVER", hs.URL)
+	t.Setenv("WM_TOKEN", "alice-token-0123456789")
+	out, errOut, code := cli(t, "", "kubeconfig")
+	if code != 0 {
+		t.Fatalf("wm kubeconfig: %d, %s", code, errOut)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := c.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the credential does not list alice's pods: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := c.CoreV1().Pods("kube-system").List(t.Context(), metav1.ListOptions{}); err == nil {
+		t.Error("the credential lists pods in kube-system")
+	}
 }

@@ -275,6 +275,13 @@ func accessServer(rt *runtime, log *slog.Logger) (*access.Server, error) {
 	}
 	cfg := access.Config{Auth: auth, State: rt.store, Addresses: map[string]string{}, MaxSessions: a.MaxSessions, IdleTimeout: a.IdleTimeout.Std(),
 		MaxCopyBytes: schema.SizeBytes(a.MaxCopySize), AllowedOrigins: a.AllowedOrigins, Log: log}
+	if rt.cfg.Kubernetes != nil {
+		k, err := kubeAccess(rt.cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Cluster = k
+	}
 	for i, e := range rt.engines {
 		cfg.Hosts = append(cfg.Hosts, e)
 		cfg.Addresses[e.Name()] = hostAddress(rt.cfg.Docker.Hosts[i].Endpoint)
