@@ -341,3 +341,34 @@ func TestDrainOnFakeHosts(t *testing.T) {
 		})
 	}
 }
+
+func TestVolumeGroups(t *testing.T) {
+	c := func(name string, volumes ...string) core.Container {
+		return core.Container{Name: name, Volumes: volumes}
+	}
+	cases := []struct {
+		name string
+		in   []core.Container
+		want string
+	}{
+		{"containers without volumes move one by one", []core.Container{c("a"), c("b")}, "[a] [b]"},
+		{"containers sharing a volume move together", []core.Container{c("a", "v"), c("b"), c("c", "v")}, "[a c] [b]"},
+		{"sharing is followed through chains of volumes", []core.Container{c("a", "v"), c("b", "w"), c("c", "v", "w"), c("d", "x")}, "[a b c] [d]"},
+		{"no container gives no group", nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var groups []string
+			for _, g := range volumeGroups(tc.in) {
+				var names []string
+				for _, c := range g {
+					names = append(names, c.Name)
+				}
+				groups = append(groups, "["+strings.Join(names, " ")+"]")
+			}
+			if got := strings.Join(groups, " "); got != tc.want {
+				t.Errorf("volumeGroups = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
