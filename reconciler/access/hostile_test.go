@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -236,4 +237,26 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+func TestEachAccountHasItsOwnRate(t *testing.T) {
+	t.Parallel()
+	srv := access.New(access.Config{
+		Auth: access.NewTokens(map[string]string{"alice-token-0123456789": "alice", "bob-token-0123456789x": "bob"}),
+		Rate: 0.001, Burst: 2,
+	})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	alice := &access.Client{BaseURL: hs.URL, Token: "alice-token-0123456789"}
+	bob := &access.Client{BaseURL: hs.URL, Token: "bob-token-0123456789x"}
+	for i := range 2 {
+		if _, err := alice.WhoAmI(ctx(t)); err != nil {
+			t.Fatalf("request %d within the burst: %v", i+1, err)
+		}
+	}
+	_, err := alice.WhoAmI(ctx(t))
+	wantStatus(t, err, http.StatusTooManyRequests)
+	if _, err := bob.WhoAmI(ctx(t)); err != nil {
+		t.Errorf("bob is held back by alice's rate: %v", err)
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -71,6 +73,11 @@ type Config struct {
 	// AllowedOrigins are the origins (scheme://host[:port]) besides the
 	// server's own whose pages may open an exec WebSocket.
 	AllowedOrigins []string
+	// Rate is how many requests a second one account may make on
+	// average (default 10), Burst how many at once (default 40); past
+	// them, 429.
+	Rate  float64
+	Burst int
 	// Log receives one line per access; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now.
@@ -83,7 +90,28 @@ type Server struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	sessions map[string]int // account (or "*") → open sessions
+	sessions map[string]int           // account (or "*") → open sessions
+	limiters map[string]*rate.Limiter // account (or "*") → its rate
+}
+
+// maxLimiters bounds the accounts whose rates are remembered; past it
+// they all start afresh.
+const maxLimiters = 10_000
+
+// allow takes one request from id's rate.
+func (s *Server) allow(id Identity) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := id.who()
+	l := s.limiters[key]
+	if l == nil {
+		if len(s.limiters) >= maxLimiters {
+			clear(s.limiters)
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+		s.limiters[key] = l
+	}
+	return l.Allow()
 }
 
 // New returns a Server for cfg, with its defaults filled in.
@@ -100,11 +128,17 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 10
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 40
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, sessions: map[string]int{}}
+	return &Server{cfg: cfg, log: log, sessions: map[string]int{}, limiters: map[string]*rate.Limiter{}}
 }
 
 // Handler serves the API under Prefix.
@@ -165,6 +199,10 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (Identity, out
 	}
 	id, err := s.cfg.Auth.Authenticate(r.Context(), token)
 	switch {
+	case err == nil && !s.allow(id):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "too many requests: slow down")
+		return id, outcome{status: http.StatusTooManyRequests, result: "rate limited"}, true
 	case err == nil:
 		return id, outcome{}, false
 	case errors.Is(err, ErrUnavailable):
