@@ -16,6 +16,16 @@
 // container or another student's is never touched. Ownership comes from
 // the Repo (where the repo lives), never from the file.
 //
+// Containers are placed on the configured Docker hosts by place: where a
+// container already runs when that host can still hold it, else the least
+// loaded host with enough free GPUs, never a cordoned one (Cordon). A
+// running GPU container is given its own GPU devices when it is created
+// (allocateGPUs, one lock for every pass), read back from the hosts'
+// labels, so that no device serves two containers unless the host shares
+// its GPUs. Drain moves a host's containers, with their volume data, to
+// the others (hosts.go); a host that does not answer stalls only what
+// lives there, and nothing of it is made elsewhere unless it is drained.
+//
 // Every failure is a PassError saying what happens next (Classify): the
 // student must fix something (Stalled: not retried for the same commit),
 // something outside must happen first (Waiting: CI has not pushed the
