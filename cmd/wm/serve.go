@@ -273,8 +273,15 @@ func accessServer(rt *runtime, log *slog.Logger) (*access.Server, error) {
 	if len(auth) == 0 {
 		return nil, nil
 	}
+	var trusted []netip.Prefix
+	for _, p := range rt.cfg.TrustedProxies {
+		if prefix, err := schema.ParseProxy(p); err == nil {
+			trusted = append(trusted, prefix)
+		}
+	}
 	cfg := access.Config{Auth: auth, State: rt.store, Addresses: map[string]string{}, MaxSessions: a.MaxSessions, IdleTimeout: a.IdleTimeout.Std(),
-		MaxCopyBytes: schema.SizeBytes(a.MaxCopySize), AllowedOrigins: a.AllowedOrigins, Log: log}
+		MaxCopyBytes: schema.SizeBytes(a.MaxCopySize), AllowedOrigins: a.AllowedOrigins, Log: log,
+		ClientAddr: func(r *http.Request) string { return clientAddr(r, trusted).String() }}
 	if rt.cfg.Kubernetes != nil {
 		k, err := kubeAccess(rt.cfg)
 		if err != nil {

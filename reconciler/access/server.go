@@ -78,6 +78,10 @@ type Config struct {
 	// them, 429.
 	Rate  float64
 	Burst int
+	// ClientAddr, when set, names a request's client in the audit log
+	// (behind a reverse proxy, from X-Forwarded-For); by default its
+	// remote address.
+	ClientAddr func(r *http.Request) string
 	// Log receives one line per access; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now.
@@ -221,7 +225,10 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (Identity, out
 func (s *Server) record(r *http.Request, id Identity, action string, o outcome) {
 	e := store.AuditEntry{
 		Time: s.cfg.Now().UTC(), Who: id.who(), Admin: id.Admin, Action: action, Target: o.target,
-		Status: o.status, Result: o.result, Client: clientAddr(r),
+		Status: o.status, Result: o.result, Client: remoteHost(r),
+	}
+	if s.cfg.ClientAddr != nil {
+		e.Client = s.cfg.ClientAddr(r)
 	}
 	s.log.Info("access", "who", e.Who, "admin", e.Admin, "action", e.Action, "target", e.Target, "status", e.Status, "result", e.Result, "client", e.Client)
 	if s.cfg.State != nil {
@@ -231,8 +238,8 @@ func (s *Server) record(r *http.Request, id Identity, action string, o outcome) 
 	}
 }
 
-// clientAddr is the request's remote host.
-func clientAddr(r *http.Request) string {
+// remoteHost is the request's remote host.
+func remoteHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
