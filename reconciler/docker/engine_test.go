@@ -39,7 +39,7 @@ func TestNewAcceptsOnlyUnixAndTCPEndpoints(t *testing.T) {
 		ok       bool
 	}{
 		{"unix:///var/run/docker.sock", true},
-		{"tcp://127.0.0.1:2375", true},   // loopback: TLS optional
+		{"tcp://127.0.0.1:2375", true},     // loopback: TLS optional
 		{"tcp://gpu1.example:2376", false}, // elsewhere: TLS required (WithTLS)
 		{"ssh://gpu1.example", false},
 		{"http://gpu1.example", false},
