@@ -125,7 +125,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, id Identity) outco
 
 	send := func(ch byte, p []byte) error {
 		touch()
-		wctx, wcancel := context.WithTimeout(ctx, stall)
+		wctx, wcancel := context.WithTimeout(ctx, s.cfg.Stall)
 		defer wcancel()
 		return conn.Write(wctx, websocket.MessageBinary, append([]byte{ch}, p...))
 	}

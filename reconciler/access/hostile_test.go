@@ -260,3 +260,65 @@ func TestEachAccountHasItsOwnRate(t *testing.T) {
 		t.Errorf("bob is held back by alice's rate: %v", err)
 	}
 }
+
+func TestAClientThatStopsReadingIsCutOffAndItsSessionFreed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *access.Config) {
+		c.Stall = time.Second
+		c.MaxSessions = 1
+	})
+	line := strings.Repeat("0123456789", 20)
+	_, err := e.engine.Create(ctx(t), core.ContainerSpec{
+		Name: core.ObjectName(e.alice, "chatty"), Owner: e.alice, Repo: e.alice + "/web", LocalName: "chatty",
+		Image: dockertest.DefaultBusybox, Network: "wm-" + e.alice, Running: true,
+		Command: []string{"sh", "-c", "while :; do echo " + line + "; done"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow := func() *http.Response {
+		req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, e.url+access.Prefix+"containers/chatty/logs?follow=1", nil)
+		req.Header.Set("Authorization", "Bearer "+e.aliceToken)
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	stuck := follow() // never read
+	defer stuck.Body.Close()
+	if stuck.StatusCode != http.StatusOK {
+		t.Fatalf("the first stream: %d", stuck.StatusCode)
+	}
+	if again := follow(); again.StatusCode != http.StatusTooManyRequests {
+		again.Body.Close()
+		t.Fatalf("a second stream while the first is open: %d, want 429", again.StatusCode)
+	} else {
+		again.Body.Close()
+	}
+	// Once the unread stream has filled the connection's buffers (a few
+	// MB) and stalled for a second, its session is given back.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp := follow()
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session of a client that stopped reading was not given back within 90s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	entries, err := e.state.Audit(time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := false
+	for _, a := range entries {
+		cut = cut || (a.Action == "logs" && strings.HasPrefix(a.Result, "ended:"))
+	}
+	if !cut {
+		t.Errorf("no audit entry of a stream cut off: %+v", entries)
+	}
+}

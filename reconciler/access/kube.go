@@ -218,7 +218,7 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, id Identity) ou
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	_, _ = io.Copy(stream(w, touch), rc)
+	_, _ = io.Copy(s.stream(w, touch), rc)
 	return ok(owner + "_" + name)
 }
 

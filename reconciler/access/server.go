@@ -68,6 +68,10 @@ type Config struct {
 	// IdleTimeout ends a stream or a session that moved nothing for that
 	// long (default 15m).
 	IdleTimeout time.Duration
+	// Stall is how long a stream waits for a slow client to take its next
+	// write (or to send the next part of an upload) before it is cut off
+	// (default 1m).
+	Stall time.Duration
 	// MaxCopyBytes bounds one copy in either direction (default 1 GiB).
 	MaxCopyBytes int64
 	// AllowedOrigins are the origins (scheme://host[:port]) besides the
@@ -131,6 +135,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Stall <= 0 {
+		cfg.Stall = defaultStall
 	}
 	if cfg.Rate <= 0 {
 		cfg.Rate = 10

@@ -16,17 +16,17 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker"
 )
 
-// stall is how long a stream may wait for a slow client to take its next
-// write (or to send its next chunk of an upload) before it is cut off.
-const stall = time.Minute
+// defaultStall is Config.Stall's default.
+const defaultStall = time.Minute
 
 // maxArchiveEntries bounds the files, folders and links of one copy in.
 const maxArchiveEntries = 100_000
 
 // stream prepares w for a long answer: the server's read and write
-// timeouts are lifted, and each write gets stall to go through instead;
-// the returned writer flushes each write and calls touch.
-func stream(w http.ResponseWriter, touch func()) io.Writer {
+// timeouts are lifted, and each write gets Config.Stall to go through
+// instead; the returned writer flushes each write and calls touch.
+func (s *Server) stream(w http.ResponseWriter, touch func()) io.Writer {
+	stall := s.cfg.Stall
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Now().Add(stall))
@@ -84,7 +84,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, id Identity) outco
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_, err = io.Copy(stream(w, touch), rc)
+	_, err = io.Copy(s.stream(w, touch), rc)
 	result := "ok"
 	switch {
 	case ctx.Err() != nil && r.Context().Err() == nil:
@@ -173,7 +173,7 @@ func (s *Server) copyOut(w http.ResponseWriter, r *http.Request, id Identity) ou
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(p) + ".tar"}))
 	w.WriteHeader(http.StatusOK)
-	n, err := io.Copy(stream(w, touch), io.LimitReader(rc, s.cfg.MaxCopyBytes+1))
+	n, err := io.Copy(s.stream(w, touch), io.LimitReader(rc, s.cfg.MaxCopyBytes+1))
 	if n > s.cfg.MaxCopyBytes {
 		// Past the limit: break the connection rather than end the
 		// archive cleanly.
@@ -216,9 +216,9 @@ func (s *Server) copyIn(w http.ResponseWriter, r *http.Request, id Identity) out
 	ctx, touch, cancel := idle(r.Context(), s.cfg.IdleTimeout)
 	defer cancel()
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(stall))
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.Stall))
 	body := readerFunc(func(p []byte) (int, error) {
-		_ = rc.SetReadDeadline(time.Now().Add(stall))
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.Stall))
 		touch()
 		return r.Body.Read(p)
 	})
