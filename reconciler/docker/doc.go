@@ -87,7 +87,8 @@
 // Engine talks to a Docker daemon (API 1.41 or later, negotiated). Fake
 // keeps a host in memory for the tests of callers. Both pass the same
 // contract tests (contract_test.go), the Engine against the local daemon
-// and against a second real engine (ci/docker2-up, dockertest.Second).
+// and against a second real engine (ci/docker2-up, dockertest.Second),
+// over its unix socket and over TCP with TLS.
 // Package dockertest has the helpers those tests, and callers' tests, use.
 package docker
 
