@@ -330,11 +330,11 @@ func newRestartCmd() *cobra.Command {
 }
 
 func newExecCmd() *cobra.Command {
-	var interactive, tty bool
+	var interactive, tty, pod bool
 	cmd := &cobra.Command{
 		Use:   "exec NAME [-i] [-t] -- CMD [ARG...]",
 		Short: "Run a command in a container",
-		Long: `Run CMD in your running container NAME, as the container's user. -i sends
+		Long: `Run CMD in your running container NAME (or pod NAME, with --pod), as the container's user. -i sends
 standard input to it; -t gives it a terminal (the local one is put in raw
 mode, and its size follows the window's). wm exits with the command's exit
 code.`,
@@ -351,7 +351,11 @@ code.`,
 				defer restore()
 				x.Rows, x.Cols, x.Resize = rows, cols, resize
 			}
-			code, err := c.Exec(ctx, args[0], x)
+			exec := c.Exec
+			if pod {
+				exec = c.PodExec
+			}
+			code, err := exec(ctx, args[0], x)
 			if err != nil {
 				return err
 			}
@@ -363,6 +367,7 @@ code.`,
 	}
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "send standard input to the command")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
+	cmd.Flags().BoolVar(&pod, "pod", false, "NAME is a Kubernetes pod of yours, not a container")
 	return cmd
 }
 

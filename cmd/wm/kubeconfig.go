@@ -133,5 +133,5 @@ func kubeAccess(cfg *schema.ServerConfig) (*access.Kube, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	set := kube.Settings{Kubernetes: *cfg.Kubernetes, Instance: cfg.Instance}
-	return &access.Kube{Client: client, Settings: set, Server: cluster.Server, CA: ca}, nil
+	return &access.Kube{Client: client, Config: rc, Settings: set, Server: cluster.Server, CA: ca}, nil
 }

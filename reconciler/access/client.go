@@ -250,6 +250,16 @@ type ExecRequest struct {
 // Exec runs a command in a container and returns its exit code once it
 // has ended and its output has been written.
 func (c *Client) Exec(ctx context.Context, name string, x ExecRequest) (int, error) {
+	return c.exec(ctx, containerPath(name, "exec"), name, x)
+}
+
+// PodExec runs a command in a pod, as Exec does in a container.
+func (c *Client) PodExec(ctx context.Context, name string, x ExecRequest) (int, error) {
+	return c.exec(ctx, Prefix+"pods/"+url.PathEscape(name)+"/exec", name, x)
+}
+
+// exec runs the exec protocol with the endpoint at path.
+func (c *Client) exec(ctx context.Context, path, name string, x ExecRequest) (int, error) {
 	q := url.Values{"cmd": x.Cmd}
 	if x.TTY {
 		q.Set("tty", "1")
@@ -266,7 +276,7 @@ func (c *Client) Exec(ctx context.Context, name string, x ExecRequest) (int, err
 		h[k] = v
 	}
 	h.Set("Authorization", "Bearer "+c.Token)
-	u := c.url(containerPath(name, "exec"), q)
+	u := c.url(path, q)
 	u = "ws" + strings.TrimPrefix(u, "http")
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http(), HTTPHeader: h})
 	if err != nil {

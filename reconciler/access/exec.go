@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -77,6 +78,47 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, id Identity) outco
 	if o != nil {
 		return *o
 	}
+	return s.session(w, r, id, t.name, func(ctx context.Context, opts docker.ExecOptions) (Session, error) {
+		x, err := t.host.Exec(ctx, t.owner, t.name, opts)
+		if err != nil {
+			return nil, err
+		}
+		return dockerSession{x}, nil
+	})
+}
+
+// Session is a command running in a container or a pod.
+type Session interface {
+	// Output is the command's standard output and error (nil with a
+	// TTY); both must be read.
+	Output() (stdout, stderr io.Reader)
+	// Input is its standard input; closing it sends end-of-file.
+	Input() io.WriteCloser
+	// Resize changes its terminal's size.
+	Resize(ctx context.Context, rows, cols uint) error
+	// Wait returns its exit code once it has ended.
+	Wait(ctx context.Context) (int, error)
+	// Close ends the session.
+	Close() error
+}
+
+// dockerSession is a *docker.Exec as a Session.
+type dockerSession struct{ x *docker.Exec }
+
+func (d dockerSession) Output() (io.Reader, io.Reader) { return d.x.Stdout, d.x.Stderr }
+func (d dockerSession) Input() io.WriteCloser          { return d.x.Stdin }
+func (d dockerSession) Resize(ctx context.Context, rows, cols uint) error {
+	return d.x.Resize(ctx, rows, cols)
+}
+func (d dockerSession) Wait(ctx context.Context) (int, error) { return d.x.Wait(ctx) }
+func (d dockerSession) Close() error                          { return d.x.Close() }
+
+// session runs the exec protocol for a command start starts in the
+// container or pod called name: the Origin is checked (403), the command
+// read from the query (400), the caller's sessions counted (429), the
+// command started (409 when not running) and the connection upgraded.
+func (s *Server) session(w http.ResponseWriter, r *http.Request, id Identity, name string, start func(ctx context.Context, opts docker.ExecOptions) (Session, error)) outcome {
+	t := struct{ name string }{name}
 	if !s.originAllowed(r) {
 		return fail(w, http.StatusForbidden, t.name, "a WebSocket from origin "+strconv.Quote(cut(r.Header.Get("Origin")))+" is refused")
 	}
@@ -106,11 +148,16 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, id Identity) outco
 	// hijacked; it gets its own, ended by idleness or by either side.
 	ctx, touch, cancel := idle(context.WithoutCancel(r.Context()), s.cfg.IdleTimeout)
 	defer cancel()
-	x, err := t.host.Exec(ctx, t.owner, t.name, opts)
+	x, err := start(ctx, opts)
+	if errors.Is(err, errPodNotRunning) {
+		return fail(w, http.StatusConflict, t.name, t.name+" is not running")
+	}
 	if err != nil {
 		return engineError(w, t.name, err)
 	}
 	defer x.Close()
+	stdout, stderr := x.Output()
+	stdin := x.Input()
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
@@ -147,10 +194,10 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, id Identity) outco
 		}
 	}
 	pumps.Add(1)
-	go pump(ChanStdout, x.Stdout)
-	if x.Stderr != nil {
+	go pump(ChanStdout, stdout)
+	if stderr != nil {
 		pumps.Add(1)
-		go pump(ChanStderr, x.Stderr)
+		go pump(ChanStderr, stderr)
 	}
 	// The client's side: stdin, end of stdin, resizes; its going away
 	// ends the session.
@@ -167,11 +214,11 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, id Identity) outco
 			}
 			switch msg[0] {
 			case ChanStdin:
-				if _, err := x.Stdin.Write(msg[1:]); err != nil {
-					_ = x.Stdin.Close()
+				if _, err := stdin.Write(msg[1:]); err != nil {
+					_ = stdin.Close()
 				}
 			case ChanEOF:
-				_ = x.Stdin.Close()
+				_ = stdin.Close()
 			case ChanResize:
 				var rs Resize
 				if json.Unmarshal(msg[1:], &rs) == nil && rs.Rows > 0 && rs.Cols > 0 && rs.Rows < 1<<15 && rs.Cols < 1<<15 {

@@ -15,6 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -29,6 +33,8 @@ type Cluster interface {
 	PodLogs(ctx context.Context, owner, name string, o docker.LogOptions) (io.ReadCloser, error)
 	// Credential issues owner a token for their namespace, valid for ttl.
 	Credential(ctx context.Context, owner string, ttl time.Duration) (KubeCredential, error)
+	// PodExec runs a command in owner's running pod name.
+	PodExec(ctx context.Context, owner, name string, o docker.ExecOptions) (Session, error)
 }
 
 // KubeCredential is what a kubeconfig for one student needs.
@@ -56,6 +62,8 @@ const BindingName = "wm-student-serviceaccount"
 type Kube struct {
 	Client   kubernetes.Interface
 	Settings kube.Settings
+	// Config is the client's configuration, for exec's streams.
+	Config *rest.Config
 	// Server and CA are what students' kubeconfigs point at.
 	Server string
 	CA     []byte
@@ -91,6 +99,159 @@ func (k *Kube) ours(labels map[string]string, owner string) bool {
 		instance = "wm"
 	}
 	return kube.InstanceOf(labels) == instance && labels[kube.LabelOwner] == owner
+}
+
+// ownPod returns owner's pod name and its namespace, once it is running.
+func (k *Kube) ownPod(ctx context.Context, owner, name string) (string, error) {
+	ns, err := k.namespace(ctx, owner)
+	if err != nil {
+		return "", err
+	}
+	pod, err := k.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", docker.ErrNotFound
+	case err != nil:
+		return "", fmt.Errorf("%w: %w", docker.ErrUnreachable, err)
+	case !k.ours(pod.Labels, owner):
+		return "", docker.ErrNotFound
+	case pod.Spec.NodeName == "" || pod.Status.Phase != corev1.PodRunning:
+		return "", errPodNotRunning
+	}
+	return ns, nil
+}
+
+// PodExec runs a command in owner's running pod name, through the
+// apiserver, with WhaleMountain's credentials.
+func (k *Kube) PodExec(ctx context.Context, owner, name string, o docker.ExecOptions) (Session, error) {
+	ns, err := k.ownPod(ctx, owner, name)
+	if err != nil {
+		return nil, fmt.Errorf("exec in pod %s of %s: %w", name, owner, err)
+	}
+	if k.Config == nil {
+		return nil, fmt.Errorf("exec in pod %s of %s: no client configuration for streams", name, owner)
+	}
+	u := k.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(name).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Command: o.Cmd, Stdin: o.Stdin, Stdout: true, Stderr: !o.TTY, TTY: o.TTY}, scheme.ParameterCodec).URL()
+	ex, err := remotecommand.NewSPDYExecutor(k.Config, http.MethodPost, u)
+	if err != nil {
+		return nil, fmt.Errorf("exec in pod %s of %s: %w", name, owner, err)
+	}
+	return startPodSession(ctx, ex, o), nil
+}
+
+// podSession is a remotecommand stream as a Session.
+type podSession struct {
+	stdout, stderr *io.PipeReader
+	stdin          io.WriteCloser
+	sizes          chan remotecommand.TerminalSize
+	done           chan struct{}
+	code           int
+	err            error
+	cancel         context.CancelFunc
+}
+
+// startPodSession runs ex in the background.
+func startPodSession(ctx context.Context, ex remotecommand.Executor, o docker.ExecOptions) *podSession {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &podSession{sizes: make(chan remotecommand.TerminalSize, 1), done: make(chan struct{}), cancel: cancel}
+	outR, outW := io.Pipe()
+	p.stdout = outR
+	opts := remotecommand.StreamOptions{Stdout: outW, Tty: o.TTY}
+	var errW *io.PipeWriter
+	if !o.TTY {
+		p.stderr, errW = io.Pipe()
+		opts.Stderr = errW
+	}
+	p.stdin = nopWriteCloser{io.Discard}
+	if o.Stdin {
+		inR, inW := io.Pipe()
+		opts.Stdin, p.stdin = inR, inW
+	}
+	if o.TTY {
+		opts.TerminalSizeQueue = sizeQueue{ctx: ctx, sizes: p.sizes}
+		if o.Rows > 0 && o.Cols > 0 {
+			p.sizes <- remotecommand.TerminalSize{Height: uint16(o.Rows), Width: uint16(o.Cols)}
+		}
+	}
+	go func() {
+		defer close(p.done)
+		err := ex.StreamWithContext(ctx, opts)
+		var exit utilexec.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &exit):
+			p.code = exit.ExitStatus()
+		default:
+			p.code, p.err = -1, err
+		}
+		outW.Close()
+		if errW != nil {
+			errW.Close()
+		}
+	}()
+	return p
+}
+
+func (p *podSession) Output() (io.Reader, io.Reader) {
+	if p.stderr == nil {
+		return p.stdout, nil
+	}
+	return p.stdout, p.stderr
+}
+func (p *podSession) Input() io.WriteCloser { return p.stdin }
+func (p *podSession) Resize(_ context.Context, rows, cols uint) error {
+	select {
+	case p.sizes <- remotecommand.TerminalSize{Height: uint16(rows), Width: uint16(cols)}:
+	default:
+	}
+	return nil
+}
+func (p *podSession) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-p.done:
+		return p.code, p.err
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+func (p *podSession) Close() error {
+	p.cancel()
+	_ = p.stdin.Close()
+	return nil
+}
+
+// sizeQueue hands remotecommand the terminal's sizes.
+type sizeQueue struct {
+	ctx   context.Context
+	sizes chan remotecommand.TerminalSize
+}
+
+func (q sizeQueue) Next() *remotecommand.TerminalSize {
+	select {
+	case s := <-q.sizes:
+		return &s
+	case <-q.ctx.Done():
+		return nil
+	}
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// podExec is GET /api/v1/pods/{name}/exec, as for containers.
+func (s *Server) podExec(w http.ResponseWriter, r *http.Request, id Identity) outcome {
+	if s.cfg.Cluster == nil {
+		return fail(w, http.StatusNotFound, "", "this server has no Kubernetes cluster")
+	}
+	owner, name, o := s.podName(w, r, id)
+	if o != nil {
+		return *o
+	}
+	return s.session(w, r, id, owner+"_"+name, func(ctx context.Context, opts docker.ExecOptions) (Session, error) {
+		return s.cfg.Cluster.PodExec(ctx, owner, name, opts)
+	})
 }
 
 // PodLogs streams the logs of owner's pod name.

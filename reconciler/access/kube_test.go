@@ -50,7 +50,7 @@ func TestPodsAndKubernetesCredentialsOnTheRealControlPlane(t *testing.T) {
 	tokens := map[string]string{"alice-token-0123456789": "alice", "bob-token-0123456789x": "bob", "admin-token-0123456789": "*"}
 	srv := access.New(access.Config{
 		Auth:    access.NewTokens(tokens),
-		Cluster: &access.Kube{Client: admin, Settings: set, Server: cluster.Server(), CA: cluster.CAData()},
+		Cluster: &access.Kube{Client: admin, Config: cluster.AdminConfig(), Settings: set, Server: cluster.Server(), CA: cluster.CAData()},
 	})
 	mux := http.NewServeMux()
 	mux.Handle(access.Prefix, srv.Handler())
@@ -68,6 +68,15 @@ func TestPodsAndKubernetesCredentialsOnTheRealControlPlane(t *testing.T) {
 		wantStatus(t, err, http.StatusConflict)
 		_, err = alice.PodLogs(ctx, "nothing", access.LogsRequest{})
 		wantStatus(t, err, http.StatusNotFound)
+		_, err = alice.PodExec(ctx, "train", access.ExecRequest{Cmd: []string{"sh"}})
+		wantStatus(t, err, http.StatusConflict)
+		_, err = alice.PodExec(ctx, "nothing", access.ExecRequest{Cmd: []string{"sh"}})
+		wantStatus(t, err, http.StatusNotFound)
+	})
+	t.Run("exec in another student's pod is refused", func(t *testing.T) {
+		bob := &access.Client{BaseURL: hs.URL, Token: "bob-token-0123456789x"}
+		_, err := bob.PodExec(ctx, "alice_train", access.ExecRequest{Cmd: []string{"sh"}})
+		wantStatus(t, err, http.StatusForbidden)
 	})
 	t.Run("the credential reads the student's own pods and nothing else", func(t *testing.T) {
 		cred, err := alice.Kubeconfig(ctx)

@@ -169,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 	route("PUT /api/v1/containers/{name}/archive", "cp-in", s.copyIn)
 	route("GET /api/v1/containers/{name}/exec", "exec", s.exec)
 	route("GET /api/v1/pods/{name}/logs", "pod-logs", s.podLogs)
+	route("GET /api/v1/pods/{name}/exec", "pod-exec", s.podExec)
 	route("POST /api/v1/kubeconfig", "kubeconfig", s.kubeconfig)
 	route("GET /api/v1/audit", "audit", s.audit)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
