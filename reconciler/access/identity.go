@@ -183,7 +183,9 @@ func (g *GitLab) Authenticate(ctx context.Context, token string) (Identity, erro
 // ask asks GitLab who token is, and whether they are an admin.
 func (g *GitLab) ask(ctx context.Context, token string) (Identity, error) {
 	opts := []gitlab.ClientOptionFunc{gitlab.WithBaseURL(g.cfg.URL), gitlab.WithHTTPClient(g.cfg.HTTPClient), gitlab.WithoutRetries()}
-	c, err := gitlab.NewClient(token, opts...)
+	// Authorization: Bearer, which GitLab accepts for personal, project,
+	// group and OAuth access tokens alike.
+	c, err := gitlab.NewOAuthClient(token, opts...)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
