@@ -440,6 +440,11 @@ func TestAnExecSessionEndsWhenTheContainerStops(t *testing.T) {
 	}
 	_, err := alice.Exec(ctx(t), "web", access.ExecRequest{Cmd: []string{"true"}})
 	wantStatus(t, err, http.StatusConflict)
+	// A stopped container is not started behind wm.yaml's back.
+	wantStatus(t, alice.Restart(ctx(t), "web"), http.StatusConflict)
+	if c, _ := e.engine.Inspect(ctx(t), e.aliceWebName); c.Running {
+		t.Error("a restart refused started the container")
+	}
 }
 
 // syncBuffer is a buffer written and read by different goroutines.

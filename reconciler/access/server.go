@@ -483,6 +483,8 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, id Identity) outc
 type target struct {
 	owner, name string
 	host        Host
+	// running is whether the container was running when it was found.
+	running bool
 }
 
 // resolve finds the container a request names: a name of the caller's
@@ -514,7 +516,7 @@ func (s *Server) resolve(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 		for _, c := range list {
 			if c.Name == name && c.Owner == owner {
-				return target{owner: owner, name: name, host: h}, nil
+				return target{owner: owner, name: name, host: h, running: c.Running}, nil
 			}
 		}
 	}

@@ -121,13 +121,18 @@ func (s *Server) logOptions(w http.ResponseWriter, r *http.Request, target strin
 	return opts, nil
 }
 
-// restart is POST /api/v1/containers/{name}/restart: the container stops
-// (killed after 10 s) and starts again, as declared. It changes nothing
-// a pass would change back.
+// restart is POST /api/v1/containers/{name}/restart: a running container
+// stops (killed after 10 s) and starts again. A stopped one is refused
+// (409): the Engine brings back one that crashed by itself, so a stopped
+// container is one its wm.yaml declares stopped, and starting it would be
+// undone by the next pass.
 func (s *Server) restart(w http.ResponseWriter, r *http.Request, id Identity) outcome {
 	t, o := s.resolve(r.Context(), w, r, id)
 	if o != nil {
 		return *o
+	}
+	if !t.running {
+		return fail(w, http.StatusConflict, t.name, "container "+t.name+" is stopped, as its wm.yaml declares: change wm.yaml to start it")
 	}
 	if err := t.host.Restart(r.Context(), t.owner, t.name, 10*time.Second); err != nil {
 		return engineError(w, t.name, err)
