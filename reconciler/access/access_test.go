@@ -47,6 +47,7 @@ func (c *clock) Add(d time.Duration) {
 type env struct {
 	url          string
 	gitlab       *gitlabtest.GitLab
+	accounts     *gitlabtest.Accounts
 	engine       *docker.Engine
 	state        *store.Store
 	clock        *clock
@@ -69,6 +70,7 @@ func newEnv(t *testing.T, tweak ...func(*access.Config)) *env {
 	e := &env{alice: dockertest.Owner(t), bob: dockertest.Owner(t), clock: &clock{now: time.Now()}}
 	e.gitlab = gitlabtest.New(t, "glpat-wm-service")
 	accounts := gitlabtest.NewAccounts(t, e.gitlab)
+	e.accounts = accounts
 	e.gitlab.AddGroup(t, "wm-admins")
 	e.gitlab.AddMember(t, "wm-admins", "teacher", gitlabtest.Developer)
 	e.aliceToken, e.bobToken, e.adminToken = accounts.Token(t, e.alice), accounts.Token(t, e.bob), accounts.Token(t, "teacher")
@@ -391,6 +393,19 @@ func TestTokensAreCheckedWithGitLab(t *testing.T) {
 			wantStatus(t, err, c.want)
 		})
 	}
+	t.Run("a revoked token is believed until its identity expires, then 401", func(t *testing.T) {
+		carol := e.client(e.accounts.Token(t, "carol"))
+		if _, err := carol.WhoAmI(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		e.accounts.Revoke(carol.Token)
+		if _, err := carol.WhoAmI(ctx(t)); err != nil {
+			t.Errorf("within the TTL: %v", err)
+		}
+		e.clock.Add(identityTTL + time.Second)
+		_, err := carol.WhoAmI(ctx(t))
+		wantStatus(t, err, http.StatusUnauthorized)
+	})
 	t.Run("an identity is believed while GitLab is down, until it expires, then 503", func(t *testing.T) {
 		if _, err := alice.WhoAmI(ctx(t)); err != nil {
 			t.Fatal(err)
