@@ -265,3 +265,82 @@ func TestClientKubeconfigGivesAStudentAWorkingCredentialForTheirNamespace(t *tes
 		t.Error("the credential lists pods in kube-system")
 	}
 }
+
+func TestClientServeChecksStudentsTokensWithGitLabAndItsAdminGroup(t *testing.T) {
+	g := gitlabtest.New(t, "glpat-wm-service")
+	accounts := gitlabtest.NewAccounts(t, g)
+	g.AddGroup(t, "students")
+	g.AddGroup(t, "wm-admins")
+	g.AddMember(t, "wm-admins", "teacher", gitlabtest.Maintainer)
+	aliceToken, teacherToken := accounts.Token(t, "alice"), accounts.Token(t, "teacher")
+	dir, err := os.MkdirTemp("", "wm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	tokenFile := writeFile(t, dir, "gitlab-token", g.Token()+"\n")
+	if err := os.Chmod(tokenFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	config := writeFile(t, dir, "wm-server.yaml", "stateDir: wm-state\nlisten: "+addr+"\n"+
+		"sources: {gitlab: {url: "+accounts.URL()+", tokenFile: gitlab-token, groups: [students]}}\n"+
+		"access: {gitlabAdminGroup: wm-admins, identityTTL: 10s}\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var errb syncBuffer
+	go func() {
+		defer close(done)
+		root := newRootCmd()
+		root.SetArgs([]string{"serve", "--config", config})
+		root.SetOut(io.Discard)
+		root.SetErr(&errb)
+		_ = root.ExecuteContext(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case <-done:
+			t.Fatalf("wm serve exited:\n%s", errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wm serve does not answer:\n%s", errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cases := []struct {
+		name      string
+		token     string
+		wantAdmin bool
+		wantErr   int
+	}{
+		{"a student's GitLab token is the student", aliceToken, false, 0},
+		{"a member of the admin group is an admin", teacherToken, true, 0},
+		{"a token GitLab does not know is 401", "glpat-nobody", false, http.StatusUnauthorized},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id, err := (&access.Client{BaseURL: base, Token: c.token}).WhoAmI(t.Context())
+			if c.wantErr != 0 {
+				if got := access.StatusOf(err); got != c.wantErr {
+					t.Errorf("error %v, want %d", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || id.Admin != c.wantAdmin || id.Via != "gitlab" {
+				t.Errorf("whoami = %+v, %v; want admin %v via gitlab", id, err, c.wantAdmin)
+			}
+		})
+	}
+	if !strings.Contains(errb.String(), "msg=access who=alice") {
+		t.Errorf("no audit line for alice in the log:\n%s", errb.String())
+	}
+}
