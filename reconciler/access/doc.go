@@ -12,8 +12,11 @@
 // Access is a driver, like the GitLab service and the webhook handler: it
 // sits outside the reconciler and its backends and talks to them through
 // the narrow interfaces declared here, Host (a Docker host:
-// *docker.Engine or *docker.Fake) and State (the state store), so that
-// nothing it does goes through the pass. It changes nothing that a pass
+// *docker.Engine or *docker.Fake), Cluster (Kubernetes: *Kube, which
+// reads pods' logs, runs exec through the apiserver and issues students'
+// credentials as TokenRequests of a ServiceAccount in their own namespace)
+// and State (the state store), so that nothing it does goes through the
+// pass. It changes nothing that a pass
 // would change back: declared state stays in git.
 //
 // Every request speaks for an Identity, found from its token (an
@@ -40,10 +43,12 @@
 //
 // # Bounds
 //
-// Each account holds at most Config.MaxSessions exec sessions, followed
-// log streams and copies at once (429 past it); each of them ends after
+// Each account makes at most Config.Rate requests a second on average
+// (bursts of Config.Burst), and holds at most Config.MaxSessions exec
+// sessions, followed log streams and copies at once (429 past either);
+// each of them ends after
 // Config.IdleTimeout without traffic, and a client that stops reading is
-// cut off after a minute. A copy moves at most Config.MaxCopyBytes either
+// cut off after Config.Stall (a minute). A copy moves at most Config.MaxCopyBytes either
 // way; what is copied in is vetted on the way (regular files, folders and
 // links with relative names only, no device nodes, no setuid or setgid
 // bits, no extended attributes) before it reaches the container. An exec
