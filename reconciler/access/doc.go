@@ -46,12 +46,12 @@
 // Each account makes at most Config.Rate requests a second on average
 // (bursts of Config.Burst), and holds at most Config.MaxSessions exec
 // sessions, followed log streams and copies at once (429 past either);
-// each of them ends after
-// Config.IdleTimeout without traffic, and a client that stops reading is
-// cut off after Config.Stall (a minute). A copy moves at most Config.MaxCopyBytes either
-// way; what is copied in is vetted on the way (regular files, folders and
-// links with relative names only, no device nodes, no setuid or setgid
-// bits, no extended attributes) before it reaches the container. An exec
+// each of them ends after Config.IdleTimeout without traffic, and a
+// client that stops reading is cut off after Config.Stall (a minute). A
+// copy moves at most Config.MaxCopyBytes either way; what is copied in is
+// vetted on the way (regular files, folders and links with relative names
+// only, no device nodes, no setuid or setgid bits, no extended
+// attributes) before it reaches the container. An exec
 // WebSocket is refused (403) to a browser page of another origin than the
 // server's own or Config.AllowedOrigins. Every access and action is
 // audited: a structured log line and an entry in the state store (who,
