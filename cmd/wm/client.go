@@ -242,8 +242,9 @@ func newPsCmd() *cobra.Command {
 		Use:   "ps",
 		Short: "List your containers with their state and addresses",
 		Long: `List your containers on the server you logged in to: name (as in wm.yaml),
-state, health, the address each published port is reached at (host:port)
-and the repo. --json prints the API's answer.`,
+state, health, the address each published port is reached at (host:port),
+the repo, and its last pass with the reason of its outcome. --json prints
+the API's answer.`,
 		Args: cobra.NoArgs,
 		RunE: withClient(func(ctx context.Context, cmd *cobra.Command, c *access.Client, _ []string) error {
 			list, err := c.Containers(ctx)
@@ -260,7 +261,7 @@ and the repo. --json prints the API's answer.`,
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tHEALTH\tADDRESS\tREPO")
+			fmt.Fprintln(tw, "NAME\tSTATE\tHEALTH\tADDRESS\tREPO\tLAST PASS")
 			for _, x := range list {
 				var addrs []string
 				for _, g := range slices.Sorted(maps.Keys(x.Addresses)) {
@@ -270,7 +271,11 @@ and the repo. --json prints the API's answer.`,
 				if me.Account != x.Owner {
 					name = x.Name
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, x.State, orDash(x.Health), orDash(strings.Join(addrs, " ")), x.Repo)
+				pass := "-"
+				if !x.LastPass.IsZero() {
+					pass = x.LastPass.Local().Format("2006-01-02 15:04") + " " + string(x.Reason)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, x.State, orDash(x.Health), orDash(strings.Join(addrs, " ")), x.Repo, pass)
 			}
 			return tw.Flush()
 		}),

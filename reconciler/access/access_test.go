@@ -96,6 +96,7 @@ func newEnv(t *testing.T, tweak ...func(*access.Config)) *env {
 	e.artifacts = t.TempDir()
 	for _, owner := range []string{e.alice, e.bob} {
 		err := e.state.PutRepo(core.RepoState{Key: owner + "/web", Owner: owner, Branch: "main", AppliedRevision: "abc123",
+			Conditions: []core.Condition{{Type: core.Ready, Status: true, Reason: "Applied"}}, LastPass: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
 			SIFs: []core.SIFStatus{{Name: "env", SHA256: "00", Size: 4, Image: "x"}}})
 		if err != nil {
 			t.Fatal(err)
@@ -198,6 +199,9 @@ func TestAStudentUsesTheirOwnContainer(t *testing.T) {
 		}
 		if len(list) != 1 || list[0].Name != e.aliceWebName || list[0].State != "running" || !strings.HasPrefix(list[0].Addresses["8000"], "blade1.example.edu:") {
 			t.Errorf("containers = %+v, want alice's web only, running, at blade1.example.edu", list)
+		}
+		if len(list) == 1 && (list[0].Reason != "Applied" || list[0].LastPass.IsZero()) {
+			t.Errorf("container %+v: want its repo's reason Applied and its last pass", list[0])
 		}
 		repos, err := alice.Repos(ctx(t))
 		if err != nil || len(repos) != 1 || repos[0].Owner != e.alice || repos[0].AppliedRevision != "abc123" {

@@ -347,6 +347,10 @@ type Container struct {
 	// Addresses are "host:port" for each published guest port.
 	Addresses map[string]string `json:"addresses,omitempty"`
 	StartedAt time.Time         `json:"startedAt,omitzero"`
+	// Reason is the reason of its repo's Ready condition at the last
+	// pass (Applied, ImageNotFound, ...), and LastPass when that was.
+	Reason   core.Reason `json:"reason,omitempty"`
+	LastPass time.Time   `json:"lastPass,omitzero"`
 }
 
 func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, id Identity) outcome {
@@ -368,6 +372,12 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, id Ident
 			}
 		}
 	}
+	passes := map[string]core.RepoState{}
+	if states, err := s.repos(owner); err == nil {
+		for _, st := range states {
+			passes[st.Key] = st
+		}
+	}
 	out := []Container{}
 	for _, h := range s.cfg.Hosts {
 		for _, o := range who {
@@ -376,7 +386,14 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request, id Ident
 				return fail(w, http.StatusBadGateway, owner, "Docker host "+h.Name()+" did not answer")
 			}
 			for _, c := range list {
-				out = append(out, s.container(h.Name(), c))
+				x := s.container(h.Name(), c)
+				if st, ok := passes[c.Repo]; ok {
+					x.LastPass = st.LastPass
+					if cond := st.Condition(core.Ready); cond != nil {
+						x.Reason = cond.Reason
+					}
+				}
+				out = append(out, x)
 			}
 		}
 	}
