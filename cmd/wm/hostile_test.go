@@ -174,12 +174,14 @@ func TestAClientThatSendsItsHeadersSlowlyIsCutOff(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
+	// The clock starts before the dial: the server's starts when it
+	// accepts, which is later.
+	start := time.Now()
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	// A header line every 20ms, never the blank line that ends them.
 	go func() {
 		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: wm\r\n"); err != nil {
