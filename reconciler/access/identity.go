@@ -13,6 +13,7 @@ import (
 	"time"
 
 	gitlab "gitlab.com/gitlab-org/api/client-go"
+	"golang.org/x/oauth2"
 )
 
 // Identity is who a request speaks for.
@@ -185,7 +186,7 @@ func (g *GitLab) ask(ctx context.Context, token string) (Identity, error) {
 	opts := []gitlab.ClientOptionFunc{gitlab.WithBaseURL(g.cfg.URL), gitlab.WithHTTPClient(g.cfg.HTTPClient), gitlab.WithoutRetries()}
 	// Authorization: Bearer, which GitLab accepts for personal, project,
 	// group and OAuth access tokens alike.
-	c, err := gitlab.NewOAuthClient(token, opts...)
+	c, err := gitlab.NewAuthSourceClient(gitlab.OAuthTokenSource{TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token})}, opts...)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
