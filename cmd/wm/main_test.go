@@ -239,8 +239,8 @@ func TestStatusListsContainersWithTheirGPUsPodsAndSIFs(t *testing.T) {
 	r := core.RepoState{Owner: "alice",
 		Containers: []core.ContainerStatus{{Name: "web", Host: "blade1", Health: "Healthy", Ports: map[string]int{"8000": 49152}},
 			{Name: "train", Host: "blade1", Health: "Healthy", GPUs: []string{"2", "3"}}},
-		Pods:       []core.PodStatus{{Name: "train", Phase: "Pending"}},
-		SIFs:       []core.SIFStatus{{Name: "env"}}}
+		Pods: []core.PodStatus{{Name: "train", Phase: "Pending"}},
+		SIFs: []core.SIFStatus{{Name: "env"}}}
 	got := workloads(cfg, r)
 	want := [][3]string{
 		{"web", "Healthy", "blade1.example.edu:49152→8000"},
