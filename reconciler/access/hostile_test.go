@@ -310,15 +310,22 @@ func TestAClientThatStopsReadingIsCutOffAndItsSessionFreed(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	entries, err := e.state.Audit(time.Time{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut := false
-	for _, a := range entries {
-		cut = cut || (a.Action == "logs" && strings.HasPrefix(a.Result, "ended:"))
-	}
-	if !cut {
-		t.Errorf("no audit entry of a stream cut off: %+v", entries)
+	// The stream's audit entry is written as its handler returns, which
+	// may be just after its session was given back: wait for it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		entries, err := e.state.Audit(time.Time{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut := false
+		for _, a := range entries {
+			cut = cut || (a.Action == "logs" && strings.HasPrefix(a.Result, "ended:"))
+		}
+		if cut {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit entry of a stream cut off: %+v", entries)
+		}
 	}
 }
