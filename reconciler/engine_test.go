@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -69,7 +70,14 @@ docker:
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		return rec.Reconcile(ctx, repo)
+		res, err := rec.Reconcile(ctx, repo)
+		if errors.Is(err, core.ErrPortInUse) {
+			// The range is in the machine's ephemeral ports, and another
+			// suite's client took one just allocated: the pass set it
+			// aside, and the next chooses another, as the loop's would.
+			res, err = rec.Reconcile(ctx, repo)
+		}
+		return res, err
 	}
 	inspect := func(name string) (core.Container, bool) {
 		t.Helper()
