@@ -250,10 +250,21 @@ func TestAStudentUsesTheirOwnContainer(t *testing.T) {
 			defer close(done)
 			code, err = alice.Exec(ctx(t), e.aliceWebName, access.ExecRequest{Cmd: []string{"sh"}, TTY: true, Rows: 24, Cols: 80, Stdin: pr, Stdout: &out, Resize: resize})
 		}()
-		resize <- access.Resize{Rows: 40, Cols: 100}
-		// The shell is interactive: it answers each line as it comes.
+		// The shell is interactive: it answers each line as it comes, on
+		// a terminal of the size asked for.
 		_, _ = io.WriteString(pw, "stty size\n")
-		waitFor(t, func() bool { return strings.Contains(out.String(), "40 100") })
+		waitFor(t, func() bool { return strings.Contains(out.String(), "24 80") })
+		// A resize and the keys typed travel side by side, so ask again
+		// until the new size shows.
+		resize <- access.Resize{Rows: 40, Cols: 100}
+		asked := time.Time{}
+		waitFor(t, func() bool {
+			if time.Since(asked) > 200*time.Millisecond {
+				asked = time.Now()
+				_, _ = io.WriteString(pw, "stty size\n")
+			}
+			return strings.Contains(out.String(), "40 100")
+		})
 		_, _ = io.WriteString(pw, "exit 5\n")
 		<-done
 		if err != nil || code != 5 {

@@ -237,10 +237,17 @@ func (e *Engine) Exec(ctx context.Context, owner, name string, o ExecOptions) (*
 	}
 	id := created.ID
 	x.resize = func(ctx context.Context, rows, cols uint) error {
+		// The engine waits for the process to start before it resizes.
 		if err := e.cli.ContainerExecResize(ctx, id, container.ResizeOptions{Height: rows, Width: cols}); err != nil {
 			return fmt.Errorf("resize exec in %s: %w", name, classify(err, ErrNotFound, nil))
 		}
 		return nil
+	}
+	if size != nil {
+		// Engines before API 1.42 ignore the console size given to the
+		// create and the start: set it here, as the docker CLI does. A
+		// command that has already ended has no terminal left to size.
+		_ = x.resize(ctx, size[0], size[1])
 	}
 	x.wait = func(ctx context.Context) (int, error) {
 		tick := time.NewTicker(20 * time.Millisecond)
