@@ -65,6 +65,8 @@ type Reconciler struct {
 	registry Registry
 	cluster  core.Cluster
 	sif      core.SIFBuilder
+	// metrics, when set (SetMetrics), records passes (metrics.go).
+	metrics *Metrics
 
 	ownerLocks sync.Map // owner → *sync.Mutex
 	// gpuMu makes choosing GPU devices and creating the container that
@@ -204,7 +206,13 @@ type pass struct {
 	sifRefs     map[string]string // SIF name → resolved image reference
 	usage       core.Usage
 	expired     bool
-	res         Result
+	// expiry is when the repo's containers stop; cleanedUp marks a repo
+	// expired past semester.cleanupAfter, whose containers and pods go.
+	expiry    expiry
+	cleanedUp bool
+	// culled are the containers idle culling stopped, by wm.yaml name.
+	culled map[string]store.Cull
+	res    Result
 	// loaded is the repo's state as the pass found it, encoded: a pass
 	// that leaves it so writes nothing.
 	loaded []byte
@@ -216,6 +224,9 @@ type pass struct {
 	// unchanged marks a pass that found the revision already stalled for
 	// a reason only a new commit can fix: nothing is redone or recorded.
 	unchanged bool
+	// retiring marks the pass of Retire: what goes, goes because the
+	// repo is gone (the log says so).
+	retiring bool
 }
 
 // step is one stage of a pass; a pass runs its steps in order and stops
@@ -297,6 +308,7 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 				err = werr
 			}
 			res = p.res
+			r.metrics.pass(p, err)
 			if r.reporter != nil && !p.unchanged && p.rev != "" {
 				r.reporter.PassFinished(ctx, repo, res, err)
 			}
@@ -306,7 +318,10 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 		if r.progress != nil {
 			r.progress(repo.Key, s.name)
 		}
-		if err := s.run(ctx, p); err != nil {
+		began := time.Now()
+		err := s.run(ctx, p)
+		r.metrics.step(dryRun, s.name, began)
+		if err != nil {
 			r.log.Debug("pass stopped", "repo", repo.Key, "step", s.name, "err", err)
 			p.res.Message = err.Error()
 			return p.res, err
@@ -328,7 +343,7 @@ func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
 	if err != nil {
 		return Result{Repo: repo}, err
 	}
-	p := &pass{repo: repo, state: state, file: &schema.File{Version: schema.Version}, res: Result{Repo: repo}}
+	p := &pass{repo: repo, state: state, file: &schema.File{Version: schema.Version}, res: Result{Repo: repo}, retiring: true}
 	for _, s := range []step{{"list containers", r.listLive}, {"list pods", r.observePods}, {"plan", r.plan}, {"apply containers", r.apply}, {"apply pods", r.applyPods}} {
 		if err := s.run(ctx, p); err != nil {
 			return p.res, err
@@ -341,12 +356,17 @@ func (r *Reconciler) Retire(ctx context.Context, repo Repo) (Result, error) {
 		if r.sif == nil {
 			break // this server builds no SIFs any more, and removes none
 		}
+		r.log.Info("removing SIF", "repo", repo.Key, "sif", s.Name, "path", s.Path, "cause", "its repo is gone (deleted, or moved to another path or owner)")
 		if err := r.sif.Remove(s.Path); err != nil {
 			return p.res, fmt.Errorf("remove a SIF of the retired repo %s: %w", repo.Key, err)
 		}
 	}
 	p.res.Message = summary(p.res)
-	return p.res, r.store.DeleteRepo(repo.Key)
+	if err := r.store.DeleteRepo(repo.Key); err != nil {
+		return p.res, err
+	}
+	r.metrics.forget(repo.Key)
+	return p.res, nil
 }
 
 func (r *Reconciler) ownerLock(owner string) *sync.Mutex {
@@ -412,9 +432,7 @@ func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 		return stalled(core.ValidationFailed, "%s is invalid at %s; nothing was changed:\n%v", WmFile, short(p.rev), err)
 	}
 	p.file = f
-	if at, ok := f.ExpiresAt(); ok && !r.now().Before(at) {
-		p.expired = true
-	}
+	r.decideExpiry(p)
 	return nil
 }
 
@@ -516,6 +534,11 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 	if err := p.hostsNeeded(mine); err != nil {
 		return err
 	}
+	culled, err := r.cullsOf(p)
+	if err != nil {
+		return err
+	}
+	p.culled = culled
 	// What every host holds is read only when a container must be
 	// placed or given a port it does not hold yet.
 	taken := map[int]string{} // host port → container holding it
@@ -552,7 +575,8 @@ func (r *Reconciler) resolve(ctx context.Context, p *pass) error {
 		if err != nil {
 			return err
 		}
-		running := c.State == schema.StateRunning && !p.expired
+		_, culled := p.culled[name]
+		running := c.State == schema.StateRunning && !p.expired && !culled
 		current := mine[name]
 		host := hostOf(current)
 		if !holds(current, c) {
@@ -1030,11 +1054,20 @@ func (r *Reconciler) checkHealth(ctx context.Context, p *pass) error {
 	p.res.Ready = len(problems) == 0
 	switch {
 	case p.expired:
-		p.res.Message = fmt.Sprintf("expired on %s: everything is stopped, nothing was deleted", p.file.Expires)
+		p.res.Message = r.expiryMessage(p)
 	case len(problems) > 0:
 		p.res.Message = strings.Join(problems, "; ")
 	default:
 		p.res.Message = summary(p.res)
+	}
+	if !p.expired {
+		for _, name := range sortedKeys(p.culled) {
+			c := p.culled[name]
+			p.res.Message += fmt.Sprintf("; %s was stopped on %s: %s (push a commit or run `wm wake %s` to start it again)", name, c.At.UTC().Format(time.DateTime), c.Reason, name)
+		}
+		if m := r.expiryMessage(p); m != "" {
+			p.res.Message += "; " + m
+		}
 	}
 	return nil
 }
@@ -1143,6 +1176,8 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		switch {
 		case p.expired:
 			reason = core.Expired
+		case len(p.culled) > 0:
+			reason = core.Culled
 		case p.res.HeldRemovals > 0:
 			reason = core.PruneHeld
 		case !p.res.Ready:

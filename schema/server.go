@@ -37,7 +37,8 @@ type ServerConfig struct {
 	// ArtifactsDir holds built artifacts such as SIF files.
 	ArtifactsDir string `yaml:"artifactsDir"`
 	// Listen is the public address `wm serve` listens on, host:port:
-	// POST /hooks/gitlab, GET /healthz and GET /artifacts/ only.
+	// POST /hooks/gitlab, GET /healthz, /livez, /readyz and
+	// GET /artifacts/ only.
 	Listen string `yaml:"listen"`
 	// TLS, when set, makes the public listener speak HTTPS with its
 	// certificate; without it, a reverse proxy in front holds one.
@@ -77,6 +78,25 @@ type ServerConfig struct {
 	// Access configures the students' API on the public listener
 	// (/api/v1): identities, admins and what one student may hold open.
 	Access Access `yaml:"access"`
+	// Schedules run the periodic jobs: resync, semester, idle culling and
+	// clean-up.
+	Schedules Schedules `yaml:"schedules"`
+	// Semester, when set, ends what students run on a date.
+	Semester *Semester `yaml:"semester,omitempty"`
+	// Culling, when set, stops GPU containers that sit idle.
+	Culling *Culling `yaml:"culling,omitempty"`
+	// Log says how wm logs: text or JSON lines, from which level.
+	Log Log `yaml:"log"`
+}
+
+// Log configures the log every command writes on standard error.
+type Log struct {
+	// Format is text (key=value lines, for people and journald) or json
+	// (one object a line, for a log collector); default text.
+	Format string `yaml:"format"`
+	// Level is the least severe level written: debug, info (default),
+	// warn or error. -v writes debug whatever it says.
+	Level string `yaml:"level"`
 }
 
 // Access configures the access API (package reconciler/access): who a
@@ -556,6 +576,7 @@ func newServerConfig() ServerConfig {
 			MaxPrunePercent: 50,
 		},
 		Access: Access{IdentityTTL: Duration(time.Minute), MaxSessions: 4, IdleTimeout: Duration(15 * time.Minute), MaxCopySize: "1Gi"},
+		Log:    Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -597,6 +618,10 @@ func (c *ServerConfig) applyDefaults() {
 		}
 		g.URL = strings.TrimRight(g.URL, "/")
 	}
+	if c.Semester != nil && c.Semester.WarnBefore == 0 {
+		c.Semester.WarnBefore = Duration(7 * 24 * time.Hour)
+	}
+	c.Culling.applyDefaults()
 	if k := c.Kubernetes; k != nil {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
@@ -830,6 +855,10 @@ func (c *ServerConfig) validate(report reporter) {
 		report("policy.maxPrunePercent", false, "%d is not a percentage (0-100)", m)
 	}
 	c.Access.validate(report, c.Sources.GitLab != nil)
+	c.Schedules.validate(report)
+	c.Semester.validate(report)
+	c.Culling.validate(report, c.Schedules)
+	c.Log.validate(report)
 }
 
 // validateHTTP checks the admin listener, the rate limit and the proxies.

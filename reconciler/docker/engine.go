@@ -185,6 +185,16 @@ func (e *Engine) mine(labels map[string]string) bool { return InstanceOf(labels)
 // Close releases the client's connections.
 func (e *Engine) Close() error { return e.cli.Close() }
 
+// Ping asks the daemon whether it answers (GET /_ping), the cheapest
+// call there is: readiness checks make it every few seconds. A daemon
+// that cannot be reached is ErrUnreachable (fault.Unreachable).
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.cli.Ping(ctx); err != nil {
+		return fmt.Errorf("ping docker host %s: %w", e.name, classify(err, ErrNotFound, nil))
+	}
+	return nil
+}
+
 // managedFilter selects WhaleMountain's objects: the instance's when it
 // is not the default one (whose own include those without an instance
 // label, which a filter cannot select: mine sorts them out).
@@ -747,4 +757,33 @@ func parseTime(s string) time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// CPUTime returns the CPU time the managed container called name has used
+// since it last started, read from one sample of the engine's stats.
+func (e *Engine) CPUTime(ctx context.Context, name string) (time.Duration, error) {
+	c, err := e.lookup(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("measure container %s on %s: %w", name, e.name, err)
+	}
+	resp, err := e.cli.ContainerStatsOneShot(ctx, c.ID)
+	if err != nil {
+		return 0, fmt.Errorf("measure container %s on %s: %w", name, e.name, classify(err, ErrNotFound, nil))
+	}
+	defer resp.Body.Close()
+	var st container.StatsResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return 0, fmt.Errorf("measure container %s on %s: %w", name, e.name, err)
+	}
+	return time.Duration(st.CPUStats.CPUUsage.TotalUsage), nil
+}
+
+// PruneDanglingImages removes the host's dangling images: untagged, and
+// used by no container (the engine refuses to remove one in use).
+func (e *Engine) PruneDanglingImages(ctx context.Context) (int, uint64, error) {
+	rep, err := e.cli.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "true")))
+	if err != nil {
+		return 0, 0, fmt.Errorf("prune dangling images on %s: %w", e.name, classify(err, ErrNotFound, nil))
+	}
+	return len(rep.ImagesDeleted), rep.SpaceReclaimed, nil
 }

@@ -46,6 +46,10 @@ type Fake struct {
 
 	calls    []Call
 	failures map[string]error
+	// cpu is the CPU time each container has used, set by SetCPUTime.
+	cpu map[string]time.Duration
+	// dangling counts the dangling images PruneDanglingImages removes.
+	dangling int
 }
 
 // fakeContainer is a container and the core.ContainerSpec it was made from.
@@ -65,7 +69,7 @@ type Call struct {
 // mutating are the methods that change a host.
 var mutating = map[string]bool{
 	"Create": true, "Start": true, "Stop": true, "Remove": true, "Rename": true,
-	"RemoveVolume": true, "Pull": true,
+	"RemoveVolume": true, "Pull": true, "PruneDanglingImages": true,
 }
 
 // NewFake returns an empty Fake host called name.
@@ -81,6 +85,7 @@ func NewFake(name string) *Fake {
 		auth:        map[string]core.RegistryAuth{},
 		unreachable: map[string]bool{},
 		failures:    map[string]error{},
+		cpu:         map[string]time.Duration{},
 	}
 }
 
@@ -567,4 +572,42 @@ func cloneSpec(s core.ContainerSpec) core.ContainerSpec {
 	s.Ports = slices.Clone(s.Ports)
 	s.Mounts = slices.Clone(s.Mounts)
 	return s
+}
+
+// SetCPUTime says container name has used d of CPU time since it started.
+func (f *Fake) SetCPUTime(name string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cpu[name] = d
+}
+
+// CPUTime returns what SetCPUTime said of the managed container name, 0
+// when nothing was.
+func (f *Fake) CPUTime(ctx context.Context, name string) (time.Duration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.lookup(ctx, "CPUTime", name); err != nil {
+		return 0, fmt.Errorf("measure container %s on %s: %w", name, f.name, err)
+	}
+	return f.cpu[name], nil
+}
+
+// AddDanglingImages puts n dangling images on the host.
+func (f *Fake) AddDanglingImages(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dangling += n
+}
+
+// PruneDanglingImages removes the dangling images AddDanglingImages put
+// there, 1 MB each.
+func (f *Fake) PruneDanglingImages(ctx context.Context) (int, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "PruneDanglingImages", ""); err != nil {
+		return 0, 0, fmt.Errorf("prune dangling images on %s: %w", f.name, err)
+	}
+	n := f.dangling
+	f.dangling = 0
+	return n, uint64(n) << 20, nil
 }

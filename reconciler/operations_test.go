@@ -1,0 +1,203 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/schema"
+)
+
+// semesterWorld is a world whose semester ends on 2026-12-15 for
+// everyone, and on 2026-12-05 for the group cs101.
+func semesterWorld(t *testing.T, cleanupAfter time.Duration) *world {
+	return newWorld(t, func(c *schema.ServerConfig) {
+		c.Schedules.TimeZone = "UTC"
+		c.Semester = &schema.Semester{
+			End:          "2026-12-15",
+			Groups:       []schema.SemesterGroup{{Group: "cs101", End: "2026-12-05"}},
+			WarnBefore:   schema.Duration(7 * 24 * time.Hour),
+			CleanupAfter: schema.Duration(cleanupAfter),
+		}
+	})
+}
+
+func TestTheSemesterEnd(t *testing.T) {
+	day := func(d, h int) time.Time { return time.Date(2026, 12, d, h, 0, 0, 0, time.UTC) }
+	tests := []struct {
+		name        string
+		key         string
+		wmYAML      string
+		now         time.Time
+		wantRunning bool
+		wantMessage string
+	}{
+		{"before the end and its warning, it runs with nothing said", "alice/web", webV1, day(1, 12), true, ""},
+		{"within warnBefore of the end, the status warns", "alice/web", webV1, day(9, 12), true, "everything stops after 2026-12-15 (the semester's end)"},
+		{"on the last day it still runs", "alice/web", webV1, day(15, 23), true, "stops after 2026-12-15"},
+		{"after the end everything is stopped and nothing deleted", "alice/web", webV1, day(16, 0), false, "expired on 2026-12-15 (the semester's end): everything is stopped, nothing was deleted"},
+		{"a group's own end comes first for its students", "cs101/alice/web", webV1, day(6, 0), false, "expired on 2026-12-05 (the semester's end)"},
+		{"a student's expires: brings the end forward", "alice/web", webV1 + "expires: 2026-12-02\n", day(3, 0), false, "expired on 2026-12-02 (expires: in wm.yaml)"},
+		{"a student's expires: never puts the end off", "alice/web", webV1 + "expires: 2027-06-30\n", day(16, 0), false, "expired on 2026-12-15 (the semester's end)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := semesterWorld(t, 0)
+			owner := strings.Split(tt.key, "/")[0]
+			if strings.HasPrefix(tt.key, "cs101/") {
+				owner = "alice"
+			}
+			repo := w.push(tt.key, tt.wmYAML)
+			repo.Owner = owner
+			w.now = day(1, 0)
+			w.mustReconcile(repo)
+			w.now = tt.now
+			res := w.mustReconcile(repo)
+			c, _, ok := w.container("alice_web")
+			if !ok {
+				t.Fatal("the container was deleted")
+			}
+			if c.Running != tt.wantRunning {
+				t.Errorf("running %v, want %v", c.Running, tt.wantRunning)
+			}
+			if tt.wantMessage == "" && strings.Contains(res.Message, "stops") || !strings.Contains(res.Message, tt.wantMessage) {
+				t.Errorf("message %q, want it to say %q", res.Message, tt.wantMessage)
+			}
+			st, _, _ := w.store.Repo(tt.key)
+			if wantReason := map[bool]core.Reason{true: core.Applied, false: core.Expired}[tt.wantRunning]; st.Condition(core.Ready).Reason != wantReason {
+				t.Errorf("reason %s, want %s", st.Condition(core.Ready).Reason, wantReason)
+			}
+		})
+	}
+}
+
+func TestWhatStaysExpiredPastTheCleanUpIsRemovedAndItsVolumesKept(t *testing.T) {
+	w := semesterWorld(t, 30*24*time.Hour)
+	repo := w.push("alice/web", "version: 1\ncontainers:\n  web:\n    image: self\n    volumes: {data: /data}\n")
+	w.now = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	w.mustReconcile(repo)
+	// Others' containers, so that one removal stays under the prune limit.
+	w.mustReconcile(w.push("bob/web", "version: 1\ncontainers:\n  a: {image: self}\n  b: {image: self}\n"))
+	w.now = time.Date(2027, 1, 14, 0, 0, 0, 0, time.UTC) // 30 days after the end, less a day
+	w.mustReconcile(repo)
+	if _, _, ok := w.container("alice_web"); !ok {
+		t.Fatal("removed before the clean-up time")
+	}
+	w.now = time.Date(2027, 1, 15, 0, 0, 1, 0, time.UTC)
+	res := w.mustReconcile(repo)
+	if _, _, ok := w.container("alice_web"); ok {
+		t.Error("the container stayed past the clean-up time")
+	}
+	if !strings.Contains(res.Message, "were removed") {
+		t.Errorf("message %q", res.Message)
+	}
+	vols, err := w.hosts[0].ListVolumes(context.Background())
+	if err != nil || len(vols) != 1 {
+		t.Errorf("volumes %v, %v: want the data volume kept", vols, err)
+	}
+}
+
+// cullWorld is a world with idle culling after an hour under 5% CPU.
+func cullWorld(t *testing.T) *world {
+	return newWorld(t, func(c *schema.ServerConfig) {
+		c.Schedules = schema.Schedules{TimeZone: "UTC", IdleCull: "*/10 * * * *"}
+		c.Culling = &schema.Culling{After: schema.Duration(time.Hour), BelowCPUShare: 0.05}
+	})
+}
+
+const gpuWeb = "version: 1\ncontainers:\n  train:\n    image: self\n    gpus: 1\n    cpus: 2\n  web:\n    image: self\n"
+
+func TestAnIdleGPUContainerIsCulledAndANewCommitWakesIt(t *testing.T) {
+	w := cullWorld(t)
+	repo := w.push("alice/ml", gpuWeb)
+	w.mustReconcile(repo)
+	h := w.hosts[0]
+	cull := func(cpu time.Duration, wantRepos int) {
+		t.Helper()
+		h.SetCPUTime("alice_train", cpu)
+		repos, err := w.rec.CullIdle(context.Background())
+		if err != nil || len(repos) != wantRepos {
+			t.Fatalf("at %v: cull %v, %v; want %d repos", w.now, repos, err, wantRepos)
+		}
+		w.now = w.now.Add(30 * time.Minute)
+	}
+	// 2 CPUs for 30 minutes is 3600 CPU-seconds; 5% of it is 180.
+	cull(0, 0)                // first measurement
+	cull(100*time.Second, 0)  // idle for 30 minutes
+	cull(2000*time.Second, 0) // busy: starts afresh
+	cull(2100*time.Second, 0) // idle for 30 minutes
+	if c, _, _ := w.container("alice_train"); !c.Running {
+		t.Fatal("culled before an hour of idleness")
+	}
+	cull(2200*time.Second, 1) // idle for an hour: culled
+	res := w.mustReconcile(repo)
+	train, _, _ := w.container("alice_train")
+	web, _, _ := w.container("alice_web")
+	if train.Running || !web.Running {
+		t.Errorf("after the pass: train running %v, web running %v; want train stopped only", train.Running, web.Running)
+	}
+	st, _, _ := w.store.Repo("alice/ml")
+	if st.Condition(core.Ready).Reason != core.Culled || !strings.Contains(res.Message, "train was stopped") || !strings.Contains(res.Message, "wm wake train") {
+		t.Errorf("reason %s, message %q", st.Condition(core.Ready).Reason, res.Message)
+	}
+	// Passes of the same commit keep it stopped.
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_train"); c.Running {
+		t.Error("a pass of the same commit started the culled container")
+	}
+	// A new commit wakes it.
+	w.push("alice/ml", gpuWeb+"# a new commit\n")
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_train"); !c.Running {
+		t.Error("a new commit did not wake the culled container")
+	}
+	if st, _, _ := w.store.Repo("alice/ml"); st.Condition(core.Ready).Reason != core.Applied {
+		t.Errorf("reason after waking %s", st.Condition(core.Ready).Reason)
+	}
+}
+
+func TestAWakeBringsACulledContainerBackAndOnlyItsOwnerCanWakeIt(t *testing.T) {
+	w := cullWorld(t)
+	repo := w.push("alice/ml", gpuWeb)
+	w.mustReconcile(repo)
+	for i := range 4 {
+		w.hosts[0].SetCPUTime("alice_train", time.Duration(i)*time.Second)
+		if _, err := w.rec.CullIdle(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w.now = w.now.Add(time.Hour)
+	}
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_train"); c.Running {
+		t.Fatal("not culled")
+	}
+	if _, err := w.rec.Wake("bob", "train"); !errors.Is(err, ErrNotCulled) {
+		t.Errorf("bob wakes alice's train: %v", err)
+	}
+	if _, err := w.rec.Wake("alice", "web"); !errors.Is(err, ErrNotCulled) {
+		t.Errorf("waking a container that was not culled: %v", err)
+	}
+	key, err := w.rec.Wake("alice", "train")
+	if err != nil || key != "alice/ml" {
+		t.Fatalf("wake = %q, %v", key, err)
+	}
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_train"); !c.Running {
+		t.Error("the woken container is not running after its pass")
+	}
+}
+
+func TestContainersWithoutAGPUAreNeverCulled(t *testing.T) {
+	w := cullWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	for range 5 {
+		if repos, err := w.rec.CullIdle(context.Background()); err != nil || len(repos) != 0 {
+			t.Fatalf("cull %v, %v", repos, err)
+		}
+		w.now = w.now.Add(time.Hour)
+	}
+}
