@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,104 @@ func TestContainersWithoutAGPUAreNeverCulled(t *testing.T) {
 			t.Fatalf("cull %v, %v", repos, err)
 		}
 		w.now = w.now.Add(time.Hour)
+	}
+}
+
+// notices records what a Notifier was asked to say, by repo and key.
+type notices struct {
+	sent map[string]string // "<repo> <key>" → title
+	fail error
+}
+
+func (n *notices) Notify(_ context.Context, repo Repo, key, title, _ string) error {
+	if n.fail != nil {
+		return n.fail
+	}
+	if n.sent == nil {
+		n.sent = map[string]string{}
+	}
+	n.sent[repo.Key+" "+key] = title
+	return nil
+}
+
+func TestStudentsAreWarnedOnceBeforeTheirSemesterEnds(t *testing.T) {
+	w := semesterWorld(t, 0)
+	w.now = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, key := range []string{"alice/web", "cs101/bob/web"} {
+		repo := w.push(key, "version: 1\n")
+		if strings.HasPrefix(key, "cs101/") {
+			repo.Owner = "bob"
+		}
+		w.mustReconcile(repo)
+	}
+	n := &notices{}
+	run := func(now time.Time) {
+		t.Helper()
+		if err := w.rec.SemesterNotices(context.Background(), n, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)) // more than a week before either end
+	if len(n.sent) != 0 {
+		t.Fatalf("warned too early: %v", n.sent)
+	}
+	run(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) // a week before cs101's end
+	run(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)) // again: nothing new
+	if len(n.sent) != 1 || n.sent["cs101/bob/web semester-end-2026-12-05"] == "" {
+		t.Fatalf("sent %v, want cs101's warning only", n.sent)
+	}
+	run(time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC))
+	if len(n.sent) != 2 || !strings.Contains(n.sent["alice/web semester-end-2026-12-15"], "stops after 2026-12-15") {
+		t.Errorf("sent %v, want alice's warning too", n.sent)
+	}
+	run(time.Date(2026, 12, 16, 0, 0, 0, 0, time.UTC)) // past the end: no more warnings
+	if len(n.sent) != 2 {
+		t.Errorf("sent %v after the end", n.sent)
+	}
+}
+
+func TestAWarningThatFailsIsTriedAgainAtTheNextRun(t *testing.T) {
+	w := semesterWorld(t, 0)
+	w.now = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	w.mustReconcile(w.push("alice/web", "version: 1\n"))
+	n := &notices{fail: errors.New("GitLab is down")}
+	now := time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC)
+	if err := w.rec.SemesterNotices(context.Background(), n, now); err == nil || !strings.Contains(err.Error(), "alice/web") {
+		t.Fatalf("err %v, want one naming the repo", err)
+	}
+	n.fail = nil
+	if err := w.rec.SemesterNotices(context.Background(), n, now.Add(time.Hour)); err != nil || len(n.sent) != 1 {
+		t.Errorf("sent %v, %v after GitLab came back", n.sent, err)
+	}
+}
+
+func TestTheCleanUpRemovesDanglingImagesOnEveryHost(t *testing.T) {
+	w := newWorld(t)
+	w.hosts[0].AddDanglingImages(3)
+	if err := w.rec.PruneImages(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := w.hosts[0].PruneDanglingImages(context.Background())
+	if err != nil || n != 0 {
+		t.Errorf("%d dangling images left, %v", n, err)
+	}
+}
+
+func TestTheJobsAreThoseTheConfigSchedules(t *testing.T) {
+	w := newWorld(t, func(c *schema.ServerConfig) {
+		c.Schedules = schema.Schedules{TimeZone: "UTC", Resync: "@daily", IdleCull: "*/5 * * * *"}
+	})
+	l := NewLoop(w.rec, func() ([]Repo, error) { return nil, nil }, time.Minute, 0, 1, nil)
+	jobs, err := Jobs(w.cfg, w.rec, l, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, j := range jobs {
+		names = append(names, j.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"idleCull", "resync"}) {
+		t.Errorf("jobs %v", names)
 	}
 }

@@ -46,7 +46,7 @@ type Scheduler struct {
 	loc   *time.Location
 	store Store
 	log   *slog.Logger
-	// OnRun, when set, is told of each run's outcome ("ok", "failed")
+	// OnRun, when set, is told of each run's outcome ("succeeded", "failed")
 	// and whether it was a catch-up of a missed time.
 	OnRun func(job, outcome string, caughtUp bool)
 	// Now is the clock; nil is time.Now.
@@ -138,7 +138,7 @@ func (s *Scheduler) runOne(ctx context.Context, j Job, due, now time.Time, caugh
 	}
 	start := s.now()
 	err := j.Run(ctx, now)
-	outcome := "ok"
+	outcome := "succeeded"
 	if err != nil {
 		outcome = "failed"
 		log.Error("scheduled job failed; it runs again at its next time", "err", err, "took", s.now().Sub(start).Round(time.Millisecond))
