@@ -48,7 +48,7 @@ func Jobs(cfg *schema.ServerConfig, r *Reconciler, l *Loop, n Notifier) ([]sched
 			return err
 		},
 		"cleanup": func(ctx context.Context, _ time.Time) error {
-			return r.PruneImages(ctx)
+			return errors.Join(r.PruneImages(ctx), r.PruneRegistry(ctx))
 		},
 	}
 	var jobs []schedule.Job
@@ -126,6 +126,96 @@ func (r *Reconciler) PruneImages(ctx context.Context) error {
 			continue
 		}
 		r.log.Info("removed dangling images", "host", e.Name(), "images", n, "freed", core.FormatBytes(int64(freed)), "cause", "the clean-up schedule")
+	}
+	return errors.Join(errs...)
+}
+
+// TagPruner is a registry whose old commit tags can be deleted;
+// *registry.Client is one.
+type TagPruner interface {
+	Tags(ctx context.Context, repository string) ([]string, error)
+	Created(ctx context.Context, ref string) (time.Time, error)
+	DeleteTags(ctx context.Context, repository string, drop, keep []string) ([]string, error)
+}
+
+// isCommitTag reports whether tag is a full commit SHA, the tag CI pushes
+// students' images under: no other tag is ever deleted.
+func isCommitTag(tag string) bool {
+	if len(tag) != 40 {
+		return false
+	}
+	for _, c := range tag {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// PruneRegistry deletes, from the configured registry, the commit tags of
+// each known repo's image older than registry.keepTagsFor that are
+// neither the repo's applied or observed revision nor run by any
+// container or built into any SIF. Nothing is deleted while a Docker host
+// cannot be listed (what it runs is not known), nor without keepTagsFor.
+func (r *Reconciler) PruneRegistry(ctx context.Context) error {
+	keepFor := r.cfg.Registry.KeepTagsFor.Std()
+	pruner, ok := r.registry.(TagPruner)
+	if keepFor <= 0 || !ok || r.cfg.Registry.Host == "" {
+		return nil
+	}
+	inUse := map[string]bool{}
+	for _, e := range r.engines {
+		list, err := e.ListManaged(ctx)
+		if err != nil {
+			return fmt.Errorf("registry clean-up skipped: what %s runs is not known: %w", e.Name(), err)
+		}
+		for _, c := range list {
+			inUse[c.Image] = true
+		}
+	}
+	states, err := r.store.Repos()
+	if err != nil {
+		return err
+	}
+	for _, st := range states {
+		for _, s := range st.SIFs {
+			inUse[s.Image] = true
+		}
+	}
+	now := r.now()
+	var errs []error
+	for _, st := range states {
+		repository := r.cfg.Registry.Host + "/" + st.Key
+		tags, err := pruner.Tags(ctx, repository)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var drop, keep []string
+		for _, tag := range tags {
+			ref := repository + ":" + tag
+			if !isCommitTag(tag) || tag == st.AppliedRevision || tag == st.ObservedRevision || inUse[ref] {
+				keep = append(keep, tag)
+				continue
+			}
+			created, err := pruner.Created(ctx, ref)
+			if err != nil || now.Sub(created) < keepFor {
+				keep = append(keep, tag)
+				continue
+			}
+			drop = append(drop, tag)
+		}
+		if len(drop) == 0 {
+			continue
+		}
+		deleted, err := pruner.DeleteTags(ctx, repository, drop, keep)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, tag := range deleted {
+			r.log.Info("deleted an image from the registry", "image", repository+":"+tag, "repo", st.Key,
+				"cause", fmt.Sprintf("the clean-up schedule: a commit neither applied nor run, older than registry.keepTagsFor (%v)", keepFor))
+		}
 	}
 	return errors.Join(errs...)
 }

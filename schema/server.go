@@ -433,6 +433,10 @@ type Registry struct {
 	// path under Host is a student project's image, usable only by its
 	// owner or, when shared, as shared/<owner>/<repo>.
 	PublicPaths []string `yaml:"publicPaths,omitempty"`
+	// KeepTagsFor, when set, lets the clean-up schedule delete the
+	// registry's commit tags (40 hex digits) of the students' images
+	// older than this that no repo runs or applied; 0 deletes nothing.
+	KeepTagsFor Duration `yaml:"keepTagsFor"`
 }
 
 // Policy bounds what one student may have.
@@ -820,6 +824,9 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 	if c.Registry.PasswordFile != "" && c.Registry.Username == "" {
 		report("registry.username", false, "is required with registry.passwordFile")
+	}
+	if k := c.Registry.KeepTagsFor.Std(); k < 0 || (k > 0 && k < 24*time.Hour) || (k > 0 && c.Registry.Host == "") {
+		report("registry.keepTagsFor", false, "%v is neither 0 (keep every tag) nor at least 24h with registry.host set", k)
 	}
 	q := c.Policy.Quota
 	for _, n := range []struct {
