@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/util/workqueue"
@@ -58,6 +59,12 @@ type Loop struct {
 	// retiring holds the repos Retire was given, until a worker retires
 	// them.
 	retiring map[string]Repo
+
+	// beat and running are what Alive (liveness.go) reads: when Run last
+	// went round (UnixNano; 0 before Run), and when each pass or
+	// retirement under way started, by repo key.
+	beat    atomic.Int64
+	running sync.Map
 
 	// OnResult, when set, is told every pass's outcome (for metrics and
 	// status reporting).
@@ -189,10 +196,12 @@ func (l *Loop) Run(ctx context.Context) {
 			}
 		})
 	}
+	l.beat.Store(time.Now().UnixNano())
 	l.rediscover()
 	ticker := time.NewTicker(l.interval)
 	defer ticker.Stop()
 	for {
+		l.beat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			l.shutdown(&wg, cancelPasses)
@@ -258,6 +267,8 @@ func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 	if ctx.Err() != nil {
 		return true
 	}
+	l.running.Store(key, time.Now())
+	defer l.running.Delete(key)
 	l.mu.Lock()
 	repo, ok := l.repos[key]
 	gone, retiring := l.retiring[key]
