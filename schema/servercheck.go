@@ -83,3 +83,18 @@ func CheckDockerHosts(c *ServerConfig, report func(path, format string, args ...
 		}
 	}
 }
+
+// validate checks the log's format and level; "" is the default (a config
+// built in code).
+func (l *Log) validate(report reporter) {
+	switch l.Format {
+	case "", "text", "json":
+	default:
+		report("log.format", false, "%s is not text or json", quote(l.Format))
+	}
+	switch l.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		report("log.level", false, "%s is not one of debug, info, warn, error", quote(l.Level))
+	}
+}
