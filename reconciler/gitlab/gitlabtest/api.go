@@ -49,6 +49,10 @@ var routes = []route{
 	{"GET", "projects/:id/merge_requests/:noteable_id/notes", (*GitLab).listNotes},
 	{"POST", "projects/:id/merge_requests/:noteable_id/notes", (*GitLab).createNote},
 	{"PUT", "projects/:id/merge_requests/:noteable_id/notes/:note_id", (*GitLab).updateNote},
+	{"GET", "projects/:id/issues", (*GitLab).listIssues},
+	{"POST", "projects/:id/issues", (*GitLab).createIssue},
+	{"GET", "projects/:id/issues/:issue_iid", (*GitLab).getIssue},
+	{"PUT", "projects/:id/issues/:issue_iid", (*GitLab).updateIssue},
 }
 
 // Routes lists the implemented API endpoints as "METHOD /api/v4/pattern".

@@ -812,6 +812,250 @@ func TestWebhooks(t *testing.T) {
 	})
 }
 
+func TestIssues(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T, opts ...gitlabtest.ProjectOption) (*gitlabtest.GitLab, *gitlabtest.Project, *gitlab.Client) {
+		g := gitlabtest.New(t, token)
+		return g, g.AddProject(t, "students/alice/web", opts...), g.Client(t)
+	}
+	create := func(c *gitlab.Client, p *gitlabtest.Project, title, description string, labels ...string) (*gitlab.Issue, error) {
+		is, _, err := c.Issues.CreateIssue(p.Path(), &gitlab.CreateIssueOptions{
+			Title: gitlab.Ptr(title), Description: gitlab.Ptr(description), Labels: gitlab.Ptr(gitlab.LabelOptions(labels)),
+		})
+		return is, err
+	}
+
+	t.Run("an issue is created with its labels, numbered apart from merge requests, and read back", func(t *testing.T) {
+		g, p, c := setup(t)
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n"}, "first")
+		p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 2\n"}, "v2")
+		g.OpenMergeRequest(t, p.Path(), "feature", "main")
+
+		is, err := create(c, p, "  Semester ends  ", "Copy out your work.", "whalemountain", " notice", "whalemountain")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if is.IID != 1 || is.ID == is.IID || is.ProjectID != int64(p.ID()) || is.Title != "Semester ends" ||
+			is.Description != "Copy out your work." || is.State != "opened" ||
+			!slices.Equal(is.Labels, gitlab.Labels{"notice", "whalemountain"}) ||
+			is.Author == nil || is.Author.Username != g.BotUsername() || is.CreatedAt == nil || is.UpdatedAt == nil ||
+			is.ClosedAt != nil || is.ClosedBy != nil || !is.Subscribed ||
+			is.WebURL != g.URL()+"/students/alice/web/-/issues/1" ||
+			is.References == nil || is.References.Full != "students/alice/web#1" ||
+			is.Links == nil || is.Links.Self != fmt.Sprintf("%s/api/v4/projects/%d/issues/1", g.URL(), p.ID()) {
+			t.Fatalf("created %+v", is)
+		}
+		got, _, err := c.Issues.GetIssue(p.ID(), 1)
+		if err != nil || got.ID != is.ID || got.Title != is.Title || !slices.Equal(got.Labels, is.Labels) {
+			t.Fatalf("get %+v, %v", got, err)
+		}
+		if all := g.Issues(p.Path()); len(all) != 1 || all[0].ID != is.ID || all[0].Description != is.Description {
+			t.Fatalf("the model holds %+v", all)
+		}
+		second, err := create(c, p, "again", "")
+		if err != nil || second.IID != 2 || second.ID == is.ID {
+			t.Fatalf("second issue %+v, %v", second, err)
+		}
+		if _, _, err := c.Issues.GetIssue(p.ID(), 3); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("missing issue: %v", err)
+		}
+	})
+
+	t.Run("the list filters by state, every label and search, newest first, page by page", func(t *testing.T) {
+		g, p, c := setup(t)
+		// tick waits for the double's millisecond clock to move, so that
+		// issues made one after the other differ in created_at (ties are
+		// broken by id, newest first, whatever the sort).
+		tick := func() {
+			for at := time.Now().Truncate(time.Millisecond); !time.Now().Truncate(time.Millisecond).After(at); {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		mine, err := create(c, p, "Semester ends", "<!-- whalemountain:semester-end-2026-07-31 -->\nCopy out your work.", "whalemountain")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tick()
+		g.AddIssue(t, p.Path(), "alice", "my todo", "fix the port", "todo")
+		tick()
+		g.AddIssue(t, p.Path(), "alice", "ab", "", "todo", "whalemountain")
+		g.CloseIssue(t, p.Path(), int(mine.IID), "alice")
+
+		iids := func(opt *gitlab.ListProjectIssuesOptions) []int64 {
+			t.Helper()
+			list, _, err := c.Issues.ListProjectIssues(p.Path(), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []int64
+			for _, is := range list {
+				if is.Subscribed {
+					t.Errorf("a listed issue says subscribed: %+v", is)
+				}
+				out = append(out, is.IID)
+			}
+			return out
+		}
+		labels := func(ls ...string) *gitlab.LabelOptions { return gitlab.Ptr(gitlab.LabelOptions(ls)) }
+		for _, tt := range []struct {
+			name string
+			opt  *gitlab.ListProjectIssuesOptions
+			want []int64
+		}{
+			{"every state by default, newest first", nil, []int64{3, 2, 1}},
+			{"oldest first when asked", &gitlab.ListProjectIssuesOptions{Sort: gitlab.Ptr("asc")}, []int64{1, 2, 3}},
+			{"opened ones", &gitlab.ListProjectIssuesOptions{State: gitlab.Ptr("opened")}, []int64{3, 2}},
+			{"closed ones", &gitlab.ListProjectIssuesOptions{State: gitlab.Ptr("closed")}, []int64{1}},
+			{"one label", &gitlab.ListProjectIssuesOptions{Labels: labels("whalemountain")}, []int64{3, 1}},
+			{"every label given", &gitlab.ListProjectIssuesOptions{Labels: labels("todo", "whalemountain")}, []int64{3}},
+			{"labels with their case", &gitlab.ListProjectIssuesOptions{Labels: labels("WhaleMountain")}, nil},
+			{"a search term in a description", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("semester-end-2026-07-31")}, []int64{1}},
+			{"search terms all in one title", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("TODO my")}, []int64{2}},
+			{"search terms split between title and description", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("todo port")}, nil},
+			{"a search in the title only", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("port"), In: gitlab.Ptr("title")}, nil},
+			{"a short search matching a whole title", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("AB")}, []int64{3}},
+			{"a short search matching part of a title", &gitlab.ListProjectIssuesOptions{Search: gitlab.Ptr("my")}, nil},
+			{"given iids", &gitlab.ListProjectIssuesOptions{IIDs: gitlab.Ptr([]int64{1, 3})}, []int64{3, 1}},
+		} {
+			if got := iids(tt.opt); !slices.Equal(got, tt.want) {
+				t.Errorf("%s: iids %v, want %v", tt.name, got, tt.want)
+			}
+		}
+
+		for range 3 {
+			g.AddIssue(t, p.Path(), "alice", "more", "")
+		}
+		var got []int64
+		var sizes []int
+		opt := &gitlab.ListProjectIssuesOptions{ListOptions: gitlab.ListOptions{PerPage: 4}}
+		for page := int64(1); page != 0; {
+			opt.Page = page
+			list, resp, err := c.Issues.ListProjectIssues(p.ID(), opt)
+			if err != nil || resp.TotalItems != 6 || resp.TotalPages != 2 {
+				t.Fatalf("page %d: %v, total %d in %d pages", page, err, resp.TotalItems, resp.TotalPages)
+			}
+			for _, is := range list {
+				got = append(got, is.IID)
+			}
+			sizes = append(sizes, len(list))
+			page = resp.NextPage
+		}
+		if !slices.Equal(got, []int64{6, 5, 4, 3, 2, 1}) || !slices.Equal(sizes, []int{4, 2}) {
+			t.Fatalf("iids %v in pages of %v", got, sizes)
+		}
+		if _, _, err := c.Issues.ListProjectIssues(p.ID(), &gitlab.ListProjectIssuesOptions{State: gitlab.Ptr("open")}); !gitlab.HasStatusCode(err, http.StatusBadRequest) {
+			t.Fatalf("state=open: %v, want 400", err)
+		}
+	})
+
+	t.Run("an issue is closed, reopened and edited, and an edit must change something", func(t *testing.T) {
+		g, p, c := setup(t)
+		is, err := create(c, p, "Semester ends", "body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		update := func(opt *gitlab.UpdateIssueOptions) (*gitlab.Issue, error) {
+			got, _, err := c.Issues.UpdateIssue(p.Path(), is.IID, opt)
+			return got, err
+		}
+		closed, err := update(&gitlab.UpdateIssueOptions{StateEvent: gitlab.Ptr("close")})
+		if err != nil || closed.State != "closed" || closed.ClosedAt == nil || closed.ClosedBy == nil ||
+			closed.ClosedBy.Username != g.BotUsername() {
+			t.Fatalf("closed %+v, %v", closed, err)
+		}
+		reopened, err := update(&gitlab.UpdateIssueOptions{StateEvent: gitlab.Ptr("reopen"), Title: gitlab.Ptr(" New title "), Description: gitlab.Ptr("new body")})
+		if err != nil || reopened.State != "opened" || reopened.ClosedAt != nil || reopened.ClosedBy != nil ||
+			reopened.Title != "New title" || reopened.Description != "new body" {
+			t.Fatalf("reopened %+v, %v", reopened, err)
+		}
+		if all := g.Issues(p.Path()); len(all) != 1 || all[0].Title != "New title" || all[0].State != "opened" {
+			t.Fatalf("the model holds %+v", all)
+		}
+		for _, tt := range []struct {
+			name string
+			opt  *gitlab.UpdateIssueOptions
+			want string
+		}{
+			{"nothing to change", &gitlab.UpdateIssueOptions{}, "at least one parameter must be provided"},
+			{"an unknown state event", &gitlab.UpdateIssueOptions{StateEvent: gitlab.Ptr("resolve")}, "state_event does not have a valid value"},
+			{"a blank title", &gitlab.UpdateIssueOptions{Title: gitlab.Ptr("  ")}, "title: [can't be blank]"},
+		} {
+			if _, _, err := c.Issues.UpdateIssue(p.Path(), is.IID, tt.opt); !gitlab.HasStatusCode(err, http.StatusBadRequest) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s: %v, want 400 with %q", tt.name, err, tt.want)
+			}
+		}
+		if _, _, err := c.Issues.UpdateIssue(p.Path(), 9, &gitlab.UpdateIssueOptions{StateEvent: gitlab.Ptr("close")}); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Errorf("a missing issue: %v, want 404", err)
+		}
+	})
+
+	t.Run("titles and descriptions are held to GitLab's limits, in characters", func(t *testing.T) {
+		_, p, c := setup(t)
+		for _, tt := range []struct {
+			name        string
+			title       *string
+			description string
+			want        string // in the error; "" when created
+		}{
+			{"a missing title", nil, "", "title is missing"},
+			{"a blank title", gitlab.Ptr(" \t"), "", "title: [can't be blank]"},
+			{"a title of 255 characters", gitlab.Ptr(strings.Repeat("é", 255)), "", ""},
+			{"a title of 256 characters", gitlab.Ptr(strings.Repeat("é", 256)), "", "title: [is too long (maximum is 255 characters)]"},
+			{"a description of 1,048,576 characters", gitlab.Ptr("t"), strings.Repeat("é", 1<<20), ""},
+			{"a description of 1,048,577 characters", gitlab.Ptr("t"), strings.Repeat("é", 1<<20+1), "description: [is too long (maximum is 1048576 characters)]"},
+		} {
+			_, _, err := c.Issues.CreateIssue(p.ID(), &gitlab.CreateIssueOptions{Title: tt.title, Description: gitlab.Ptr(tt.description)})
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("%s: %v", tt.name, err)
+			case tt.want != "" && (!gitlab.HasStatusCode(err, http.StatusBadRequest) || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("%s: %v, want 400 with %q", tt.name, err, tt.want)
+			}
+		}
+	})
+
+	t.Run("a project with issues disabled or archived refuses them, and an unknown one is not found", func(t *testing.T) {
+		g, p, c := setup(t, gitlabtest.IssuesDisabled())
+		g.AddIssue(t, p.Path(), "alice", "from before", "")
+		archived := g.AddProject(t, "students/alice/old", gitlabtest.Archived())
+		if _, err := create(c, p, "t", ""); !gitlab.HasStatusCode(err, http.StatusForbidden) || !strings.Contains(err.Error(), "403 Forbidden") {
+			t.Fatalf("create with issues disabled: %v, want 403", err)
+		}
+		if _, _, err := c.Issues.UpdateIssue(p.ID(), 1, &gitlab.UpdateIssueOptions{StateEvent: gitlab.Ptr("close")}); !gitlab.HasStatusCode(err, http.StatusForbidden) {
+			t.Fatalf("close with issues disabled: %v, want 403", err)
+		}
+		list, listed, err := c.Issues.ListProjectIssues(p.ID(), nil)
+		if err != nil || len(list) != 0 || listed.TotalItems != 0 {
+			t.Fatalf("list with issues disabled: %v, %v; want none", list, err)
+		}
+		if _, _, err := c.Issues.GetIssue(p.ID(), 1); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Fatalf("get with issues disabled: %v, want 404", err)
+		}
+		if _, err := create(c, archived, "t", ""); !gitlab.HasStatusCode(err, http.StatusForbidden) {
+			t.Fatalf("create in an archived project: %v, want 403", err)
+		}
+		// client-go answers every 404 with ErrNotFound: the body is read
+		// over plain HTTP.
+		req, err := http.NewRequest(http.MethodPost, g.URL()+"/api/v4/projects/students%2Falice%2Fnope/issues?title=t", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("PRIVATE-TOKEN", token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || string(body) != `{"message":"404 Project Not Found"}` {
+			t.Fatalf("create in an unknown project: %s %s", resp.Status, body)
+		}
+		if got := g.UnimplementedRequests(); len(got) != 0 {
+			t.Fatalf("unimplemented %v", got)
+		}
+	})
+}
+
 // paths returns the projects' paths with namespace.
 func paths(ps []*gitlab.Project) []string {
 	var out []string

@@ -84,6 +84,8 @@ type Project struct {
 	deleted      bool
 	creator      *user             // creator_id; the token's owner unless CreatedBy says otherwise
 	members      map[*user]*member // direct members
+	issues       []*issue          // by iid - 1: issues are never deleted
+	noIssues     bool              // the issues feature turned off (IssuesDisabled)
 }
 
 // ID returns the project's numeric id, which survives renames and
@@ -132,6 +134,7 @@ type projectConfig struct {
 	defaultBranch string
 	visibility    string
 	creator       string
+	noIssues      bool
 }
 
 // Archived makes the project archived: read-only, and filtered by the
@@ -273,7 +276,7 @@ func (g *GitLab) AddProject(t testing.TB, pathWithNamespace string, opts ...Proj
 		created: created, updated: created, lastActivity: created,
 		mrs: map[int]*MergeRequest{}, nextIID: 1,
 		history: map[string][]gitlab.CommitStatus{},
-		creator: creator,
+		creator: creator, noIssues: cfg.noIssues,
 	}
 	g.mu.Lock()
 	g.projects[id] = p
