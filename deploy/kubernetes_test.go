@@ -297,6 +297,9 @@ func TestTheManifestsOnTheRealControlPlane(t *testing.T) {
 		name string
 		do   func(t *testing.T) error
 	}{
+		{"wm serve's readiness check of the apiserver (its /readyz) answers", func(t *testing.T) error {
+			return wm.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+		}},
 		{"EnsureOwner makes the student's namespace, RBAC, quota, limits, network policy and pull secret", func(t *testing.T) error {
 			n, err := backend.EnsureOwner(ctx, owner)
 			if err == nil && n != 7 {
