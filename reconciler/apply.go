@@ -9,6 +9,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/schema"
 )
 
 // apply carries out the plan's container actions in order.
@@ -35,6 +36,7 @@ func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 			return fmt.Errorf("start %s: %w", a.Name, err)
 		}
 	case ActionStop:
+		r.log.Info("stopping container", "repo", p.repo.Key, "container", a.Name, "host", a.Host, "cause", stopCause(p, a))
 		if err := r.engine(a.Host).Stop(ctx, a.Name, StopTimeout); err != nil {
 			return fmt.Errorf("stop %s: %w", a.Name, err)
 		}
@@ -56,6 +58,8 @@ const asideSuffix = "-wm-old"
 func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 	old := r.engine(a.Live.Host)
 	aside := a.Live.Name + asideSuffix
+	r.log.Info("recreating container: the old one is stopped, and removed once the new one is made", "repo", p.repo.Key,
+		"container", a.Live.Name, "host", a.Live.Host, "newHost", a.Host, "cause", recreateCause(p, a))
 	if err := old.Remove(ctx, aside); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("clear %s: %w", aside, err)
 	}
@@ -66,6 +70,8 @@ func (r *Reconciler) recreate(ctx context.Context, p *pass, a Action) error {
 		return fmt.Errorf("set %s aside to recreate it: %w", a.Live.Name, err)
 	}
 	if err := r.create(ctx, p, a.Host, a.Spec); err != nil {
+		r.log.Info("removing the new container that could not be made, and putting the old one back", "repo", p.repo.Key,
+			"container", a.Name, "host", a.Host, "cause", err.Error())
 		if rerr := r.putBack(ctx, a, aside); rerr != nil {
 			return errors.Join(err, rerr)
 		}
@@ -125,6 +131,8 @@ func (r *Reconciler) create(ctx context.Context, p *pass, host string, spec *cor
 		// person) binds a port just allocated: the container that could
 		// not start goes, those ports are set aside for good, and the
 		// next pass allocates others.
+		r.log.Info("removing a container that could not start", "repo", p.repo.Key, "container", spec.Name, "host", host,
+			"cause", "a host port just allocated to it is bound by something WhaleMountain does not manage")
 		if rerr := r.engine(host).Remove(ctx, spec.Name); rerr != nil && !errors.Is(rerr, fault.NotFound) {
 			return errors.Join(err, rerr)
 		}
@@ -215,6 +223,7 @@ func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *core.Cont
 // the owner mounts.
 func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 	e := r.engine(a.Host)
+	r.log.Info("removing container", "repo", p.repo.Key, "container", a.Name, "host", a.Host, "cause", removalCause(p, a))
 	if err := e.Remove(ctx, a.Name); err != nil && !errors.Is(err, fault.NotFound) {
 		return fmt.Errorf("remove %s: %w", a.Name, err)
 	}
@@ -241,6 +250,8 @@ func (r *Reconciler) remove(ctx context.Context, p *pass, a Action) error {
 		if inUse[v] {
 			continue
 		}
+		r.log.Info("removing volume", "repo", p.repo.Key, "volume", v, "host", a.Host,
+			"cause", "its container "+a.Name+" was removed, no other container of the owner mounts it, and policy.pruneVolumes is on")
 		if err := e.RemoveVolume(ctx, v); err != nil && !errors.Is(err, fault.NotFound) {
 			return fmt.Errorf("remove volume %s: %w", v, err)
 		}
@@ -312,4 +323,68 @@ func chooseGPUs(devices []string, holders map[string]int, n int, shared bool) []
 		return nil
 	}
 	return out
+}
+
+// stopCause says why a pass stops a container, for the log.
+func stopCause(p *pass, a Action) string {
+	switch c, declared := p.file.Containers[a.Spec.LocalName]; {
+	case declared && c.State != schema.StateRunning:
+		return "wm.yaml at " + short(p.rev) + " sets containers." + a.Spec.LocalName + ".state: " + c.State
+	case p.expired && p.file.Expires != "":
+		return "the repo expired on " + p.file.Expires
+	case p.expired:
+		return "the repo's end date is past"
+	}
+	if c, culled := p.culled[a.Spec.LocalName]; culled {
+		return "idle culling stopped it: " + c.Reason
+	}
+	return "the pass does not run it though wm.yaml asks for it running"
+}
+
+// recreateCause says why a pass recreates a container, for the log.
+func recreateCause(p *pass, a Action) string {
+	switch {
+	case a.Live.Running && !a.Spec.Running:
+		return stopCause(p, a)
+	case a.Live.Host != a.Host:
+		return "it moves from Docker host " + a.Live.Host + " to " + a.Host
+	case a.Live.Name != a.Name:
+		return "it is renamed from " + a.Live.Name + " to " + a.Name
+	case a.Live.SpecHash != a.Spec.Hash():
+		return "wm.yaml or the server's policy changed what it is made of (its image, command, env, ports, volumes or limits)"
+	}
+	return "it is to run with GPU devices of its own"
+}
+
+// removalCause says why a pass removes a container, for the log.
+func removalCause(p *pass, a Action) string {
+	local, ok := identity(a.Live.Container)
+	switch {
+	case p.retiring:
+		return "its repo is gone (deleted, or moved to another path or owner)"
+	case !ok:
+		return "it was set aside by a recreation that did not finish"
+	}
+	_, declared := p.file.Containers[local]
+	switch {
+	case slices.ContainsFunc(p.desired, func(d Desired) bool { return d.Spec.LocalName == local }):
+		return "it is a second copy of containers." + local + " (on another host, or under its old name)"
+	case declared:
+		return "wm.yaml declares containers." + local + ", but the repo is past its end date and its clean-up period"
+	}
+	return "containers." + local + " is no longer in wm.yaml at " + short(p.rev)
+}
+
+// podRemovalCause says why a pass deletes a pod, for the log.
+func podRemovalCause(p *pass, name string) string {
+	_, declared := p.file.Pods[name]
+	switch {
+	case p.retiring:
+		return "its repo is gone (deleted, or moved to another path or owner)"
+	case declared && p.expired:
+		return "the repo is past its end date, and a pod cannot be stopped"
+	case declared:
+		return "wm.yaml declares pods." + name + ", but the repo is past its end date and its clean-up period"
+	}
+	return "pods." + name + " is no longer in wm.yaml at " + short(p.rev)
 }

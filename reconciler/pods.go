@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -83,8 +84,13 @@ func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
 		var err error
 		switch a.Kind {
 		case ActionCreate, ActionRecreate:
+			if a.Kind == ActionRecreate {
+				r.log.Info("recreating pod: the old one is deleted", "repo", p.repo.Key, "pod", a.Name,
+					"cause", "wm.yaml or the server's policy changed what it is made of, and a pod cannot be changed in place")
+			}
 			err = r.cluster.ApplyPod(ctx, *a.Pod, a.Kind == ActionRecreate)
 		case ActionRemove:
+			r.log.Info("deleting pod", "repo", p.repo.Key, "pod", a.Name, "cause", podRemovalCause(p, a.Name))
 			err = r.cluster.DeletePod(ctx, p.repo.Owner, p.repo.Key, a.Name)
 		}
 		if err != nil {
@@ -102,6 +108,14 @@ func (r *Reconciler) applyPods(ctx context.Context, p *pass) error {
 			return nil
 		}
 	}
+	// Every pass of a repo without pods gets here: the log says so only
+	// when the namespace is likely to be there (pods were seen in it).
+	level := slog.LevelDebug
+	if len(p.livePods) > 0 || len(p.state.Pods) > 0 {
+		level = slog.LevelInfo
+	}
+	r.log.Log(ctx, level, "deleting the owner's namespace, if it is there", "repo", p.repo.Key, "owner", p.repo.Owner,
+		"cause", "none of the owner's repos has a pod left, and kubernetes.pruneNamespaces is on")
 	return podError(r.cluster.RemoveOwner(ctx, p.repo.Owner))
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/fault"
@@ -212,6 +213,8 @@ func (r *Reconciler) retireSIFs(p *pass) error {
 			// any more, and so removes none either, until it does.
 			keep = append(keep, rs)
 		default:
+			r.log.Info("removing SIF", "repo", p.repo.Key, "path", rs.Path, "cause",
+				fmt.Sprintf("no longer in wm.yaml since %s, and sif.gracePeriod (%v) is over", rs.Since.Format(time.RFC3339), r.cfg.SIF.GracePeriod.Std()))
 			if err := r.sif.Remove(rs.Path); err != nil {
 				return fmt.Errorf("remove retired SIF: %w", err)
 			}
