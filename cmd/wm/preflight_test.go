@@ -168,6 +168,10 @@ func TestTheExampleServerConfigStartsAsWritten(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
 				t.Fatalf("GET /healthz: %d %q", resp.StatusCode, body)
 			}
+			// Its schedules run too (logged before the listeners serve).
+			if !strings.Contains(errb.String(), "schedules on") || !strings.Contains(errb.String(), "jobs=4") {
+				t.Errorf("the example's four schedules are not on:\n%s", errb.String())
+			}
 			return
 		}
 		if time.Now().After(deadline) {
