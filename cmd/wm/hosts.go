@@ -182,7 +182,7 @@ func withHosts(cmd *cobra.Command, g *globals, readOnly bool, do func(ctx contex
 		}
 		return nil
 	}
-	rt, err := newRuntime(cfg, newLogger(cmd.ErrOrStderr(), g.verbose), nil, readOnly)
+	rt, err := newRuntime(cfg, configLogger(cmd.ErrOrStderr(), cfg.Log, g.verbose), nil, readOnly)
 	if err != nil {
 		return fail(err)
 	}

@@ -65,7 +65,7 @@ func openRuntime(cmd *cobra.Command, g *globals, readOnly bool, only []string) (
 	if verbose {
 		progress = cmd.ErrOrStderr()
 	}
-	log := newLogger(cmd.ErrOrStderr(), verbose)
+	log := configLogger(cmd.ErrOrStderr(), cfg.Log, verbose)
 	rt, err := newRuntime(cfg, log, progress, readOnly)
 	if err != nil {
 		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/whalemountain/wm/reconciler"
@@ -33,13 +32,17 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Keep every repo reconciled: poll the sources and serve the API",
 		Long: `Poll every repo of the sources every poll.interval (with jitter) and reconcile
 it, on poll.concurrency workers. Serve GitLab's webhooks, SIF downloads, the
-students' API (/api/v1: wm login, ps, logs, exec, cp, restart, sif get) and a
-health check on the public listen address, rate-limited per client, and the
-status API and metrics on adminListen (by default a unix socket in the state
+students' API (/api/v1: wm login, ps, logs, exec, cp, restart, sif get), a
+health check and the probes (/livez: the loop is not wedged; /readyz: the
+state store, each Docker host, GitLab and the Kubernetes apiserver answer;
+?verbose lists each check) on the public listen address, rate-limited per
+client, and the status API, the metrics and the probes with their reasons
+on adminListen (by default a unix socket in the state
 folder that only wm's user may connect to). Each pass has a deadline
 (poll.passTimeout). SIGTERM or SIGINT starts no new pass and lets those under
-way go on for poll.shutdownGrace, then cancels them and exits. -v logs at
-debug level.`,
+way go on for poll.shutdownGrace, then cancels them and exits. It logs as
+the config's log section says (text or json, from info); -v logs at debug
+level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -88,7 +91,7 @@ func listen(cfg *schema.ServerConfig) (*listeners, error) {
 // the HTTP servers when ls is not nil, until ctx is done; verbose logs at
 // debug level.
 func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listeners, verbose bool) error {
-	log := newLogger(cmd.ErrOrStderr(), verbose)
+	log := configLogger(cmd.ErrOrStderr(), rt.cfg.Log, verbose)
 	// A repo whose folder was removed from a folder source is retired;
 	// those the state store knows are watched too, for removals made
 	// while wm was down.
@@ -109,20 +112,19 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 	// more than the passes.
 	graceOver := make(chan struct{})
 	context.AfterFunc(ctx, func() { time.AfterFunc(loop.ShutdownGrace, func() { close(graceOver) }) })
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	passes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wm_passes_total", Help: "Reconcile passes by outcome (Ready, NotReady, Waiting, Stalled, Transient).",
-	}, []string{"outcome"})
-	reg.MustRegister(passes)
+	// The reconciler's metrics (observe.go) count its passes from now on,
+	// and the admins' schedules' runs (rt.rec.Metrics().ScheduleRun).
+	reg, err := serveMetrics(rt, loop)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
+		return exitError{exitInvalid}
+	}
 	loop.OnResult = func(res reconciler.Result, err error) {
 		if err != nil {
 			outcome, reason := reconciler.Classify(err)
-			passes.WithLabelValues(outcome.String()).Inc()
 			log.Info("pass", "repo", res.Repo.Key, "revision", shortRev(res.Revision), "outcome", outcome.String(), "reason", reason)
 			return
 		}
-		passes.WithLabelValues(map[bool]string{true: "Ready", false: "NotReady"}[res.Ready]).Inc()
 		log.Info("pass", "repo", res.Repo.Key, "revision", shortRev(res.Revision), "ready", res.Ready, "result", res.Message)
 	}
 	var dispatcher webhook.Dispatcher = localDispatcher{loop}
@@ -134,7 +136,11 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 	}
 	var servers []*http.Server
 	if ls != nil {
-		public, err := publicHandler(rt, dispatcher, reg, log)
+		pr, err := newProbes(rt, loop, log)
+		var public http.Handler
+		if err == nil {
+			public, err = publicHandler(rt, dispatcher, reg, pr, log)
+		}
 		if err != nil {
 			ls.public.Close()
 			ls.admin.Close()
@@ -145,7 +151,7 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 			name string
 			ln   net.Listener
 			h    http.Handler
-		}{{"public", ls.public, public}, {"admin", ls.admin, adminHandler(rt, reg, log)}} {
+		}{{"public", ls.public, public}, {"admin", ls.admin, pr.withProbes(adminHandler(rt, reg, log))}} {
 			srv := newHTTPServer(s.h, defaultHTTPLimits, log)
 			servers = append(servers, srv)
 			go func() {
@@ -185,9 +191,10 @@ func (d localDispatcher) Dispatch(_ context.Context, e any) {
 }
 
 // publicHandler serves what the world may ask for: GitLab's webhooks,
-// SIF downloads (with a bearer token) and a health check, each client
-// within its rate limit. Nothing else is on the public listener.
-func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, log *slog.Logger) (http.Handler, error) {
+// SIF downloads (with a bearer token), a health check and the probes
+// (their reasons withheld), each client within its rate limit. Nothing
+// else is on the public listener.
+func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, pr *probes, log *slog.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
 	var exempt func(*http.Request) bool
 	if path := rt.cfg.Webhook.SecretFile; path != "" {
@@ -229,6 +236,7 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	pr.register(mux, false)
 	handleSchema(mux)
 	rl := rt.cfg.RateLimit
 	if rl.Rate == 0 {
