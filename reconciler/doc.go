@@ -45,4 +45,11 @@
 // thin scheduling wrapper: repo keys on a work queue, polled on an
 // interval with jitter, triggered by webhooks, never two passes of one
 // repo at once.
+//
+// What the server tells those who watch it comes from what passes already
+// know: Metrics (metrics.go) times each step, counts each outcome by its
+// reason and keeps what each owner holds where as passes record it, so
+// that a scrape asks no engine; Loop.Alive (liveness.go) says whether the
+// loop is wedged, for a liveness probe; and every destructive action of a
+// pass is logged at info with its cause (apply.go, pods.go, sifs.go).
 package reconciler
