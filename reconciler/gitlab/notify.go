@@ -52,12 +52,12 @@ func noticeMarker(key string) string { return "<!-- whalemountain:" + key + " --
 // the first's issue.
 //
 // A key is letters, digits and ". _ : / -", at most 200 bytes, with no
-// "--" and no "-" at either end. The project is the one the last listing of GitLab found for the
-// repo; a repo it did not find (not listed yet, or refused) is an error of
-// kind fault.NotFound. GitLab is asked within the job deadline
-// (WithJobTimeout); an error names the project and is of kind
-// fault.Unreachable when GitLab could not be reached, failed on its side
-// or did not answer in time, and fault.Refused when it said no (the
+// "--" and no "-" at either end. The project is the one the last listing
+// of GitLab found for the repo; a repo it did not find (not listed yet, or
+// refused) is an error of kind fault.NotFound. GitLab is asked within the
+// job deadline (WithJobTimeout); an error names the project and is of
+// kind fault.Unreachable when GitLab could not be reached, failed on its
+// side or did not answer in time, and fault.Refused when it said no (the
 // project's issues disabled, or the project archived): the caller tries
 // again later either way.
 func (s *Service) Notify(ctx context.Context, repo reconciler.Repo, key, title, body string) error {
