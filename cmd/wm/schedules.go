@@ -20,7 +20,7 @@ import (
 func startSchedules(ctx context.Context, rt *runtime, loop *reconciler.Loop, log *slog.Logger, background *sync.WaitGroup) error {
 	var n reconciler.Notifier
 	if rt.gitlab != nil {
-		n, _ = any(rt.gitlab).(reconciler.Notifier)
+		n = rt.gitlab
 	}
 	jobs, err := reconciler.Jobs(rt.cfg, rt.rec, loop, n)
 	if err != nil {
