@@ -15,7 +15,10 @@ import (
 )
 
 // pass and fail are checks that answer at once.
-func pass(name string) Check { return Check{Name: name, Run: func(context.Context) error { return nil }} }
+func pass(name string) Check {
+	return Check{Name: name, Run: func(context.Context) error { return nil }}
+}
+
 func fail(name, why string) Check {
 	return Check{Name: name, Run: func(context.Context) error { return errors.New(why) }}
 }
