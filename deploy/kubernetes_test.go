@@ -140,7 +140,7 @@ func (a applier) apply(ctx context.Context, o *unstructured.Unstructured, dryRun
 // install applies every manifest to the control plane: each first as a
 // server-side dry run, then for real, in the kustomization's order. The
 // cluster-scoped objects are deleted at cleanup, the namespace with
-// everything in it by kubetest.
+// everything in it by kubetest, and the test waits for it to go.
 func install(t *testing.T, c *kubetest.Cluster) installed {
 	t.Helper()
 	in := installed{ns: c.Namespace(t, "wm-deploy")}
@@ -158,6 +158,16 @@ func install(t *testing.T, c *kubetest.Cluster) installed {
 		defer cancel()
 		for _, m := range in.objs {
 			o := m.obj
+			if o.GetKind() == "PersistentVolumeClaim" {
+				// Admission gives a claim the pvc-protection finalizer,
+				// which only a controller the test control plane does not
+				// run removes: without this, the namespace never goes.
+				_, err := a.dyn.Resource(corev1.SchemeGroupVersion.WithResource("persistentvolumeclaims")).Namespace(o.GetNamespace()).
+					Patch(ctx, o.GetName(), types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+				if err != nil && !apierrors.IsNotFound(err) {
+					t.Errorf("let %s %s go: %v", o.GetKind(), o.GetName(), err)
+				}
+			}
 			if o.GetNamespace() != "" || o.GetKind() == "Namespace" {
 				continue
 			}
@@ -169,6 +179,27 @@ func install(t *testing.T, c *kubetest.Cluster) installed {
 			if err != nil && !apierrors.IsNotFound(err) {
 				t.Errorf("delete %s %s: %v", o.GetKind(), o.GetName(), err)
 			}
+		}
+		// Nothing of the manifests may keep the namespace from going.
+		nss := a.dyn.Resource(corev1.SchemeGroupVersion.WithResource("namespaces"))
+		if err := nss.Delete(ctx, in.ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete namespace %s: %v", in.ns, err)
+			return
+		}
+		for {
+			ns, err := nss.Get(ctx, in.ns, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return
+			}
+			if ctx.Err() != nil {
+				var conds []any
+				if err == nil {
+					conds, _, _ = unstructured.NestedSlice(ns.Object, "status", "conditions")
+				}
+				t.Errorf("namespace %s is still there after 30s (%v): %v", in.ns, err, conds)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 
