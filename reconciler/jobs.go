@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/fault"
 	"github.com/whalemountain/wm/reconciler/schedule"
+	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/schema"
 )
 
@@ -27,15 +29,16 @@ func (l *Loop) TriggerAll() int {
 }
 
 // Jobs returns the scheduled jobs the server config turns on, run on r and
-// l; n, when not nil, carries the semester's warnings to the students.
-func Jobs(cfg *schema.ServerConfig, r *Reconciler, l *Loop, n Notifier) ([]schedule.Job, error) {
+// l; n, when not nil, carries the semester's warnings to the students, and
+// x, when not nil, says which extensions past it admins approved.
+func Jobs(cfg *schema.ServerConfig, r *Reconciler, l *Loop, n Notifier, x Extender) ([]schedule.Job, error) {
 	runs := map[string]func(ctx context.Context, now time.Time) error{
 		"resync": func(context.Context, time.Time) error {
 			r.log.Info("full resync", "repos", l.TriggerAll())
 			return nil
 		},
 		"semester": func(ctx context.Context, now time.Time) error {
-			err := r.SemesterNotices(ctx, n, now)
+			err := errors.Join(r.SemesterExtensions(ctx, x, now), r.SemesterNotices(ctx, n, now))
 			// The passes stop what expired, and clean up what stayed so.
 			l.TriggerAll()
 			return err
@@ -98,7 +101,9 @@ func (r *Reconciler) SemesterNotices(ctx context.Context, n Notifier, now time.T
 			body += fmt.Sprintf("\n\nContainers and pods still stopped %v after that day are removed (their volumes are kept).", r.cfg.Semester.CleanupAfter.Std())
 		}
 		repo := Repo{Key: st.Key, Owner: st.Owner, URL: st.URL, Branch: st.Branch}
-		if err := n.Notify(ctx, repo, key, title, body); err != nil {
+		if err := n.Notify(ctx, repo, key, title, body); errors.Is(err, fault.NotFound) {
+			continue // not a project of the notifier's (a folder source's repo)
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("warn %s of the semester's end: %w", st.Key, err))
 			continue
 		}
@@ -107,6 +112,50 @@ func (r *Reconciler) SemesterNotices(ctx context.Context, n Notifier, now time.T
 			continue
 		}
 		r.log.Info("warned of the semester's end", "repo", st.Key, "end", day)
+	}
+	return errors.Join(errs...)
+}
+
+// SemesterExtensions asks x, for each repo whose wm.yaml asks to run past
+// its semester's end (RepoState.ExtensionAsked) and has no approved
+// extension reaching that far, whether an admin approved one since, and
+// records it: the repo's next pass honours it. Without a semester or an
+// Extender it does nothing.
+func (r *Reconciler) SemesterExtensions(ctx context.Context, x Extender, now time.Time) error {
+	if r.cfg.Semester == nil || x == nil {
+		return nil
+	}
+	states, err := r.store.Repos()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range states {
+		if st.ExtensionAsked == "" {
+			continue
+		}
+		if ext, ok, err := r.store.Extension(st.Key); err != nil || (ok && ext.Until >= st.ExtensionAsked) {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		until, by, mr, err := x.Extension(ctx, Repo{Key: st.Key, Owner: st.Owner, URL: st.URL, Branch: st.Branch})
+		if errors.Is(err, fault.NotFound) {
+			continue // not a project of the extender's (a folder source's repo)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("extension of %s: %w", st.Key, err))
+			continue
+		}
+		if until == "" {
+			continue
+		}
+		if err := r.store.PutExtension(store.Extension{Repo: st.Key, Until: until, MR: mr, ApprovedBy: by, At: now}); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.log.Info("extension past the semester's end approved", "repo", st.Key, "until", until, "approvedBy", by, "mergeRequest", mr)
 	}
 	return errors.Join(errs...)
 }

@@ -288,7 +288,7 @@ func TestTheJobsAreThoseTheConfigSchedules(t *testing.T) {
 		c.Schedules = schema.Schedules{TimeZone: "UTC", Resync: "@daily", IdleCull: "*/5 * * * *"}
 	})
 	l := NewLoop(w.rec, func() ([]Repo, error) { return nil, nil }, time.Minute, 0, 1, nil)
-	jobs, err := Jobs(w.cfg, w.rec, l, nil)
+	jobs, err := Jobs(w.cfg, w.rec, l, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,5 +299,67 @@ func TestTheJobsAreThoseTheConfigSchedules(t *testing.T) {
 	slices.Sort(names)
 	if !slices.Equal(names, []string{"idleCull", "resync"}) {
 		t.Errorf("jobs %v", names)
+	}
+}
+
+// extensions is an Extender that approves what approved says.
+type extensions struct {
+	approved map[string]string // repo → until
+	asked    []string
+}
+
+func (x *extensions) Extension(_ context.Context, repo Repo) (string, string, int, error) {
+	x.asked = append(x.asked, repo.Key)
+	if until, ok := x.approved[repo.Key]; ok {
+		return until, "teacher", 7, nil
+	}
+	return "", "", 0, nil
+}
+
+func TestAnExtensionAnAdminApprovedLetsExpiresPassTheSemesterEnd(t *testing.T) {
+	w := semesterWorld(t, 0)
+	w.now = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	repo := w.push("alice/web", webV1+"expires: 2027-01-31\n")
+	w.mustReconcile(repo)
+	if st, _, _ := w.store.Repo("alice/web"); st.ExtensionAsked != "2027-01-31" {
+		t.Fatalf("extension asked %q, want the wm.yaml's date", st.ExtensionAsked)
+	}
+	x := &extensions{approved: map[string]string{}}
+	after := time.Date(2026, 12, 20, 0, 0, 0, 0, time.UTC) // past the semester's end
+	// Not approved yet: the semester's end holds.
+	if err := w.rec.SemesterExtensions(context.Background(), x, after); err != nil {
+		t.Fatal(err)
+	}
+	w.now = after
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_web"); c.Running {
+		t.Fatal("running past the semester's end without an extension")
+	}
+	// An admin approves it: it runs again until the wm.yaml's date.
+	x.approved["alice/web"] = "2027-01-31"
+	if err := w.rec.SemesterExtensions(context.Background(), x, after); err != nil {
+		t.Fatal(err)
+	}
+	res := w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_web"); !c.Running {
+		t.Fatalf("not running with an approved extension: %s", res.Message)
+	}
+	// Once recorded, GitLab is not asked again.
+	asked := len(x.asked)
+	if err := w.rec.SemesterExtensions(context.Background(), x, after); err != nil || len(x.asked) != asked {
+		t.Errorf("asked again: %v, %v", x.asked, err)
+	}
+	// A later date than the one approved is not honoured.
+	w.push("alice/web", webV1+"expires: 2027-06-30\n")
+	w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_web"); c.Running {
+		t.Error("running on a later date than the approved extension")
+	}
+	// And the extension's own end stops it.
+	w.push("alice/web", webV1+"expires: 2027-01-31\n")
+	w.now = time.Date(2027, 2, 1, 0, 0, 1, 0, time.UTC)
+	res = w.mustReconcile(repo)
+	if c, _, _ := w.container("alice_web"); c.Running || !strings.Contains(res.Message, "teacher approved") {
+		t.Errorf("after the extension: running %v, message %q", c.Running, res.Message)
 	}
 }

@@ -432,8 +432,7 @@ func (r *Reconciler) parse(ctx context.Context, p *pass) error {
 		return stalled(core.ValidationFailed, "%s is invalid at %s; nothing was changed:\n%v", WmFile, short(p.rev), err)
 	}
 	p.file = f
-	r.decideExpiry(p)
-	return nil
+	return r.decideExpiry(p)
 }
 
 // listLive lists the owner's containers on every host, and adopts the

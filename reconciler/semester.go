@@ -16,27 +16,43 @@ type expiry struct {
 	Day string
 	// Semester marks an end that is the semester's, not wm.yaml's.
 	Semester bool
+	// Extended is the approved extension that lets wm.yaml's date pass
+	// the semester's end; zero when none does.
+	Extended store.Extension
 }
 
 // expiryOf returns when repo key's containers stop: at the earlier of
 // f's `expires:` and the end of the key's semester. A student's date
-// brings the end forward; it never puts it off.
-func (r *Reconciler) expiryOf(key string, f *schema.File) expiry {
-	var e expiry
-	if at, ok := f.ExpiresAt(); ok {
-		e = expiry{At: at, Day: f.Expires}
+// brings the end forward; it puts it off only as far as an extension an
+// admin approved (ext, when ok) reaches. asked is f's date when it lies
+// past the semester's end.
+func (r *Reconciler) expiryOf(key string, f *schema.File, ext store.Extension, extended bool) (e expiry, asked string) {
+	own, hasOwn := f.ExpiresAt()
+	if hasOwn {
+		e = expiry{At: own, Day: f.Expires}
 	}
 	loc := r.cfg.Schedules.Location()
-	if at, ok := r.cfg.Semester.EndFor(key, loc); ok && (e.At.IsZero() || at.Before(e.At)) {
-		e = expiry{At: at, Day: at.In(loc).AddDate(0, 0, -1).Format(time.DateOnly), Semester: true}
+	end, ok := r.cfg.Semester.EndFor(key, loc)
+	if !ok || (hasOwn && !end.Before(own)) {
+		return e, ""
 	}
-	return e
+	if hasOwn {
+		asked = f.Expires
+		if extended && f.Expires <= ext.Until {
+			e.Extended = ext
+			return e, asked
+		}
+	}
+	return expiry{At: end, Day: end.In(loc).AddDate(0, 0, -1).Format(time.DateOnly), Semester: true}, asked
 }
 
 // String says it for students: "2027-02-15 (the semester's end)".
 func (e expiry) String() string {
-	if e.Semester {
+	switch {
+	case e.Semester:
 		return e.Day + " (the semester's end)"
+	case e.Extended.ApprovedBy != "":
+		return e.Day + " (expires: in wm.yaml, past the semester as " + e.Extended.ApprovedBy + " approved)"
 	}
 	return e.Day + " (expires: in wm.yaml)"
 }
@@ -44,10 +60,18 @@ func (e expiry) String() string {
 // decideExpiry marks the pass expired once its end is past, and marks
 // what stayed expired past semester.cleanupAfter for removal: its
 // containers and pods are left out of what the repo declares.
-func (r *Reconciler) decideExpiry(p *pass) {
-	p.expiry = r.expiryOf(p.repo.Key, p.file)
+func (r *Reconciler) decideExpiry(p *pass) error {
+	var ext store.Extension
+	extended := false
+	if r.cfg.Semester != nil {
+		var err error
+		if ext, extended, err = r.store.Extension(p.repo.Key); err != nil {
+			return err
+		}
+	}
+	p.expiry, p.state.ExtensionAsked = r.expiryOf(p.repo.Key, p.file, ext, extended)
 	if p.expiry.At.IsZero() || r.now().Before(p.expiry.At) {
-		return
+		return nil
 	}
 	p.expired = true
 	if s := r.cfg.Semester; s != nil && s.CleanupAfter > 0 && !r.now().Before(p.expiry.At.Add(s.CleanupAfter.Std())) {
@@ -56,6 +80,7 @@ func (r *Reconciler) decideExpiry(p *pass) {
 		kept.Containers, kept.Pods = nil, nil
 		p.file = &kept
 	}
+	return nil
 }
 
 // expiryMessage is what the status says of an expired repo, or of one

@@ -100,6 +100,10 @@ type Semester struct {
 	// that stayed expired this long (volumes are kept unless
 	// policy.pruneVolumes says otherwise); 0 keeps them stopped forever.
 	CleanupAfter Duration `yaml:"cleanupAfter"`
+	// ExtensionLabel, when set, is the GitLab label an admin puts on a
+	// student's merge request to approve it: once merged, the `expires:`
+	// it set holds past the semester's end (needs sources.gitlab).
+	ExtensionLabel string `yaml:"extensionLabel"`
 }
 
 // SemesterGroup is one group of students with an end of its own.
@@ -164,6 +168,9 @@ func (s *Semester) validate(report reporter) {
 	}
 	if w := s.WarnBefore.Std(); w < 0 || w > 90*24*time.Hour {
 		report("semester.warnBefore", false, "%v is not between 0 and 90 days (2160h)", w)
+	}
+	if l := s.ExtensionLabel; l != "" && (len(l) > 255 || strings.ContainsAny(l, ",\n") || strings.TrimSpace(l) != l) {
+		report("semester.extensionLabel", false, "%s is not a GitLab label name (no commas, at most 255 characters)", quote(l))
 	}
 	if c := s.CleanupAfter.Std(); c < 0 || (c > 0 && c < time.Hour) {
 		report("semester.cleanupAfter", false, "%v is neither 0 (never) nor at least 1h", c)

@@ -87,6 +87,9 @@ type ServerConfig struct {
 	Culling *Culling `yaml:"culling,omitempty"`
 	// Log says how wm logs: text or JSON lines, from which level.
 	Log Log `yaml:"log"`
+	// HA, when set, makes wm serve one of several replicas of which the
+	// holder of a Kubernetes Lease alone reconciles (ha.go).
+	HA *HA `yaml:"ha,omitempty"`
 }
 
 // Log configures the log every command writes on standard error.
@@ -626,6 +629,7 @@ func (c *ServerConfig) applyDefaults() {
 		c.Semester.WarnBefore = Duration(7 * 24 * time.Hour)
 	}
 	c.Culling.applyDefaults()
+	c.HA.applyDefaults(c.Instance)
 	if k := c.Kubernetes; k != nil {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
@@ -864,7 +868,11 @@ func (c *ServerConfig) validate(report reporter) {
 	c.Access.validate(report, c.Sources.GitLab != nil)
 	c.Schedules.validate(report)
 	c.Semester.validate(report)
+	if c.Semester != nil && c.Semester.ExtensionLabel != "" && c.Sources.GitLab == nil {
+		report("semester.extensionLabel", false, "needs sources.gitlab: extensions are merge requests an admin labels")
+	}
 	c.Culling.validate(report, c.Schedules)
+	c.HA.validate(report, c)
 	c.Log.validate(report)
 }
 

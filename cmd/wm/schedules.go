@@ -22,7 +22,11 @@ func startSchedules(ctx context.Context, rt *runtime, loop *reconciler.Loop, log
 	if rt.gitlab != nil {
 		n = rt.gitlab
 	}
-	jobs, err := reconciler.Jobs(rt.cfg, rt.rec, loop, n)
+	var x reconciler.Extender
+	if rt.gitlab != nil && rt.cfg.Semester != nil && rt.cfg.Semester.ExtensionLabel != "" {
+		x, _ = any(rt.gitlab).(reconciler.Extender)
+	}
+	jobs, err := reconciler.Jobs(rt.cfg, rt.rec, loop, n, x)
 	if err != nil {
 		return fmt.Errorf("schedules: %w", err)
 	}

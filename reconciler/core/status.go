@@ -89,6 +89,10 @@ type RepoState struct {
 	// Usage is what the applied revision counts against the owner's quota.
 	Usage    Usage     `json:"usage"`
 	LastPass time.Time `json:"lastPass,omitzero"`
+	// ExtensionAsked is the expires: date of the applied wm.yaml when it
+	// is past the repo's semester end: it holds only once an admin
+	// approves an extension (see store.Extension).
+	ExtensionAsked string `json:"extensionAsked,omitempty"`
 }
 
 // Usage is what counts against a student's quota. Stopped containers count

@@ -223,3 +223,34 @@ func (s *Store) SetNoticed(repo, what string, t time.Time) error {
 	}
 	return nil
 }
+
+// bucketExtensions: repo key → JSON Extension.
+var bucketExtensions = []byte("extensions")
+
+// Extension is an admin's approval of a repo running past its semester's
+// end, up to Until (a day, YYYY-MM-DD), as the merge request MR carried it.
+type Extension struct {
+	Repo       string    `json:"repo"`
+	Until      string    `json:"until"`
+	MR         int       `json:"mr,omitempty"`
+	ApprovedBy string    `json:"approvedBy"`
+	At         time.Time `json:"at"`
+}
+
+// PutExtension records e, replacing what was recorded of its repo.
+func (s *Store) PutExtension(e Extension) error {
+	if err := s.putJSON(bucketExtensions, e.Repo, e); err != nil {
+		return fmt.Errorf("record the extension of %s: %w", e.Repo, err)
+	}
+	return nil
+}
+
+// Extension returns the extension recorded for repo.
+func (s *Store) Extension(repo string) (Extension, bool, error) {
+	var e Extension
+	ok, err := s.getJSON(bucketExtensions, repo, &e)
+	if err != nil {
+		return Extension{}, false, fmt.Errorf("read the extension of %s: %w", repo, err)
+	}
+	return e, ok, nil
+}
