@@ -4,7 +4,20 @@
 # ever killing a process that merely reuses a recorded pid.
 
 kube_dir=$(realpath -m -- "${WM_KUBE_DIR:-/tmp/wm-kube}")
-kube_components=(kube-controller-manager kube-apiserver etcd) # stop order
+kube_components=(kubelet kube-scheduler kube-controller-manager kube-apiserver etcd) # stop order
+
+# The node: containerd's root and state, the kubelet's root, the CNI
+# configuration and address store, all below node_dir. The bridge, the
+# cgroup folder and the pod subnet are the machine's, so their names come
+# from a hash of the state dir: two state dirs never share them (the
+# subnet, 10.222.N.0/24, only differs with odds of 255 in 256).
+node_dir=$kube_dir/node
+node_id=$(printf '%s' "$kube_dir" | sha256sum | cut -c1-6)
+node_bridge=wmk-$node_id
+node_cgroup=wm-kube-$node_id
+node_subnet=10.222.$((16#${node_id:0:2})).0/24
+node_ip=${node_subnet%.0/24}.1 # the bridge's address, where the kubelet listens
+node_name=wm-node
 
 say() { printf 'kube: %s\n' "$*" >&2; }
 die() { printf 'kube: error: %s\n' "$*" >&2; exit 1; }
@@ -55,8 +68,54 @@ stop() {
   rm -f "$kube_dir/$1.pid"
 }
 
+# node_cgroups prints the node's cgroup folders (every hierarchy's),
+# deepest first: the pods' processes are in them and nowhere else.
+node_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/"$node_cgroup" /sys/fs/cgroup/*/"$node_cgroup"; do
+    [ -d "$d" ] && find "$d" -depth -type d
+  done
+  return 0
+}
+
+# kill_pods kills every process of the node's pods and removes their
+# cgroups; the kubelet must be stopped first, or it starts them again.
+kill_pods() {
+  local i procs d
+  for ((i = 0; i < 50; i++)); do
+    procs=$(node_cgroups | while read -r d; do cat "$d/cgroup.procs" 2>/dev/null; done | sort -u)
+    [ -n "$procs" ] || break
+    # shellcheck disable=SC2086 # one pid a word
+    kill -KILL $procs 2>/dev/null || true
+    sleep 0.1
+  done
+  node_cgroups | while read -r d; do rmdir "$d" 2>/dev/null || true; done
+}
+
+# node_mounts prints the mount points below node_dir, deepest first.
+node_mounts() {
+  awk -v p="$node_dir/" 'index($2, p) == 1 { print $2 }' /proc/self/mounts | tac
+}
+
+# stop_node stops the kubelet, the pods, containerd and its shims, and
+# unmounts what they left mounted (the pods' root file systems, network
+# namespaces and volumes), so that node_dir can be removed.
+stop_node() {
+  local m
+  stop kubelet
+  kill_pods
+  stop containerd
+  for m in $(strays containerd-shim-runc-v2); do kill -KILL "$m" 2>/dev/null || true; done
+  for m in $(node_mounts); do umount -l "$m" 2>/dev/null || true; done
+  if [ -n "$(node_mounts)" ]; then
+    say "warning: still mounted below $node_dir: $(node_mounts | tr '\n' ' ')"
+    return 1
+  fi
+}
+
 stop_all() {
   local c
+  stop_node || true
   for c in "${kube_components[@]}"; do stop "$c"; done
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -18,8 +19,10 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -48,6 +51,11 @@ type Cluster struct {
 
 	// Who may act on it: student name → bearer token.
 	students map[string]string
+
+	// Its node, and the taint that keeps pods off it unless their
+	// namespace lets them on (AllowOnNode); "" when ci/kube-up started
+	// none.
+	node, nodeTaint string
 }
 
 // shared is the control plane of this test process, looked up once: a
@@ -77,7 +85,9 @@ func connect(t testing.TB) (*Cluster, error) {
 		dir = defaultDir
 	}
 	envFile := filepath.Join(dir, "env")
-	if c, err := load(envFile); err == nil && c.alive() && c.ready() == nil {
+	// A control plane without a node is one an older ci/kube-up started:
+	// ci/kube-up replaces it.
+	if c, err := load(envFile); err == nil && c.node != "" && c.alive() && c.ready() == nil {
 		return c, nil
 	}
 
@@ -214,6 +224,8 @@ func load(envFile string) (*Cluster, error) {
 		caData:     ca,
 		adminToken: vars["WM_KUBE_ADMIN_TOKEN"],
 		students:   map[string]string{},
+		node:       vars["WM_KUBE_NODE"],
+		nodeTaint:  vars["WM_KUBE_NODE_TAINT"],
 	}
 	for _, pair := range strings.Split(vars["WM_KUBE_STUDENT_TOKENS"], ",") {
 		name, token, ok := strings.Cut(pair, "=")
@@ -225,11 +237,16 @@ func load(envFile string) (*Cluster, error) {
 	return c, nil
 }
 
-// alive reports whether the three processes of the pid files still run; a
-// dead controller manager leaves /readyz green but new namespaces without
-// service accounts, and ci/kube-up restarts it.
+// alive reports whether the processes of the pid files still run; a dead
+// controller manager leaves /readyz green but new namespaces without
+// service accounts, a dead kubelet a node that runs nothing, and
+// ci/kube-up restarts them.
 func (c *Cluster) alive() bool {
-	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+	names := []string{"etcd", "kube-apiserver", "kube-controller-manager"}
+	if c.node != "" {
+		names = append(names, "kube-scheduler", "containerd", "kubelet")
+	}
+	for _, name := range names {
 		b, err := os.ReadFile(filepath.Join(c.dir, name+".pid"))
 		if err != nil {
 			return false
@@ -420,4 +437,112 @@ func (c *Cluster) groupsOf(user string) []string {
 	default:
 		return []string{"system:authenticated"}
 	}
+}
+
+// NodeAnnotation is the namespace annotation of the PodTolerationRestriction
+// admission plugin that gives every pod made in the namespace tolerations.
+const NodeAnnotation = "scheduler.alpha.kubernetes.io/defaultTolerations"
+
+// Node returns the name of the cluster's node once it is Ready, and fails
+// the test when ci/kube-up started none.
+func (c *Cluster) Node(t testing.TB) string {
+	t.Helper()
+	if c.node == "" || c.nodeTaint == "" {
+		t.Fatalf("kubetest: the control plane in %s has no node: run ci/kube-up again (it starts one)", c.dir)
+	}
+	var last error
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		n, err := c.AdminClient(t).CoreV1().Nodes().Get(ctx, c.node, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					return c.node
+				}
+			}
+			err = fmt.Errorf("not Ready: %v", n.Status.Conditions)
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("kubetest: node %s: %v (logs: %s/logs/kubelet.log)", c.node, last, c.dir)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// AllowOnNode lets the pods made in namespace from now on run on the node:
+// it annotates the namespace (which must exist) so that admission gives
+// them the toleration of the node's taint. Pods of other namespaces stay
+// Pending, as on a cluster without room for them.
+func (c *Cluster) AllowOnNode(t testing.TB, namespace string) {
+	t.Helper()
+	c.Node(t)
+	tol, err := json.Marshal([]corev1.Toleration{{Key: c.nodeTaint, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{NodeAnnotation: string(tol)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	if _, err := c.AdminClient(t).CoreV1().Namespaces().Patch(ctx, namespace, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("kubetest: let the pods of %s on the node: %v", namespace, err)
+	}
+}
+
+// WaitRunning waits up to timeout for the pod to be Running with its
+// containers ready, and returns it; it fails the test with the pod's
+// status and events otherwise.
+func (c *Cluster) WaitRunning(t testing.TB, namespace, name string, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	admin := c.AdminClient(t)
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		pod, err := admin.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		cancel()
+		if err == nil && pod.Status.Phase == corev1.PodRunning && podReady(pod) {
+			return pod
+		}
+		if err == nil && (pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded) || time.Now().After(deadline) {
+			t.Fatalf("kubetest: pod %s/%s is not running after %s: %s", namespace, name, timeout, c.describe(admin, namespace, name, pod, err))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// podReady reports whether every container of pod is ready.
+func podReady(pod *corev1.Pod) bool {
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// describe says what a pod is doing, for a failure: its phase, its
+// containers' states and its events.
+func (c *Cluster) describe(admin kubernetes.Interface, namespace, name string, pod *corev1.Pod, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase %s, node %q", pod.Status.Phase, pod.Spec.NodeName)
+	for _, cs := range pod.Status.ContainerStatuses {
+		fmt.Fprintf(&b, "; container %s: %+v", cs.Name, cs.State)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	events, err := admin.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	if err == nil {
+		for _, e := range events.Items {
+			fmt.Fprintf(&b, "\n  %s %s: %s", e.Type, e.Reason, e.Message)
+		}
+	}
+	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 )
 
 const gpu corev1.ResourceName = "nvidia.com/gpu"
@@ -95,7 +96,7 @@ func TestAQuotaOfOneGPURefusesAPodAskingTwoAndAdmitsOneAskingOne(t *testing.T) {
 		t.Fatalf("pod asking 1 GPU: %v", err)
 	}
 	if pod.Status.Phase != corev1.PodPending {
-		t.Errorf("pod asking 1 GPU is %q, want Pending (no kubelet runs)", pod.Status.Phase)
+		t.Errorf("pod asking 1 GPU is %q, want Pending (its namespace is not let on the node)", pod.Status.Phase)
 	}
 }
 
@@ -171,6 +172,63 @@ func TestAStudentWithoutRBACCannotListPods(t *testing.T) {
 	}
 }
 
+// A pod runs on the node only in a namespace that lets it on; the same pod
+// elsewhere stays Pending, unschedulable for the node's taint.
+func TestAPodRunsOnTheNodeOnlyWhereItsNamespaceLetsItOn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no Kubernetes node (ci/kube-up)")
+	}
+	t.Parallel()
+	c := kubetest.Env(t)
+	node := c.Node(t)
+	admin := c.AdminClient(t)
+	reg := registrytest.Start(t)
+	image := reg.Ref("wm/busybox", "1")
+	reg.Push(t, image, registrytest.BusyboxImage(t, map[string]string{"bin/sleep": registrytest.SymlinkPrefix + "busybox"}))
+	allowed := createNamespace(t, c, "node", nil)
+	c.AllowOnNode(t, allowed)
+	other := createNamespace(t, c, "nonode", nil)
+	ctx := context.Background()
+	for _, ns := range []string{allowed, other} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "sleep"},
+			Spec: corev1.PodSpec{
+				AutomountServiceAccountToken:  new(false),
+				TerminationGracePeriodSeconds: new(int64(1)),
+				Containers: []corev1.Container{{
+					Name: "main", Image: image, Command: []string{"sh", "-c", "echo up; exec sleep 3600"},
+					Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("32Mi"),
+					}},
+				}},
+			},
+		}
+		if _, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create pod in %s: %v", ns, err)
+		}
+	}
+
+	if pod := c.WaitRunning(t, allowed, "sleep", time.Minute); pod.Spec.NodeName != node {
+		t.Errorf("the pod runs on %q, want %q", pod.Spec.NodeName, node)
+	}
+	waitFor(t, "the pod's output through the apiserver", func(ctx context.Context) (bool, error) {
+		logs, err := admin.CoreV1().Pods(allowed).GetLogs("sleep", &corev1.PodLogOptions{}).DoRaw(ctx)
+		return string(logs) == "up\n", err
+	})
+	waitFor(t, "the other pod to be unschedulable", func(ctx context.Context) (bool, error) {
+		pod, err := admin.CoreV1().Pods(other).Get(ctx, "sleep", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+				return pod.Status.Phase == corev1.PodPending && pod.Spec.NodeName == "", nil
+			}
+		}
+		return false, nil
+	})
+}
+
 // createNamespace creates a namespace from c.Namespace, which deletes it at
 // cleanup.
 func createNamespace(t *testing.T, c *kubetest.Cluster, prefix string, labels map[string]string) string {
@@ -184,7 +242,8 @@ func createNamespace(t *testing.T, c *kubetest.Cluster, prefix string, labels ma
 }
 
 // gpuPod is a pod of one container asking gpus GPUs (none when 0). Its image
-// is never pulled: no kubelet runs.
+// is never pulled: the pod never leaves Pending unless its namespace is let
+// on the node.
 func gpuPod(name string, gpus int64) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
