@@ -86,12 +86,18 @@ func TestAfterARealPassTheMetricsShowEachStepAndWhatTheOwnerHolds(t *testing.T) 
 	owner := dockertest.Owner(t)
 	const registry = "wm-observe.test:5000"
 	from := dockertest.FreePorts(t, 1)[0]
+	// With a webhook secret, the webhook's metrics are registered too.
+	secret := writeFile(t, t.TempDir(), "webhook-secret", "0123456789abcdef0123456789abcdef\n")
+	if err := os.Chmod(secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := startServe(t, fmt.Sprintf(`poll: {interval: 1s}
 registry: {host: %q}
 policy: {hostPorts: {from: %d, to: %d}}
 docker:
   hosts: [{name: local, endpoint: %q}]
-`, registry, from, from+20, dockertest.Endpoint()))
+webhook: {secretFile: %q}
+`, registry, from, from+20, dockertest.Endpoint(), secret))
 
 	// The commit and its image exist before the repo shows up in the
 	// folder source, as when CI built it before the poll.
@@ -141,7 +147,8 @@ containers:
 	if _, ok := value(families, "wm_owner_resources", map[string]string{"owner": owner, "kind": "sif"}); ok {
 		t.Errorf("%s holds SIFs:\n%s", owner, grep(body, "wm_owner_resources"))
 	}
-	for _, name := range []string{"wm_queue_depth", "wm_passes_in_flight", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, name := range []string{"wm_queue_depth", "wm_passes_in_flight", "wm_webhook_requests_total", "wm_webhook_duration_seconds",
+		"wm_http_rate_limited_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if _, ok := families[name]; !ok {
 			t.Errorf("no %s", name)
 		}
