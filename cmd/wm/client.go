@@ -394,15 +394,21 @@ func rawTerminal(ctx context.Context, cmd *cobra.Command) (restore func(), resiz
 }
 
 func newCpCmd() *cobra.Command {
-	return &cobra.Command{
+	var pod bool
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy files into or out of a container",
-		Long: `Copy a file or folder between this machine and your container: one of SRC
-and DST is NAME:PATH. Into a container, PATH is the folder the file or
-folder goes in; out of one, DST is the local folder it goes in.`,
-		Example: "  wm cp notes.txt web:/data\n  wm cp web:/data/results ./",
+		Long: `Copy a file or folder between this machine and your container (or pod, with
+--pod): one of SRC and DST is NAME:PATH. Into a container, PATH is the
+folder the file or folder goes in; out of one, DST is the local folder it
+goes in. A pod's image needs tar for it.`,
+		Example: "  wm cp notes.txt web:/data\n  wm cp web:/data/results ./\n  wm cp --pod train:/tmp/model.pt ./",
 		Args:    cobra.ExactArgs(2),
 		RunE: withClient(func(ctx context.Context, cmd *cobra.Command, c *access.Client, args []string) error {
+			copyTo, copyFrom := c.CopyTo, c.CopyFrom
+			if pod {
+				copyTo, copyFrom = c.PodCopyTo, c.PodCopyFrom
+			}
 			srcName, srcPath, srcRemote := remotePath(args[0])
 			dstName, dstPath, dstRemote := remotePath(args[1])
 			switch {
@@ -411,9 +417,9 @@ folder goes in; out of one, DST is the local folder it goes in.`,
 			case dstRemote:
 				pr, pw := io.Pipe()
 				go func() { pw.CloseWithError(tarPath(pw, args[0])) }()
-				return c.CopyTo(ctx, dstName, dstPath, pr)
+				return copyTo(ctx, dstName, dstPath, pr)
 			default:
-				rc, err := c.CopyFrom(ctx, srcName, srcPath)
+				rc, err := copyFrom(ctx, srcName, srcPath)
 				if err != nil {
 					return err
 				}
@@ -422,6 +428,8 @@ folder goes in; out of one, DST is the local folder it goes in.`,
 			}
 		}),
 	}
+	cmd.Flags().BoolVar(&pod, "pod", false, "NAME is a Kubernetes pod of yours, not a container")
+	return cmd
 }
 
 // remotePath splits NAME:PATH (PATH absolute).

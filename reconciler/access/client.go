@@ -176,10 +176,13 @@ func (c *Client) PodLogs(ctx context.Context, name string, o LogsRequest) (io.Re
 	if o.Tail > 0 {
 		q.Set("tail", strconv.Itoa(o.Tail))
 	}
+	if o.Since != "" {
+		q.Set("since", o.Since)
+	}
 	if o.Follow {
 		q.Set("follow", "1")
 	}
-	resp, err := c.Do(ctx, http.MethodGet, Prefix+"pods/"+url.PathEscape(name)+"/logs", q, nil)
+	resp, err := c.Do(ctx, http.MethodGet, podPath(name, "logs"), q, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +232,31 @@ func (c *Client) CopyTo(ctx context.Context, name, dir string, archive io.Reader
 	return resp.Body.Close()
 }
 
+// podPath is the API path of a pod's endpoint.
+func podPath(name, what string) string {
+	return Prefix + "pods/" + url.PathEscape(name) + "/" + what
+}
+
+// PodCopyFrom streams a tar archive of the file or folder at path in a
+// pod, as CopyFrom does from a container. The caller closes the stream.
+func (c *Client) PodCopyFrom(ctx context.Context, name, path string) (io.ReadCloser, error) {
+	resp, err := c.Do(ctx, http.MethodGet, podPath(name, "archive"), url.Values{"path": {path}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// PodCopyTo unpacks a tar archive into the folder dir of a pod, as CopyTo
+// does into a container.
+func (c *Client) PodCopyTo(ctx context.Context, name, dir string, archive io.Reader) error {
+	resp, err := c.Do(ctx, http.MethodPut, podPath(name, "archive"), url.Values{"path": {dir}}, archive)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
 // ExecRequest is a command to run with Exec.
 type ExecRequest struct {
 	// Cmd is the command and its arguments.
@@ -255,7 +283,7 @@ func (c *Client) Exec(ctx context.Context, name string, x ExecRequest) (int, err
 
 // PodExec runs a command in a pod, as Exec does in a container.
 func (c *Client) PodExec(ctx context.Context, name string, x ExecRequest) (int, error) {
-	return c.exec(ctx, Prefix+"pods/"+url.PathEscape(name)+"/exec", name, x)
+	return c.exec(ctx, podPath(name, "exec"), name, x)
 }
 
 // exec runs the exec protocol with the endpoint at path.

@@ -25,8 +25,9 @@ import (
 	"github.com/whalemountain/wm/reconciler/kube"
 )
 
-// Cluster is the Kubernetes side of the API: a student's pods' logs, and
-// a short-lived credential for their own namespace. *Kube is one.
+// Cluster is the Kubernetes side of the API: a student's pods' logs,
+// exec and copies, and a short-lived credential for their own namespace.
+// *Kube is one.
 type Cluster interface {
 	// PodLogs streams the logs of owner's pod name; not found unless it
 	// is a pod WhaleMountain made for owner in owner's namespace.
@@ -35,7 +36,15 @@ type Cluster interface {
 	Credential(ctx context.Context, owner string, ttl time.Duration) (KubeCredential, error)
 	// PodExec runs a command in owner's running pod name.
 	PodExec(ctx context.Context, owner, name string, o docker.ExecOptions) (Session, error)
+	// PodCopyFrom streams a tar archive of the file or folder path in
+	// owner's running pod name.
+	PodCopyFrom(ctx context.Context, owner, name, path string) (io.ReadCloser, error)
+	// PodCopyTo unpacks the tar archive content into the folder dir of
+	// owner's running pod name.
+	PodCopyTo(ctx context.Context, owner, name, dir string, content io.Reader) error
 }
+
+var _ Cluster = (*Kube)(nil)
 
 // KubeCredential is what a kubeconfig for one student needs.
 type KubeCredential struct {
@@ -164,8 +173,10 @@ func startPodSession(ctx context.Context, ex remotecommand.Executor, o docker.Ex
 		opts.Stderr = errW
 	}
 	p.stdin = nopWriteCloser{io.Discard}
+	var inR *io.PipeReader
 	if o.Stdin {
-		inR, inW := io.Pipe()
+		var inW *io.PipeWriter
+		inR, inW = io.Pipe()
 		opts.Stdin, p.stdin = inR, inW
 	}
 	if o.TTY {
@@ -189,9 +200,17 @@ func startPodSession(ctx context.Context, ex remotecommand.Executor, o docker.Ex
 		if errW != nil {
 			errW.Close()
 		}
+		if inR != nil {
+			// Input the command will never read fails at once rather
+			// than waiting for a reader.
+			inR.CloseWithError(errSessionEnded)
+		}
 	}()
 	return p
 }
+
+// errSessionEnded is writing input to a command that has ended.
+var errSessionEnded = errors.New("the command has ended")
 
 func (p *podSession) Output() (io.Reader, io.Reader) {
 	if p.stderr == nil {

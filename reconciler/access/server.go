@@ -56,8 +56,8 @@ type Config struct {
 	// Hosts are the Docker hosts, State the state store.
 	Hosts []Host
 	State State
-	// Cluster, when not nil, is the Kubernetes cluster: pod logs and
-	// students' credentials.
+	// Cluster, when not nil, is the Kubernetes cluster: pod logs, exec
+	// and copies, and students' credentials.
 	Cluster Cluster
 	// Addresses maps a host's name to the address students reach its
 	// published ports at; a host not in it is reached at its name.
@@ -170,6 +170,8 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/containers/{name}/exec", "exec", s.exec)
 	route("GET /api/v1/pods/{name}/logs", "pod-logs", s.podLogs)
 	route("GET /api/v1/pods/{name}/exec", "pod-exec", s.podExec)
+	route("GET /api/v1/pods/{name}/archive", "pod-cp-out", s.podCopyOut)
+	route("PUT /api/v1/pods/{name}/archive", "pod-cp-in", s.podCopyIn)
 	route("POST /api/v1/kubeconfig", "kubeconfig", s.kubeconfig)
 	route("GET /api/v1/audit", "audit", s.audit)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
