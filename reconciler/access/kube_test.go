@@ -19,9 +19,10 @@ import (
 	"github.com/whalemountain/wm/schema"
 )
 
-// On the real control plane (no kubelet: pods stay Pending), a student
-// gets a working credential for their own namespace and no other, and
-// another student's pods are refused.
+// On the real control plane, with pods that stay Pending (their
+// namespaces are not let on the node), a student gets a working
+// credential for their own namespace and no other, and another student's
+// pods are refused.
 func TestPodsAndKubernetesCredentialsOnTheRealControlPlane(t *testing.T) {
 	t.Parallel()
 	cluster := kubetest.Env(t)
@@ -72,10 +73,22 @@ func TestPodsAndKubernetesCredentialsOnTheRealControlPlane(t *testing.T) {
 		wantStatus(t, err, http.StatusConflict)
 		_, err = alice.PodExec(ctx, "nothing", access.ExecRequest{Cmd: []string{"sh"}})
 		wantStatus(t, err, http.StatusNotFound)
+		_, err = alice.PodCopyFrom(ctx, "train", "/tmp")
+		wantStatus(t, err, http.StatusConflict)
+		_, err = alice.PodCopyFrom(ctx, "nothing", "/tmp")
+		wantStatus(t, err, http.StatusNotFound)
+		err = alice.PodCopyTo(ctx, "train", "/tmp", tarOf(t, map[string]string{"a.txt": "a"}))
+		wantStatus(t, err, http.StatusConflict)
+		err = alice.PodCopyTo(ctx, "nothing", "/tmp", tarOf(t, map[string]string{"a.txt": "a"}))
+		wantStatus(t, err, http.StatusNotFound)
 	})
-	t.Run("exec in another student's pod is refused", func(t *testing.T) {
+	t.Run("exec in and copies to and from another student's pod are refused", func(t *testing.T) {
 		bob := &access.Client{BaseURL: hs.URL, Token: "bob-token-0123456789x"}
 		_, err := bob.PodExec(ctx, "alice_train", access.ExecRequest{Cmd: []string{"sh"}})
+		wantStatus(t, err, http.StatusForbidden)
+		_, err = bob.PodCopyFrom(ctx, "alice_train", "/tmp")
+		wantStatus(t, err, http.StatusForbidden)
+		err = bob.PodCopyTo(ctx, "alice_train", "/tmp", tarOf(t, map[string]string{"a.txt": "a"}))
 		wantStatus(t, err, http.StatusForbidden)
 	})
 	t.Run("the credential reads the student's own pods and nothing else", func(t *testing.T) {
