@@ -66,11 +66,15 @@
 //	                                                      access_level, the project's own or
 //	                                                      an ancestor group's; 404 "404 Not found"
 //	GET  /projects/:id/repository/files/:file_path?ref=   (and HEAD)
+//	GET  /projects/:id/repository/files/:file_path/raw    ref (merge.go)
 //	GET  /projects/:id/repository/branches/:branch
 //	POST /projects/:id/statuses/:sha                      state, name|context, ref, description,
 //	                                                      target_url, coverage, pipeline_id
 //	GET  /projects/:id/repository/commits/:sha/statuses   ref, name, stage, pipeline_id, all
+//	GET  /projects/:id/merge_requests                     state, labels, target_branch, ... (merge.go)
 //	GET  /projects/:id/merge_requests/:iid
+//	GET  /projects/:id/merge_requests/:iid/versions       (merge.go)
+//	GET  /projects/:id/merge_requests/:iid/resource_label_events  (labelevents.go)
 //	GET  /projects/:id/merge_requests/:iid/notes          sort, order_by
 //	POST /projects/:id/merge_requests/:iid/notes          body
 //	PUT  /projects/:id/merge_requests/:iid/notes/:note_id body
@@ -135,9 +139,12 @@
 //   - Sharing is not modelled (with_shared has no effect), owned, starred
 //     and min_access_level are ignored, and ordering by similarity or
 //     star_count orders by id. Keyset pagination is not implemented.
-//   - Merge requests are within one project and stay "opened" in the API
-//     (a MergeRequestHook may report close or merge); no approvals, no
-//     pipelines, no system notes, no discussions.
+//   - Merge requests are within one project and are "opened" in the API
+//     until MergeMR merges them with a real commit (merge.go); they are
+//     never closed (a MergeRequestHook may report close); no approvals, no
+//     pipelines, no system notes, no discussions. LabelMR and UnlabelMR
+//     label them as a user would, recording resource label events
+//     (labelevents.go).
 //   - Deletion is immediate; recent GitLab marks a project for deletion
 //     first (renamed and scheduled), which the double does not show.
 //   - Git is fetch-only: pushes (git-receive-pack) and dumb HTTP are

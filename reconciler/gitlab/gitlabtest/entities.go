@@ -477,15 +477,20 @@ func (g *GitLab) mergeRequestLocked(mr *MergeRequest) mergeRequestEntity {
 	mr.refreshLocked()
 	p := mr.project
 	full := p.fullPathLocked()
-	target, _ := p.resolveCommit("refs/heads/" + mr.target)
-	base := p.mergeBase(target, mr.sha)
-	changes := itoa(p.changedPaths(base, mr.sha))
-	return mergeRequestEntity{
-		ID: mr.id, IID: mr.iid, ProjectID: p.id, Title: mr.title, State: "opened",
+	var target, base, changes string
+	if v := mr.versions[len(mr.versions)-1]; mr.merged != nil {
+		target, base, changes = v.start, v.base, itoa(v.realSize) // what it merged
+	} else {
+		target, _ = p.resolveCommit("refs/heads/" + mr.target)
+		base = p.mergeBase(target, mr.sha)
+		changes = itoa(p.changedPaths(base, mr.sha))
+	}
+	e := mergeRequestEntity{
+		ID: mr.id, IID: mr.iid, ProjectID: p.id, Title: mr.title, State: mr.stateLocked(),
 		CreatedAt: iso(mr.created), UpdatedAt: iso(mr.updated),
 		TargetBranch: mr.target, SourceBranch: mr.source, UserNotesCount: len(mr.notes),
 		Author: g.userBasic(mr.author), Assignees: []any{}, Reviewers: []any{},
-		SourceProjectID: p.id, TargetProjectID: p.id, Labels: []string{},
+		SourceProjectID: p.id, TargetProjectID: p.id, Labels: append([]string{}, mr.labels...),
 		ImportedFrom: "none", MergeStatus: "can_be_merged", DetailedMergeStatus: "mergeable",
 		SHA: mr.sha, PreparedAt: iso(mr.created),
 		Reference: "!" + itoa(mr.iid),
@@ -506,4 +511,17 @@ func (g *GitLab) mergeRequestLocked(mr *MergeRequest) mergeRequestEntity {
 		},
 		User: map[string]bool{"can_merge": true},
 	}
+	if m := mr.merged; m != nil {
+		by := g.userBasic(m.by)
+		e.MergedBy, e.MergeUser, e.MergedAt = by, by, iso(m.at)
+		e.DetailedMergeStatus = "not_open"
+		if m.mergeCommit != "" {
+			e.MergeCommitSHA = m.mergeCommit
+		}
+		if m.squashCommit != "" {
+			e.SquashCommitSHA, e.Squash, e.SquashOnMerge = m.squashCommit, true, true
+		}
+		e.User = map[string]bool{"can_merge": false}
+	}
+	return e
 }

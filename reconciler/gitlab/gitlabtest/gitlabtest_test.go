@@ -1121,3 +1121,177 @@ func gitCLI(args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+func TestMergedMergeRequestsLabelsAndRawFiles(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T) (*gitlabtest.GitLab, *gitlabtest.Project, *gitlab.Client) {
+		g := gitlabtest.New(t, token)
+		p := g.AddProject(t, "students/alice/web")
+		p.Commit(t, "main", map[string]string{"wm.yaml": "version: 1\n", "README": "hi\n"}, "first")
+		return g, p, g.Client(t)
+	}
+	open := func(t *testing.T, g *gitlabtest.GitLab, p *gitlabtest.Project, branch, content string) int {
+		p.Branch(t, branch, "main")
+		p.Commit(t, branch, map[string]string{"wm.yaml": content, "README": "hi\n", branch + ".txt": branch}, branch)
+		return g.OpenMergeRequest(t, p.Path(), branch, "main").IID()
+	}
+
+	t.Run("label events record who added and removed a label, oldest first, and only changes", func(t *testing.T) {
+		g, p, c := setup(t)
+		iid := open(t, g, p, "feature", "version: 2\n")
+		g.LabelMR(t, p.Path(), iid, "teacher", "approved")
+		g.LabelMR(t, p.Path(), iid, "teacher", "approved") // carried already: no event
+		g.UnlabelMR(t, p.Path(), iid, "tutor", "approved")
+		g.UnlabelMR(t, p.Path(), iid, "tutor", "approved") // not carried: no event
+		g.LabelMR(t, p.Path(), iid, "dean", "approved")
+		events, resp, err := c.ResourceLabelEvents.ListMergeRequestsLabelEvents(p.Path(), int64(iid), nil)
+		if err != nil || len(events) != 3 || resp.TotalItems != 3 {
+			t.Fatalf("events %+v, %v", events, err)
+		}
+		m, _, err := c.MergeRequests.GetMergeRequest(p.ID(), int64(iid), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []struct{ action, user string }{{"add", "teacher"}, {"remove", "tutor"}, {"add", "dean"}} {
+			e := events[i]
+			if e.Action != want.action || e.User.Username != want.user || e.Label.Name != "approved" ||
+				e.Label.ID != events[0].Label.ID || e.ResourceType != "MergeRequest" || e.ResourceID != m.ID || e.CreatedAt == nil ||
+				(i > 0 && !e.CreatedAt.After(*events[i-1].CreatedAt)) || (i > 0 && e.ID <= events[i-1].ID) {
+				t.Errorf("event %d: %+v; want %s by %s, after the one before", i, e, want.action, want.user)
+			}
+		}
+		if !slices.Equal(m.Labels, gitlab.Labels{"approved"}) {
+			t.Errorf("labels %v", m.Labels)
+		}
+		if got := g.LabelEvents(p.Path(), iid); len(got) != 3 || got[2].User.Username != "dean" {
+			t.Errorf("the model holds %+v", got)
+		}
+		if _, _, err := c.ResourceLabelEvents.ListMergeRequestsLabelEvents(p.Path(), 99, nil); !errors.Is(err, gitlab.ErrNotFound) {
+			t.Errorf("missing merge request: %v", err)
+		}
+	})
+
+	t.Run("a merge makes a real merge commit that the branch, the entity and files/raw show", func(t *testing.T) {
+		g, p, c := setup(t)
+		iid := open(t, g, p, "feature", "version: 2\n")
+		head := g.OpenMergeRequest(t, p.Path(), "feature", "main").SHA() // a second one, left open
+		landed := g.MergeMR(t, p.Path(), iid, "alice")
+		b, _, err := c.Branches.GetBranch(p.ID(), "main")
+		if err != nil || b.Commit.ID != landed || len(b.Commit.ParentIDs) != 2 || b.Commit.ParentIDs[1] != head {
+			t.Fatalf("main %+v, %v; want the merge commit %s with parents main and %s", b, err, landed, head)
+		}
+		m, _, err := c.MergeRequests.GetMergeRequest(p.ID(), int64(iid), nil)
+		if err != nil || m.State != "merged" || m.MergeCommitSHA != landed || m.SquashCommitSHA != "" || m.SHA != head ||
+			m.MergedAt == nil || m.MergeUser == nil || m.MergeUser.Username != "alice" || m.MergedBy == nil ||
+			m.DiffRefs.HeadSha != head || m.DetailedMergeStatus != "not_open" {
+			t.Fatalf("merged %+v, %v", m, err)
+		}
+		raw, resp, err := c.RepositoryFiles.GetRawFile(p.ID(), "wm.yaml", &gitlab.GetRawFileOptions{Ref: gitlab.Ptr(landed)})
+		if err != nil || string(raw) != "version: 2\n" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+			t.Fatalf("raw at the merge commit %q, %v", raw, err)
+		}
+		if raw, _, err := c.RepositoryFiles.GetRawFile(p.Path(), "wm.yaml", nil); err != nil || string(raw) != "version: 2\n" {
+			t.Fatalf("raw on the default branch %q, %v", raw, err)
+		}
+		for _, c := range []struct{ file, ref, want string }{
+			{"missing.yaml", landed, `{"message":"404 File Not Found"}`},
+			{"wm.yaml", "nope", `{"message":"404 Commit Not Found"}`},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v4/projects/%d/repository/files/%s/raw?ref=%s", g.URL(), p.ID(), c.file, c.ref), nil)
+			req.Header.Set("PRIVATE-TOKEN", token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || string(body) != c.want {
+				t.Errorf("raw %s at %s: %d %s; want 404 %s", c.file, c.ref, resp.StatusCode, body, c.want)
+			}
+		}
+		if got := g.UnimplementedRequests(); len(got) != 0 {
+			t.Fatalf("unimplemented requests %v", got)
+		}
+	})
+
+	t.Run("squash and fast-forward set squash_commit_sha and no merge commit", func(t *testing.T) {
+		g, p, c := setup(t)
+		iid := open(t, g, p, "feature", "version: 3\n")
+		head := g.OpenMergeRequest(t, p.Path(), "feature", "main").SHA()
+		landed := g.MergeMR(t, p.Path(), iid, "alice", gitlabtest.Squash(), gitlabtest.FastForward())
+		m, _, err := c.MergeRequests.GetMergeRequest(p.ID(), int64(iid), nil)
+		if err != nil || m.MergeCommitSHA != "" || m.SquashCommitSHA != landed || landed == head || !m.Squash {
+			t.Fatalf("merged %+v, %v; want squash commit %s", m, err, landed)
+		}
+		if raw, _, err := c.RepositoryFiles.GetRawFile(p.ID(), "wm.yaml", &gitlab.GetRawFileOptions{Ref: gitlab.Ptr(landed)}); err != nil || string(raw) != "version: 3\n" {
+			t.Fatalf("raw at the squash commit %q, %v", raw, err)
+		}
+	})
+
+	t.Run("the list filters by state, every label and target branch, newest first, page by page", func(t *testing.T) {
+		g, p, c := setup(t)
+		p.Branch(t, "other", "main")
+		var iids []int
+		for i := range 3 {
+			iids = append(iids, open(t, g, p, fmt.Sprintf("f%d", i), "version: 1\n"))
+			g.LabelMR(t, p.Path(), iids[i], "teacher", "approved")
+		}
+		g.LabelMR(t, p.Path(), iids[2], "teacher", "other")
+		other := g.OpenMergeRequest(t, p.Path(), "f0", "other").IID()
+		g.LabelMR(t, p.Path(), other, "teacher", "approved")
+		g.MergeMR(t, p.Path(), iids[0], "alice")
+		g.MergeMR(t, p.Path(), iids[2], "alice", gitlabtest.Squash())
+		g.MergeMR(t, p.Path(), other, "alice")
+		list := func(opt *gitlab.ListProjectMergeRequestsOptions) []int64 {
+			t.Helper()
+			mrs, _, err := c.MergeRequests.ListProjectMergeRequests(p.Path(), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []int64
+			for _, m := range mrs {
+				out = append(out, m.IID)
+			}
+			return out
+		}
+		merged := &gitlab.ListProjectMergeRequestsOptions{
+			State: gitlab.Ptr("merged"), Labels: &gitlab.LabelOptions{"approved"}, TargetBranch: gitlab.Ptr("main"),
+		}
+		if got := list(merged); !slices.Equal(got, []int64{3, 1}) {
+			t.Errorf("merged, approved, into main: %v; want [3 1]", got)
+		}
+		merged.Labels = &gitlab.LabelOptions{"approved", "other"}
+		if got := list(merged); !slices.Equal(got, []int64{3}) {
+			t.Errorf("with both labels: %v; want [3]", got)
+		}
+		if got := list(&gitlab.ListProjectMergeRequestsOptions{State: gitlab.Ptr("opened")}); !slices.Equal(got, []int64{2}) {
+			t.Errorf("opened: %v; want [2]", got)
+		}
+		if got := list(&gitlab.ListProjectMergeRequestsOptions{Sort: gitlab.Ptr("asc")}); !slices.Equal(got, []int64{1, 2, 3, 4}) {
+			t.Errorf("all, oldest first: %v", got)
+		}
+		page, resp, err := c.MergeRequests.ListProjectMergeRequests(p.Path(), &gitlab.ListProjectMergeRequestsOptions{ListOptions: gitlab.ListOptions{PerPage: 3}})
+		if err != nil || len(page) != 3 || resp.NextPage != 2 || resp.TotalItems != 4 || page[0].IID != 4 {
+			t.Errorf("first page %d items, next %d, total %d, %v", len(page), resp.NextPage, resp.TotalItems, err)
+		}
+		_, _, err = c.MergeRequests.ListProjectMergeRequests(p.Path(), &gitlab.ListProjectMergeRequestsOptions{State: gitlab.Ptr("done")})
+		if !gitlab.HasStatusCode(err, http.StatusBadRequest) {
+			t.Errorf("an unknown state: %v", err)
+		}
+	})
+
+	t.Run("each new head of the source branch is a diff version, listed newest first", func(t *testing.T) {
+		g, p, c := setup(t)
+		iid := open(t, g, p, "feature", "version: 2\n")
+		first := g.OpenMergeRequest(t, p.Path(), "feature", "main").SHA()
+		second := p.Commit(t, "feature", map[string]string{"wm.yaml": "version: 3\n", "README": "hi\n"}, "v3")
+		vs, _, err := c.MergeRequests.GetMergeRequestDiffVersions(p.ID(), int64(iid), nil)
+		if err != nil || len(vs) != 2 {
+			t.Fatalf("versions %+v, %v", vs, err)
+		}
+		if vs[0].HeadCommitSHA != second || vs[1].HeadCommitSHA != first || !vs[0].CreatedAt.After(*vs[1].CreatedAt) ||
+			vs[0].State != "collected" || vs[0].RealSize != "1" || vs[1].RealSize != "2" || vs[0].StartCommitSHA != vs[0].BaseCommitSHA {
+			t.Fatalf("versions %+v; want %s then %s", vs, second, first)
+		}
+	})
+}

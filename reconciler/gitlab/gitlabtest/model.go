@@ -86,6 +86,8 @@ type Project struct {
 	members      map[*user]*member // direct members
 	issues       []*issue          // by iid - 1: issues are never deleted
 	noIssues     bool              // the issues feature turned off (IssuesDisabled)
+	labelIDs     map[string]int    // the project's labels by name, made as merge requests get them
+	lastStamp    time.Time         // the last stampLocked, which label events and versions are made at
 }
 
 // ID returns the project's numeric id, which survives renames and
@@ -414,8 +416,8 @@ func (g *GitLab) Unarchive(t testing.TB, project string) {
 	p.updated = now()
 }
 
-// MergeRequest is an open merge request between two branches of one
-// project (forks are not modelled).
+// MergeRequest is a merge request between two branches of one project
+// (forks are not modelled): open until MergeMR merges it.
 type MergeRequest struct {
 	g       *GitLab
 	project *Project
@@ -431,6 +433,12 @@ type MergeRequest struct {
 	sha            string // the source branch's head when last read
 	hookSHA        string // the sha the last MergeRequestHook reported
 	notes          []*note
+
+	// labels, diff versions and merging (labelevents.go, merge.go)
+	labels      []string      // sorted, as the entity lists them
+	labelEvents []*labelEvent // oldest first
+	versions    []*mrVersion  // oldest first: one per head the merge request had
+	merged      *mergeRecord  // nil while the merge request is open
 }
 
 // IID returns the merge request's number within its project.
@@ -451,11 +459,17 @@ func (mr *MergeRequest) SHA() string {
 }
 
 // refreshLocked follows the source branch's head, as GitLab updates a
-// merge request after every push to its source branch.
+// merge request after every push to its source branch, recording a new
+// diff version for each head; a merged merge request keeps the head it
+// merged.
 func (mr *MergeRequest) refreshLocked() {
+	if mr.merged != nil {
+		return
+	}
 	if sha, ok := mr.project.resolveCommit("refs/heads/" + mr.source); ok && sha != mr.sha {
 		mr.sha = sha
-		mr.updated = now()
+		mr.updated = mr.project.stampLocked()
+		mr.addVersionLocked(mr.updated)
 	}
 }
 
