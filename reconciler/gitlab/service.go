@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,11 @@ type Service struct {
 
 	jobTimeout    time.Duration // set at construction
 	shutdownGrace time.Duration // set at construction
+
+	// extension approvals (extension.go), set at construction
+	extLabel   string   // semester.extensionLabel; "" approves nothing
+	adminGroup string   // access.gitlabAdminGroup
+	admins     []string // access.admins
 }
 
 var _ webhook.Dispatcher = (*Service)(nil)
@@ -97,6 +103,18 @@ func WithJobTimeout(d time.Duration) ServiceOption {
 // poll.shutdownGrace, as for its loop.
 func WithShutdownGrace(d time.Duration) ServiceOption {
 	return func(s *Service) { s.shutdownGrace = max(0, d) }
+}
+
+// WithExtensions has Extension honour the merge requests an admin
+// labelled label (the server config's semester.extensionLabel). Admins are
+// the members of adminGroup (access.gitlabAdminGroup), directly or through
+// a parent group, and the GitLab accounts named in admins
+// (access.admins). Without it, or with label "", Extension approves
+// nothing.
+func WithExtensions(label, adminGroup string, admins []string) ServiceOption {
+	return func(s *Service) {
+		s.extLabel, s.adminGroup, s.admins = label, adminGroup, slices.Clone(admins)
+	}
 }
 
 // NewService returns the GitLab service; Connect must be called before
