@@ -167,8 +167,11 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, 
 			rt.Close()
 			return nil, err
 		}
-		rt.gitlab = gitlab.NewService(client, *g, cfg.Policy.Quota, log,
-			gitlab.WithJobTimeout(cfg.Poll.PassTimeout.Std()), gitlab.WithShutdownGrace(cfg.Poll.ShutdownGrace.Std()))
+		svcOpts := []gitlab.ServiceOption{gitlab.WithJobTimeout(cfg.Poll.PassTimeout.Std()), gitlab.WithShutdownGrace(cfg.Poll.ShutdownGrace.Std())}
+		if s := cfg.Semester; s != nil && s.ExtensionLabel != "" {
+			svcOpts = append(svcOpts, gitlab.WithExtensions(s.ExtensionLabel, cfg.Access.GitLabAdminGroup, cfg.Access.Admins))
+		}
+		rt.gitlab = gitlab.NewService(client, *g, cfg.Policy.Quota, log, svcOpts...)
 		opts = append(opts, reconciler.WithReporter(rt.gitlab.Reporter()))
 		// The token goes to GitLab's own URLs only.
 		git = reconciler.GitRouter{

@@ -24,7 +24,7 @@ func startSchedules(ctx context.Context, rt *runtime, loop *reconciler.Loop, log
 	}
 	var x reconciler.Extender
 	if rt.gitlab != nil && rt.cfg.Semester != nil && rt.cfg.Semester.ExtensionLabel != "" {
-		x, _ = any(rt.gitlab).(reconciler.Extender)
+		x = rt.gitlab
 	}
 	jobs, err := reconciler.Jobs(rt.cfg, rt.rec, loop, n, x)
 	if err != nil {
