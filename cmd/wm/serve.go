@@ -48,8 +48,14 @@ level.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// The checks wm validate --server makes too (preflight.go).
-			if _, err := loadCheckedConfig(cmd, g.config); err != nil {
+			cfg, err := loadCheckedConfig(cmd, g.config)
+			if err != nil {
 				return err
+			}
+			if cfg.HA != nil {
+				// One replica of several: only the Lease's holder opens
+				// the runtime (ha.go).
+				return serveHA(ctx, cmd, g, cfg)
 			}
 			rt, _, err := openRuntime(cmd, g, false, nil)
 			if err != nil {
