@@ -86,6 +86,8 @@ type Config struct {
 	// (behind a reverse proxy, from X-Forwarded-For); by default its
 	// remote address.
 	ClientAddr func(r *http.Request) string
+	// Waker, when set, wakes containers idle culling stopped.
+	Waker Waker
 	// Log receives one line per access; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil is time.Now.
@@ -165,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/sifs", "list-sifs", s.listSIFs)
 	route("GET /api/v1/containers/{name}/logs", "logs", s.logs)
 	route("POST /api/v1/containers/{name}/restart", "restart", s.restart)
+	route("POST /api/v1/containers/{name}/wake", "wake", s.wake)
 	route("GET /api/v1/containers/{name}/archive", "cp-out", s.copyOut)
 	route("PUT /api/v1/containers/{name}/archive", "cp-in", s.copyIn)
 	route("GET /api/v1/containers/{name}/exec", "exec", s.exec)
