@@ -98,7 +98,7 @@ wm.yaml reference: schema/README.md`,
 	sifCmd.AddCommand(newSIFGetCmd())
 	root.AddCommand(newValidateCmd(g), newSchemaCmd(), newReconcileCmd(g), newPlanCmd(g), newStatusCmd(g), newServeCmd(g), newImagesCmd(g), newKubeconfigCmd(g), sifCmd, newVersionCmd())
 	// wm as a client of a running wm serve (client.go).
-	root.AddCommand(newLoginCmd(), newPsCmd(), newLogsCmd(), newExecCmd(), newCpCmd(), newRestartCmd())
+	root.AddCommand(newLoginCmd(), newPsCmd(), newLogsCmd(), newExecCmd(), newCpCmd(), newRestartCmd(), newWakeCmd())
 	// Operations on the Docker hosts (hosts.go).
 	root.AddCommand(newHostsCmd(g))
 	return root

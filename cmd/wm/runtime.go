@@ -49,6 +49,8 @@ type runtime struct {
 	// gitlab is set when the config has a GitLab source.
 	gitlab *gitlab.Service
 	sif    *sif.Builder
+	// loop is the poll loop of wm serve, once it runs.
+	loop *reconciler.Loop
 	// daemon is the local Docker daemon the SIF builder reads images
 	// from when their registry cannot be reached.
 	daemon *docker.Engine

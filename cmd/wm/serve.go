@@ -113,6 +113,7 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 	folders := reconciler.NewFolderWatch(rt.cfg.Sources.Dirs, known, log)
 	discover := folders.Discovering(func() ([]reconciler.Repo, error) { return rt.repos(log) }, func(r reconciler.Repo) { loop.Retire(r) })
 	loop = reconciler.NewLoop(rt.rec, discover, rt.cfg.Poll.Interval.Std(), rt.cfg.Poll.MaxJitter(), rt.cfg.Poll.Concurrency, log)
+	rt.loop = loop
 	loop.PassTimeout, loop.ShutdownGrace = rt.cfg.Poll.PassTimeout.Std(), rt.cfg.Poll.ShutdownGrace.Std()
 	// The grace starts with shutdown; the GitLab work under way gets no
 	// more than the passes.
@@ -139,6 +140,10 @@ func serveLoop(ctx context.Context, cmd *cobra.Command, rt *runtime, ls *listene
 		rt.gitlab.Connect(rt.rec, loop)
 		dispatcher = rt.gitlab
 		background.Go(func() { rt.gitlab.Run(ctx) })
+	}
+	if err := startSchedules(ctx, rt, loop, log, &background); err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "wm:", err)
+		return exitError{exitInvalid}
 	}
 	var servers []*http.Server
 	if ls != nil {
@@ -296,6 +301,9 @@ func accessServer(rt *runtime, log *slog.Logger) (*access.Server, error) {
 	cfg := access.Config{Auth: auth, State: rt.store, Addresses: map[string]string{}, MaxSessions: a.MaxSessions, IdleTimeout: a.IdleTimeout.Std(),
 		MaxCopyBytes: schema.SizeBytes(a.MaxCopySize), AllowedOrigins: a.AllowedOrigins, Log: log,
 		ClientAddr: func(r *http.Request) string { return clientAddr(r, trusted).String() }}
+	if rt.cfg.Culling != nil {
+		cfg.Waker = rt.waker()
+	}
 	if rt.cfg.Kubernetes != nil {
 		k, err := kubeAccess(rt.cfg)
 		if err != nil {
