@@ -180,6 +180,13 @@ func (r *Reconciler) allocatePorts(ctx context.Context, p *pass, spec *core.Cont
 	}
 	busy := map[int]bool{}
 	for _, l := range all {
+		if _, ok := identity(l.Container); !ok && !l.Running {
+			// Set aside by a recreation cut short (a process killed, a
+			// replica that lost its Lease): stopped, it binds nothing, a
+			// pass of its repo removes it, and the store keeps its
+			// ports for its successor, which must not lose them.
+			continue
+		}
 		for _, b := range l.Ports {
 			busy[b.Host] = true
 		}
