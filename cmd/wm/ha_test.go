@@ -57,6 +57,8 @@ const (
 //     in the middle of its pass: the other takes over within the lease
 //     and converges, each declared container there once, no container
 //     set aside or undeclared left, the three keeping their host ports;
+//   - the killed one comes back on standby; a commit changes all six and
+//     the leader is killed as it starts recreating one: the same again;
 //   - a SIGTERM makes the leader release the Lease: the standby takes
 //     over at once, well before the lease would run out;
 //   - a leader cut off from the apiserver exits non-zero before the
@@ -127,131 +129,152 @@ ha: {leaseNamespace: %s, leaseDuration: %v, renewDeadline: %v, retryPeriod: %v}
 
 	// A leads; B, started once A holds the Lease, waits.
 	a.start(t, bin)
-	waitFor(t, 30*time.Second, "A holds the Lease", func() (bool, string) {
-		h := leaseHolder(admin, ns, lease)
-		return h == a.identity(), "holder " + h + "\n" + a.out.String()
-	})
+	holds(t, admin, ns, lease, a, 30*time.Second)
 	b.start(t, bin)
-	waitFor(t, 30*time.Second, "B on standby names A", func() (bool, string) {
-		code, body := get(b.public + "/readyz")
-		return code == http.StatusServiceUnavailable && body == "standby: replica "+a.identity()+" leads\n", fmt.Sprintf("%d %q", code, body)
-	})
+	b.waitStandby(t, a)
 	for _, path := range []string{"/livez", "/healthz"} {
 		if code, body := get(b.public + path); code != http.StatusOK || body != "ok\n" {
 			t.Errorf("B on standby: %s %d %q", path, code, body)
 		}
 	}
 	first := waitConverged(t, cli, instance, owner, names("a", "b", "c"), "1", 90*time.Second, a)
-	waitFor(t, 30*time.Second, "A ready", func() (bool, string) {
-		code, body := get(a.public + "/readyz")
-		return code == http.StatusOK, fmt.Sprintf("%d %q", code, body)
-	})
+	a.waitReady(t)
 	if h := leaseHolder(admin, ns, lease); h != a.identity() {
 		t.Fatalf("the Lease is %q's, not A's (%s)", h, a.identity())
 	}
 
 	// The next commit changes a, b and c (recreated) and adds d, e and f;
-	// its image is there before main moves to it.
-	gittest.Git(t, repo.Path(), "update-ref", "refs/heads/next", sha1)
-	sha2 := repo.Commit(t, "next", map[string]string{"wm.yaml": haWmYAML("2", "a", "b", "c", "d", "e", "f")}, "six")
-	dockertest.BusyboxImage(t, fmt.Sprintf("%s/%s/web:%s", registry, owner, sha2))
-	gittest.Git(t, repo.Path(), "update-ref", "refs/heads/main", sha2)
-
-	// A is killed at the first change the engine shows.
-	waitFor(t, 60*time.Second, "A's first change on the engine", func() (bool, string) {
-		now := listInstance(t, cli, instance)
-		for name, c := range now {
-			if was, ok := first[name]; !ok || was.ID != c.ID {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(len(now), " containers")
-	})
-	a.kill(t)
-	killed := time.Now()
-	atKill := listInstance(t, cli, instance)
-	if convergedOn(t, cli, atKill, names("a", "b", "c", "d", "e", "f"), "2") {
-		t.Fatalf("A finished its pass before it was killed: no takeover mid-pass was tested\n%s", a.out.String())
-	}
-	t.Logf("at the kill, the engine had: %v", slices.Sorted(maps.Keys(atKill)))
-
-	// B takes over within the lease (and a retry's wait), and converges.
-	waitFor(t, haLease+2*haRetry+5*time.Second, "B holds the Lease", func() (bool, string) {
-		h := leaseHolder(admin, ns, lease)
-		return h == b.identity(), "holder " + h
-	})
+	// its image is there before main moves to it. A is killed at the
+	// first change the engine shows: B takes over within the lease (and a
+	// retry's wait) and converges.
+	sha2 := commitNext(t, repo, registry, owner, haWmYAML("2", "a", "b", "c", "d", "e", "f"))
+	killed := killAtFirstChange(t, cli, instance, a, first, names("a", "b", "c", "d", "e", "f"), "2")
+	holds(t, admin, ns, lease, b, haLease+2*haRetry+5*time.Second)
 	t.Logf("B took the Lease %v after A was killed", time.Since(killed).Round(100*time.Millisecond))
-	last := waitConverged(t, cli, instance, owner, names("a", "b", "c", "d", "e", "f"), "2", 90*time.Second, b)
-	for _, n := range names("a", "b", "c") {
-		if last[n].ID == first[n].ID {
-			t.Errorf("%s was not recreated", n)
-		}
-		if got, want := hostPorts(last[n]), hostPorts(first[n]); got != want || want == "" {
-			t.Errorf("%s: host port %s, was %s", n, got, want)
-		}
-	}
-	waitFor(t, 30*time.Second, "B ready", func() (bool, string) {
-		code, body := get(b.public + "/readyz")
-		return code == http.StatusOK, fmt.Sprintf("%d %q\n%s", code, body, b.out.String())
-	})
+	second := waitConverged(t, cli, instance, owner, names("a", "b", "c", "d", "e", "f"), "2", 90*time.Second, b)
+	recreatedInPlace(t, first, second, names("a", "b", "c"))
+	b.waitReady(t)
 	if code, out, errOut := wm(t, "status", "--config", b.config); code != 0 || !strings.Contains(out, shortRev(sha2)) || !strings.Contains(out, "Ready") {
 		t.Errorf("wm status through B: exit %d\n%s%s", code, out, errOut)
 	}
 
-	// A again, on standby; B stops cleanly and releases the Lease: A takes
-	// over at once, not a lease later.
+	// A again, on standby. The next commit changes all six, and B is
+	// killed as it starts recreating one (stopped, set aside, made anew,
+	// the old one removed): A takes over and converges.
 	a.start(t, bin)
-	waitFor(t, 30*time.Second, "A on standby names B", func() (bool, string) {
-		code, body := get(a.public + "/readyz")
-		return code == http.StatusServiceUnavailable && body == "standby: replica "+b.identity()+" leads\n", fmt.Sprintf("%d %q", code, body)
-	})
-	b.signal(t, syscall.SIGTERM)
-	if code := b.wait(t, 30*time.Second); code != 0 {
-		t.Errorf("B exited %d on SIGTERM:\n%s", code, b.out.String())
+	a.waitStandby(t, b)
+	commitNext(t, repo, registry, owner, haWmYAML("3", "a", "b", "c", "d", "e", "f"))
+	killed = killAtFirstChange(t, cli, instance, b, second, names("a", "b", "c", "d", "e", "f"), "3")
+	holds(t, admin, ns, lease, a, haLease+2*haRetry+5*time.Second)
+	t.Logf("A took the Lease %v after B was killed", time.Since(killed).Round(100*time.Millisecond))
+	third := waitConverged(t, cli, instance, owner, names("a", "b", "c", "d", "e", "f"), "3", 90*time.Second, a)
+	recreatedInPlace(t, second, third, names("a", "b", "c", "d", "e", "f"))
+	a.waitReady(t)
+
+	// B again, on standby; A stops cleanly and releases the Lease: B takes
+	// over at once, not a lease later.
+	b.start(t, bin)
+	b.waitStandby(t, a)
+	a.signal(t, syscall.SIGTERM)
+	if code := a.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("A exited %d on SIGTERM:\n%s", code, a.out.String())
 	}
-	if !strings.Contains(b.out.String(), "the Lease is released") {
-		t.Errorf("B's log does not say it released the Lease:\n%s", b.out.String())
+	if !strings.Contains(a.out.String(), "the Lease is released") {
+		t.Errorf("A's log does not say it released the Lease:\n%s", a.out.String())
 	}
 	stopped := time.Now()
-	waitFor(t, haLease, "A holds the released Lease", func() (bool, string) {
-		h := leaseHolder(admin, ns, lease)
-		return h == a.identity(), "holder " + h
-	})
+	holds(t, admin, ns, lease, b, haLease)
 	if took := time.Since(stopped); took > haLease-haRenew+haRetry {
-		t.Errorf("A took the released Lease %v after B stopped: as long as if it had not been released", took)
+		t.Errorf("B took the released Lease %v after A stopped: as long as if it had not been released", took)
 	}
-	waitFor(t, 30*time.Second, "A ready", func() (bool, string) {
-		code, body := get(a.public + "/readyz")
-		return code == http.StatusOK, fmt.Sprintf("%d %q\n%s", code, body, a.out.String())
-	})
+	b.waitReady(t)
 
-	// B again, on standby; A loses the apiserver: it exits non-zero
-	// before B may take the Lease.
-	b.start(t, bin)
-	waitFor(t, 30*time.Second, "B on standby names A", func() (bool, string) {
-		code, body := get(b.public + "/readyz")
-		return code == http.StatusServiceUnavailable && body == "standby: replica "+a.identity()+" leads\n", fmt.Sprintf("%d %q", code, body)
-	})
-	a.proxy.cut()
+	// A again, on standby; B loses the apiserver: it exits non-zero
+	// before A may take the Lease.
+	a.start(t, bin)
+	a.waitStandby(t, b)
+	b.proxy.cut()
 	cut := time.Now()
-	waitFor(t, haLease+2*haRetry+5*time.Second, "B holds the Lease", func() (bool, string) {
-		h := leaseHolder(admin, ns, lease)
-		return h == b.identity(), "holder " + h
-	})
+	holds(t, admin, ns, lease, a, haLease+2*haRetry+5*time.Second)
 	select {
-	case <-a.exited:
-		// B wrote when it took the Lease, by the same clock.
-		if took := leaseAcquired(admin, ns, lease); !a.exitAt.Before(took) {
-			t.Errorf("A exited at %v, not before B took the Lease at %v", a.exitAt, took)
+	case <-b.exited:
+		// A wrote when it took the Lease, by the same clock.
+		if took := leaseAcquired(admin, ns, lease); !b.exitAt.Before(took) {
+			t.Errorf("B exited at %v, not before A took the Lease at %v", b.exitAt, took)
 		}
-		t.Logf("A exited %v after it was cut off", a.exitAt.Sub(cut).Round(100*time.Millisecond))
+		t.Logf("B exited %v after it was cut off", b.exitAt.Sub(cut).Round(100*time.Millisecond))
 	default:
-		t.Fatalf("A still runs cut off from the apiserver, and B holds the Lease:\n%s", a.out.String())
+		t.Fatalf("B still runs cut off from the apiserver, and A holds the Lease:\n%s", b.out.String())
 	}
-	if code := a.exitCode(); code == 0 || !strings.Contains(a.out.String(), "lost the Lease") {
-		t.Errorf("A cut off from the apiserver exited %d:\n%s", code, a.out.String())
+	if code := b.exitCode(); code == 0 || !strings.Contains(b.out.String(), "lost the Lease") {
+		t.Errorf("B cut off from the apiserver exited %d:\n%s", code, b.out.String())
 	}
-	waitConverged(t, cli, instance, owner, names("a", "b", "c", "d", "e", "f"), "2", 60*time.Second, b)
+	a.waitReady(t)
+	waitConverged(t, cli, instance, owner, names("a", "b", "c", "d", "e", "f"), "3", 60*time.Second, a)
+}
+
+// commitNext makes a commit of wmYAML on top of main and the image CI
+// would build for it, then moves main to it: the image is there before
+// the commit is seen. It returns the commit.
+func commitNext(t *testing.T, repo *gittest.Repo, registry, owner, wmYAML string) string {
+	t.Helper()
+	gittest.Git(t, repo.Path(), "update-ref", "refs/heads/next", "refs/heads/main")
+	sha := repo.Commit(t, "next", map[string]string{"wm.yaml": wmYAML}, "next")
+	dockertest.BusyboxImage(t, fmt.Sprintf("%s/%s/web:%s", registry, owner, sha))
+	gittest.Git(t, repo.Path(), "update-ref", "refs/heads/main", sha)
+	return sha
+}
+
+// killAtFirstChange kills the leader (SIGKILL) as soon as the engine
+// shows a change from before (a container made, stopped, set aside or
+// replaced), and fails the test if its pass was over by then: the
+// takeover would not be tested mid-pass. It returns when it killed.
+func killAtFirstChange(t *testing.T, cli *client.Client, instance string, leader *haReplica, before map[string]container.Summary, declared []string, version string) time.Time {
+	t.Helper()
+	waitFor(t, 60*time.Second, leader.name+"'s first change on the engine", func() (bool, string) {
+		now := listInstance(t, cli, instance)
+		for name, c := range now {
+			if was, ok := before[name]; !ok || was.ID != c.ID || was.State != c.State {
+				return true, ""
+			}
+		}
+		return len(now) != len(before), fmt.Sprint(len(now), " containers")
+	})
+	leader.kill(t)
+	killed := time.Now()
+	atKill := listInstance(t, cli, instance)
+	if convergedOn(t, cli, atKill, declared, version) {
+		t.Fatalf("%s finished its pass before it was killed: no takeover mid-pass was tested\n%s", leader.name, leader.out.String())
+	}
+	var states []string
+	for _, name := range slices.Sorted(maps.Keys(atKill)) {
+		states = append(states, name+" "+string(atKill[name].State))
+	}
+	t.Logf("when %s was killed, the engine had: %s", leader.name, strings.Join(states, ", "))
+	return killed
+}
+
+// recreatedInPlace checks that each of names is a new container that
+// kept its host ports.
+func recreatedInPlace(t *testing.T, before, after map[string]container.Summary, names []string) {
+	t.Helper()
+	for _, n := range names {
+		if after[n].ID == before[n].ID {
+			t.Errorf("%s was not recreated", n)
+		}
+		if got, want := hostPorts(after[n]), hostPorts(before[n]); got != want || want == "" {
+			t.Errorf("%s: host port %s, was %s", n, got, want)
+		}
+	}
+}
+
+// holds waits until r holds the Lease.
+func holds(t *testing.T, admin kubernetes.Interface, ns, lease string, r *haReplica, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, r.name+" holds the Lease", func() (bool, string) {
+		h := leaseHolder(admin, ns, lease)
+		return h == r.identity(), "holder " + h + "\n" + r.name + "'s log:\n" + r.out.String()
+	})
 }
 
 // haWmYAML declares containers of the image self, each publishing a port,
@@ -330,6 +353,25 @@ func (r *haReplica) start(t *testing.T, bin string) {
 		if t.Failed() || os.Getenv("WM_HA_LOGS") != "" {
 			t.Logf("%s's log (pid %d):\n%s", r.name, cmd.Process.Pid, out.String())
 		}
+	})
+}
+
+// waitStandby waits until r, on standby, answers /readyz with 503 and
+// the leader's name.
+func (r *haReplica) waitStandby(t *testing.T, leader *haReplica) {
+	t.Helper()
+	waitFor(t, 30*time.Second, r.name+" on standby names "+leader.name, func() (bool, string) {
+		code, body := get(r.public + "/readyz")
+		return code == http.StatusServiceUnavailable && body == "standby: replica "+leader.identity()+" leads\n", fmt.Sprintf("%d %q", code, body)
+	})
+}
+
+// waitReady waits until r, leading, answers /readyz with 200.
+func (r *haReplica) waitReady(t *testing.T) {
+	t.Helper()
+	waitFor(t, 30*time.Second, r.name+" ready", func() (bool, string) {
+		code, body := get(r.public + "/readyz")
+		return code == http.StatusOK, fmt.Sprintf("%d %q\n%s", code, body, r.out.String())
 	})
 }
 
