@@ -144,11 +144,19 @@ func (r *replica) elector() error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	r.lock = &watchedLock{Interface: &resourcelock.LeaseLock{
+	return r.elect(&resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: h.LeaseNamespace, Name: h.LeaseName},
 		Client:     client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: r.id},
-	}}
+	})
+}
+
+// elect makes the leader election on lock, watched, with the config's
+// timing.
+func (r *replica) elect(lock resourcelock.Interface) error {
+	h := r.cfg.HA
+	r.lock = &watchedLock{Interface: lock}
+	var err error
 	r.le, err = leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            r.lock,
 		Name:            "wm",

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -27,15 +29,19 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/schema"
 )
 
 // The timing of the test's Lease: short, in the order the schema asks
@@ -275,6 +281,197 @@ func holds(t *testing.T, admin kubernetes.Interface, ns, lease string, r *haRepl
 		h := leaseHolder(admin, ns, lease)
 		return h == r.identity(), "holder " + h + "\n" + r.name + "'s log:\n" + r.out.String()
 	})
+}
+
+// memLock is a Lease in memory for client-go's leader election, whose
+// calls can be made to hang as on an apiserver that stopped answering.
+type memLock struct {
+	id   string
+	hang atomic.Bool
+
+	mu  sync.Mutex
+	rec *resourcelock.LeaderElectionRecord
+	// accepted is when the apiserver, here, last wrote a record held by id.
+	accepted time.Time
+}
+
+var _ resourcelock.Interface = (*memLock)(nil)
+
+func (l *memLock) wait(ctx context.Context) error {
+	if l.hang.Load() {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (l *memLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	if err := l.wait(ctx); err != nil {
+		return nil, nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rec == nil {
+		return nil, nil, apierrors.NewNotFound(coordinationv1.Resource("leases"), "wm-leader")
+	}
+	rec := *l.rec
+	raw, err := json.Marshal(rec)
+	return &rec, raw, err
+}
+
+func (l *memLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	if err := l.wait(ctx); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rec != nil {
+		return apierrors.NewAlreadyExists(coordinationv1.Resource("leases"), "wm-leader")
+	}
+	l.write(ler)
+	return nil
+}
+
+func (l *memLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	if err := l.wait(ctx); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.write(ler)
+	return nil
+}
+
+func (l *memLock) write(ler resourcelock.LeaderElectionRecord) {
+	l.rec = &ler
+	if ler.HolderIdentity == l.id {
+		l.accepted = time.Now()
+	}
+}
+
+func (l *memLock) record() (holder string, accepted time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rec != nil {
+		holder = l.rec.HolderIdentity
+	}
+	return holder, l.accepted
+}
+
+func (l *memLock) RecordEvent(string) {}
+func (l *memLock) Identity() string   { return l.id }
+func (l *memLock) Describe() string   { return "memory/wm-leader" }
+
+// memReplica is a replica named id on lock with h's timing, whose exit
+// is sent on the channel returned instead of ending the process.
+func memReplica(t *testing.T, id string, lock *memLock, h schema.HA) (*replica, chan int) {
+	t.Helper()
+	exits := make(chan int, 2)
+	r := &replica{cfg: &schema.ServerConfig{HA: &h, Listen: "127.0.0.1:0"}, id: id, elected: make(chan struct{}),
+		log: slog.New(slog.NewTextHandler(t.Output(), nil)), exit: func(code int) { exits <- code }}
+	if err := r.elect(lock); err != nil {
+		t.Fatal(err)
+	}
+	return r, exits
+}
+
+// runElection runs r's election until the test ends, and waits for it to
+// end then; it returns the election's context.
+func runElection(t *testing.T, r *replica) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); r.le.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	return ctx
+}
+
+func TestALeaderCutOffFromTheApiserverStopsBeforeTheLeaseRunsOut(t *testing.T) {
+	// client-go alone, trying to release the Lease through an apiserver
+	// that does not answer, would stop only retryPeriod + 2 ×
+	// renewDeadline after the last renewal (2.2s): after the lease.
+	h := schema.HA{LeaseDuration: schema.Duration(1600 * time.Millisecond), RenewDeadline: schema.Duration(time.Second), RetryPeriod: schema.Duration(200 * time.Millisecond)}
+	lock := &memLock{id: "me"}
+	r, exits := memReplica(t, "me", lock, h)
+	ctx := runElection(t, r)
+	select {
+	case <-r.elected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not elected")
+	}
+	go r.watch(ctx)
+	time.Sleep(3 * h.RetryPeriod.Std()) // a few renewals
+	lock.hang.Store(true)
+	select {
+	case code := <-exits:
+		stopped := time.Now()
+		_, last := lock.record()
+		if code == 0 || !stopped.Before(last.Add(h.LeaseDuration.Std())) {
+			t.Errorf("exit %d %v after the last renewal, the lease being %v", code, stopped.Sub(last), h.LeaseDuration.Std())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a leader that cannot renew goes on")
+	}
+}
+
+func TestAReplicaThatStopsCleanlyReleasesTheLeaseAndExitsNormally(t *testing.T) {
+	h := schema.HA{LeaseDuration: schema.Duration(3 * time.Second), RenewDeadline: schema.Duration(2 * time.Second), RetryPeriod: schema.Duration(200 * time.Millisecond)}
+	lock := &memLock{id: "me"}
+	r, exits := memReplica(t, "me", lock, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); r.le.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	<-r.elected
+	if holder, _ := lock.record(); holder != "me" {
+		t.Fatalf("holder %q", holder)
+	}
+	r.stopping.Store(true)
+	cancel()
+	<-ran
+	if holder, _ := lock.record(); holder != "" {
+		t.Errorf("the Lease is still %q's", holder)
+	}
+	select {
+	case code := <-exits:
+		t.Errorf("exit %d on a clean stop", code)
+	default:
+	}
+}
+
+func TestAReplicaOnStandbyIsAliveButNotReadyAndNamesTheLeader(t *testing.T) {
+	h := schema.HA{LeaseDuration: schema.Duration(time.Minute), RenewDeadline: schema.Duration(10 * time.Second), RetryPeriod: schema.Duration(200 * time.Millisecond)}
+	lock := &memLock{id: "me"}
+	lock.write(resourcelock.LeaderElectionRecord{HolderIdentity: "other_42", LeaseDurationSeconds: 60, AcquireTime: metav1.Now(), RenewTime: metav1.Now()})
+	r, _ := memReplica(t, "me", lock, h)
+	s, err := r.standby()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	base := "http://" + s.addr
+	if code, body := get(base + "/readyz"); code != http.StatusServiceUnavailable || body != "standby: no replica leads yet\n" {
+		t.Errorf("before the Lease is read: %d %q", code, body)
+	}
+	runElection(t, r)
+	for _, tc := range []struct {
+		path, body string
+		code       int
+	}{
+		{"/readyz", "standby: replica other_42 leads\n", http.StatusServiceUnavailable},
+		{"/livez", "ok\n", http.StatusOK},
+		{"/healthz", "ok\n", http.StatusOK},
+	} {
+		waitFor(t, 5*time.Second, tc.path, func() (bool, string) {
+			code, body := get(base + tc.path)
+			return code == tc.code && body == tc.body, fmt.Sprintf("%d %q", code, body)
+		})
+	}
+	select {
+	case <-r.elected:
+		t.Error("elected while another holds the Lease")
+	default:
+	}
 }
 
 // haWmYAML declares containers of the image self, each publishing a port,
