@@ -761,14 +761,6 @@ func hostPorts(c container.Summary) string {
 	return strings.Join(slices.Compact(ports), ",")
 }
 
-func mapsKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
 // sweepInstance removes, when the test ends, every container, volume and
 // network carrying the instance's label.
 func sweepInstance(t *testing.T, cli *client.Client, instance string) {
