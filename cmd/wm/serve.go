@@ -42,7 +42,9 @@ folder that only wm's user may connect to). Each pass has a deadline
 (poll.passTimeout). SIGTERM or SIGINT starts no new pass and lets those under
 way go on for poll.shutdownGrace, then cancels them and exits. It logs as
 the config's log section says (text or json, from info); -v logs at debug
-level.`,
+level. With ha in the config, replicas elect a leader on a Kubernetes Lease
+first: only the leader opens the state and reconciles; the others answer
+/readyz 503 until they lead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
