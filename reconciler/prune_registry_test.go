@@ -54,7 +54,7 @@ func TestTheCleanUpDeletesOnlyOldUnusedCommitImagesFromARealRegistry(t *testing.
 		sha('c'): image(old, "unused"),  // deleted
 		sha('d'): image(young, "young"), // too young
 		sha('e'): applied,               // the applied image under another commit
-		"latest":  image(old, "latest"), // not a commit
+		"latest": image(old, "latest"),  // not a commit
 	}
 	for tag, img := range pushes {
 		reg.Push(t, repo+":"+tag, img)
