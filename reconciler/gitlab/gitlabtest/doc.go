@@ -89,6 +89,10 @@
 // http-backend through gittest.Handler), behind basic auth whose password
 // must be the token, any username; without it, 401 with WWW-Authenticate.
 //
+// Accounts (users.go) is a second front that gives accounts tokens of
+// their own and is GitLab's OAuth 2 provider (oauth.go): /oauth/authorize
+// and /oauth/token, authorization code with PKCE.
+//
 // Anything else is answered as GitLab answers an unknown route, 404
 // {"error":"404 Not Found"}, and recorded in UnimplementedRequests;
 // Requests records every request, API and git, as "METHOD /escaped/path".

@@ -31,7 +31,9 @@ import (
 // Requests carrying g's own token, or none, are served by g itself, so
 // the code under test may use the bot's token against the same URL (for
 // example to read group members). g.SetDown(true) takes this front down
-// too: every request answers 503.
+// too: every request answers 503. The front is also GitLab's OAuth 2
+// provider (oauth.go: /oauth/authorize and /oauth/token, with PKCE), whose
+// access tokens are tokens of the account that approved.
 type Accounts struct {
 	g   *GitLab
 	srv *httptest.Server
@@ -40,6 +42,7 @@ type Accounts struct {
 	tokens   map[string]string // token → username
 	revoked  map[string]bool
 	requests []string
+	oauth    *oauth // the OAuth provider (oauth.go), made when first used
 }
 
 // NewAccounts starts the front of g; it is closed when the test ends.
@@ -97,6 +100,9 @@ func givenToken(r *http.Request) string {
 
 // ServeHTTP answers the accounts' tokens and hands the rest to the double.
 func (a *Accounts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/oauth/") && a.serveOAuth(w, r) {
+		return
+	}
 	tok := givenToken(r)
 	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.g.Token())) == 1 {
 		a.g.ServeHTTP(w, r)
@@ -108,7 +114,7 @@ func (a *Accounts) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.requests = append(a.requests, r.Method+" "+r.URL.EscapedPath())
 	username, known := a.tokens[tok]
-	if a.revoked[tok] {
+	if a.revoked[tok] || a.expiredLocked(tok) {
 		known = false
 	}
 	a.mu.Unlock()
