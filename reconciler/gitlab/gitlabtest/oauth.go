@@ -236,7 +236,9 @@ func (a *Accounts) token(w http.ResponseWriter, r *http.Request) {
 		accountsJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": invalidClient})
 		return
 	}
-	bad := func() { accountsJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": invalidGrant}) }
+	bad := func() {
+		accountsJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": invalidGrant})
+	}
 	var g *grant
 	switch p.Get("grant_type") {
 	case "authorization_code":
