@@ -260,6 +260,7 @@ func (r *replica) waitForState(ctx context.Context) error {
 	for {
 		st, err := store.Open(r.cfg.StateDir)
 		if err == nil {
+			warnSetAside(r.log, st)
 			return st.Close()
 		}
 		if !errors.Is(err, bolterrors.ErrTimeout) {

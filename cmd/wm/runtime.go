@@ -113,6 +113,7 @@ func newRuntime(cfg *schema.ServerConfig, log *slog.Logger, progress io.Writer, 
 	if err != nil {
 		return nil, err
 	}
+	warnSetAside(log, st)
 	rt := &runtime{cfg: cfg, store: st, scratch: scratch}
 	var engines []core.Engine
 	for _, h := range cfg.Docker.Hosts {
@@ -288,6 +289,15 @@ func openState(dir string, readOnly bool) (st *store.Store, scratch string, err 
 		return nil, "", err
 	}
 	return st, scratch, nil
+}
+
+// warnSetAside says so when opening the store set an unreadable state
+// file aside.
+func warnSetAside(log *slog.Logger, st *store.Store) {
+	if aside := st.SetAside(); aside != "" {
+		log.Warn("the state file could not be read: it was set aside and an empty one made; passes rebuild it from the engines' labels, "+
+			"but the cordons, idle culls, pass history and audit log it held are only in the file set aside", "setAside", aside)
+	}
 }
 
 // newLogger logs text to w at info level, or debug with verbose.

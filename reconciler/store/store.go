@@ -35,14 +35,30 @@ var ErrNoFreePort = errors.New("no free host port in the range")
 // Store is the open state file. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+	// setAside is where Open moved an unreadable state file.
+	setAside string
 }
 
-// Open opens (creating if needed) the state file in dir.
+// Open opens (creating if needed) the state file in dir. A state file
+// bbolt cannot read (garbage, cut short, another format) is moved aside,
+// to wm.db.corrupt-<time> beside it, and an empty one made: the engines'
+// labels rebuild what passes need (see the package doc), where a refusal
+// to start would leave every repo unreconciled until an admin came.
+// SetAside says where it went.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "wm.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	path := filepath.Join(dir, "wm.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	aside := ""
+	if unreadable(err) {
+		aside = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("open state: %w; and it cannot be set aside: %w", err, rerr)
+		}
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -72,8 +88,18 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init state: %w", err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, setAside: aside}, nil
 }
+
+// unreadable reports whether bbolt refused a state file for its contents.
+func unreadable(err error) bool {
+	return errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) || errors.Is(err, bolterrors.ErrVersionMismatch)
+}
+
+// SetAside is where Open moved the unreadable state file it found, ""
+// when it found none: what it held (port allocations of containers that
+// are gone, cordons, culls, history, the audit log) is in that file only.
+func (s *Store) SetAside() string { return s.setAside }
 
 // ErrLocked is returned by OpenReadOnly when a running wm holds the file.
 var ErrLocked = errors.New("state is held by a running wm")
