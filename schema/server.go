@@ -90,6 +90,9 @@ type ServerConfig struct {
 	// HA, when set, makes wm serve one of several replicas of which the
 	// holder of a Kubernetes Lease alone reconciles (ha.go).
 	HA *HA `yaml:"ha,omitempty"`
+	// Dashboard, when set, serves the web dashboard with GitLab login on
+	// the public listener (dashboard.go).
+	Dashboard *Dashboard `yaml:"dashboard,omitempty"`
 }
 
 // Log configures the log every command writes on standard error.
@@ -630,6 +633,7 @@ func (c *ServerConfig) applyDefaults() {
 	}
 	c.Culling.applyDefaults()
 	c.HA.applyDefaults(c.Instance)
+	c.Dashboard.applyDefaults()
 	if k := c.Kubernetes; k != nil {
 		def(&k.NamespacePrefix, "wm-")
 		def(&k.GPUResource, "nvidia.com/gpu")
@@ -873,6 +877,7 @@ func (c *ServerConfig) validate(report reporter) {
 	}
 	c.Culling.validate(report, c.Schedules)
 	c.HA.validate(report, c)
+	c.Dashboard.validate(report, c.Sources.GitLab != nil)
 	c.Log.validate(report)
 }
 
@@ -1018,6 +1023,7 @@ func (c *ServerConfig) resolvePaths(dir string) {
 		abs(&c.Sources.GitLab.TokenFile)
 	}
 	abs(&c.Registry.PasswordFile)
+	c.Dashboard.resolvePaths(abs)
 	if c.Kubernetes != nil {
 		abs(&c.Kubernetes.Kubeconfig)
 	}

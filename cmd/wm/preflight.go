@@ -72,6 +72,10 @@ func serverChecks(c *schema.ServerConfig, report func(path, format string, args 
 		secret("sources.gitlab.tokenFile", g.TokenFile)
 	}
 	secret("registry.passwordFile", c.Registry.PasswordFile)
+	if d := c.Dashboard; d != nil {
+		secret("dashboard.secretFile", d.SecretFile)
+		secret("dashboard.sessionKeyFile", d.SessionKeyFile)
+	}
 	if f := c.Artifacts.TokensFile; f != "" {
 		if _, err := os.Stat(f); err != nil {
 			report("artifacts.tokensFile", "cannot read %s: %s", f, reason(err))
