@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -355,6 +356,10 @@ func TestAnotherStudentIsRefusedEverything(t *testing.T) {
 			return err
 		}},
 		{"the audit log", func() error { _, err := bob.Do(ctx(t), http.MethodGet, access.Prefix+"audit", nil, nil); return err }},
+		{"everyone's repos", func() error {
+			_, err := bob.Do(ctx(t), http.MethodGet, access.Prefix+"repos", map[string][]string{"owner": {"*"}}, nil)
+			return err
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name+" is 403", func(t *testing.T) { wantStatus(t, c.call(), http.StatusForbidden) })
@@ -383,6 +388,16 @@ func TestAnAdminOfTheGitLabGroupReachesEveryone(t *testing.T) {
 	}
 	if _, err := admin.Download(ctx(t), "/artifacts/"+e.bob+"/env.sif", nil); err != nil {
 		t.Errorf("admin download: %v", err)
+	}
+	resp, err := admin.Do(ctx(t), http.MethodGet, access.Prefix+"repos", map[string][]string{"owner": {"*"}}, nil)
+	if err != nil {
+		t.Fatalf("an admin lists everyone's repos: %v", err)
+	}
+	var repos []access.Repo
+	_ = json.NewDecoder(resp.Body).Decode(&repos)
+	resp.Body.Close()
+	if len(repos) != 2 {
+		t.Errorf("an admin's ?owner=* listed %d repos, want alice's and bob's", len(repos))
 	}
 	fileAdmin := e.client("file-admin-token-0123456789")
 	if _, err := fileAdmin.Do(ctx(t), http.MethodGet, access.Prefix+"audit", nil, nil); err != nil {

@@ -39,7 +39,9 @@
 // (their labels), and every Host method checks the labels again and
 // refuses, as not found, a container that is not that owner's under the
 // engine's instance. Repos, pods and SIFs are listed from the state store
-// by owner (the repo's owner, from where the repo lives).
+// by owner (the repo's owner, from where the repo lives). A listing is the
+// caller's own; an admin's may name an owner (?owner=bob) or everyone
+// (?owner=*).
 //
 // # Bounds
 //

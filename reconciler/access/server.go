@@ -285,9 +285,11 @@ func fail(w http.ResponseWriter, status int, target, msg string) outcome {
 }
 
 // owners is whose resources a listing covers: the caller's own; for an
-// admin, ?owner= or everyone's ("" in the list).
+// admin, ?owner= or everyone's ("" in the list, asked as ?owner=*).
 func owners(r *http.Request, id Identity) (string, bool) {
-	if o := r.URL.Query().Get("owner"); o != "" {
+	if o := r.URL.Query().Get("owner"); o == "*" {
+		return "", id.Admin
+	} else if o != "" {
 		return o, id.Admin || o == id.Account
 	}
 	if id.Admin && id.Account == "" {
@@ -318,6 +320,9 @@ type Repo struct {
 	ObservedRevision string           `json:"observedRevision,omitempty"`
 	Conditions       []core.Condition `json:"conditions,omitempty"`
 	LastPass         time.Time        `json:"lastPass,omitzero"`
+	// Usage is what the applied revision counts against the owner's
+	// quota.
+	Usage core.Usage `json:"usage"`
 }
 
 func (s *Server) listRepos(w http.ResponseWriter, r *http.Request, id Identity) outcome {
@@ -332,7 +337,7 @@ func (s *Server) listRepos(w http.ResponseWriter, r *http.Request, id Identity) 
 	out := []Repo{}
 	for _, st := range states {
 		out = append(out, Repo{Key: st.Key, Owner: st.Owner, Branch: st.Branch, AppliedRevision: st.AppliedRevision,
-			ObservedRevision: st.ObservedRevision, Conditions: st.Conditions, LastPass: st.LastPass})
+			ObservedRevision: st.ObservedRevision, Conditions: st.Conditions, LastPass: st.LastPass, Usage: st.Usage})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return ok(owner)
@@ -351,7 +356,9 @@ type Container struct {
 	Health    string `json:"health,omitempty"`
 	// Addresses are "host:port" for each published guest port.
 	Addresses map[string]string `json:"addresses,omitempty"`
-	StartedAt time.Time         `json:"startedAt,omitzero"`
+	// GPUs are the host's GPU devices it holds.
+	GPUs      []string  `json:"gpus,omitempty"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
 	// Reason is the reason of its repo's Ready condition at the last
 	// pass (Applied, ImageNotFound, ...), and LastPass when that was.
 	Reason   core.Reason `json:"reason,omitempty"`
@@ -412,7 +419,7 @@ func (s *Server) container(host string, c core.Container) Container {
 	if a, ok := s.cfg.Addresses[host]; ok {
 		addr = a
 	}
-	out := Container{Name: c.Name, LocalName: c.LocalName, Owner: c.Owner, Repo: c.Repo, Host: host, State: c.State, Health: c.Health, StartedAt: c.StartedAt}
+	out := Container{Name: c.Name, LocalName: c.LocalName, Owner: c.Owner, Repo: c.Repo, Host: host, State: c.State, Health: c.Health, StartedAt: c.StartedAt, GPUs: c.GPUDevices}
 	for _, p := range c.Ports {
 		if out.Addresses == nil {
 			out.Addresses = map[string]string{}
