@@ -56,6 +56,13 @@ type Loop struct {
 	// passes have not seen it yet: a webhook can arrive before the pushed
 	// commit is visible to a fetch.
 	expect map[string]expectation
+	// passing holds the repos whose pass is under way, and seen the
+	// revision the last successful pass of each repo found: a webhook
+	// announcing a commit that a pass under way will look for, or that the
+	// last pass already applied, queues nothing (GitLab may deliver one
+	// push several times: retries, a project hook and a system hook).
+	passing map[string]bool
+	seen    map[string]string
 	// retiring holds the repos Retire was given, until a worker retires
 	// them.
 	retiring map[string]Repo
@@ -88,6 +95,8 @@ func NewLoop(p Passer, discover func() ([]Repo, error), interval, jitter time.Du
 		backoff:  backoff,
 		repos:    map[string]Repo{},
 		expect:   map[string]expectation{},
+		passing:  map[string]bool{},
+		seen:     map[string]string{},
 		retiring: map[string]Repo{},
 
 		PassTimeout:   DefaultPassTimeout,
@@ -109,18 +118,25 @@ const (
 
 // TriggerRevision is Trigger for a webhook that announced rev: when the
 // pass does not see rev at the branch head yet, the repo is queued again
-// shortly, up to ExpectRetries times.
+// shortly, up to ExpectRetries times. It reports whether rev is news: the
+// repo is known, its last successful pass did not find rev already, and
+// rev was not announced since. A pass under way is not followed by
+// another: it, or the pass it requeues when rev was not visible to it
+// yet, covers rev. So deliveries of one push, however many, make one pass.
 func (l *Loop) TriggerRevision(key, rev string) bool {
 	l.mu.Lock()
-	_, ok := l.repos[key]
-	if ok {
-		l.expect[key] = expectation{rev: rev}
+	defer l.mu.Unlock()
+	if _, ok := l.repos[key]; !ok || l.seen[key] == rev {
+		return false
 	}
-	l.mu.Unlock()
-	if ok {
+	if e, ok := l.expect[key]; ok && e.rev == rev {
+		return false // announced already; its pass is queued or under way
+	}
+	l.expect[key] = expectation{rev: rev}
+	if !l.passing[key] {
 		l.queue.Add(key)
 	}
-	return ok
+	return true
 }
 
 // Rediscover lists the repos again now, as after a system hook.
@@ -134,11 +150,18 @@ func (l *Loop) Known(key string) bool {
 	return ok
 }
 
-// recheck says whether the repo must be passed again soon because an
-// announced commit was not visible yet.
-func (l *Loop) recheck(key, seen string) bool {
+// passed records the end of a pass of key that found revision seen (and
+// succeeded when ok), and says whether the repo must be passed again soon
+// because an announced commit was not visible yet.
+func (l *Loop) passed(key, seen string, ok bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.passing, key)
+	if ok {
+		l.seen[key] = seen
+	} else {
+		delete(l.seen, key)
+	}
 	e, ok := l.expect[key]
 	if !ok {
 		return false
@@ -175,6 +198,7 @@ func (l *Loop) Retire(repo Repo) {
 	l.mu.Lock()
 	delete(l.repos, repo.Key)
 	delete(l.expect, repo.Key)
+	delete(l.seen, repo.Key)
 	l.retiring[repo.Key] = repo
 	l.mu.Unlock()
 	l.queue.Add(repo.Key)
@@ -245,6 +269,11 @@ func (l *Loop) rediscover() {
 			l.queue.AddAfter(r.Key, l.randJitter())
 		}
 	}
+	for key := range l.seen {
+		if _, listed := next[key]; !listed {
+			delete(l.seen, key)
+		}
+	}
 	l.repos = next
 }
 
@@ -273,6 +302,9 @@ func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 	repo, ok := l.repos[key]
 	gone, retiring := l.retiring[key]
 	delete(l.retiring, key)
+	if ok {
+		l.passing[key] = true
+	}
 	l.mu.Unlock()
 	if !ok {
 		if retiring {
@@ -295,7 +327,7 @@ func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 		l.OnResult(res, err)
 	}
 	next := l.interval + l.randJitter()
-	if l.recheck(key, res.Revision) {
+	if l.passed(key, res.Revision, err == nil) {
 		next = ExpectDelay
 	}
 	switch outcome, reason := Classify(err); {
