@@ -62,6 +62,9 @@ type Service struct {
 	jobs   chan func(context.Context)
 	plans  workqueue.TypedInterface[mrKey]
 	runCtx context.Context
+	// relist holds a listing Rediscover asked for and Run has not started
+	// yet: any number of requests collapse into it.
+	relist chan struct{}
 
 	jobTimeout    time.Duration // set at construction
 	shutdownGrace time.Duration // set at construction
@@ -83,6 +86,12 @@ const (
 	DefaultJobTimeout    = reconciler.DefaultPassTimeout
 	DefaultShutdownGrace = reconciler.DefaultShutdownGrace
 )
+
+// RediscoverGap is the least time between two listings of GitLab that
+// Rediscover asked for: the shortest discoverInterval the server config
+// allows, so that webhooks never have GitLab listed more often than the
+// most eager polling would.
+const RediscoverGap = 10 * time.Second
 
 // ServiceOption sets an optional parameter of NewService.
 type ServiceOption func(*Service)
@@ -126,6 +135,7 @@ func NewService(client *Client, cfg schema.GitLabSource, quota schema.Quota, log
 		jobs:   make(chan func(context.Context), 256),
 		plans:  workqueue.NewTyped[mrKey](),
 		runCtx: context.Background(),
+		relist: make(chan struct{}, 1),
 
 		jobTimeout:    DefaultJobTimeout,
 		shutdownGrace: DefaultShutdownGrace,
@@ -249,8 +259,7 @@ func (s *Service) Dispatch(_ context.Context, e any) {
 		if !e.OnDefaultBranch() || e.Deleted() {
 			return
 		}
-		key := strings.ToLower(e.Project)
-		s.enqueue(func(ctx context.Context) { s.push(ctx, key, e.After) })
+		s.push(strings.ToLower(e.Project), e.After)
 	case webhook.MergeRequest:
 		if e.WantsPlan() {
 			s.plans.Add(mrKey{strings.ToLower(e.Project), int64(e.IID)})
@@ -268,9 +277,14 @@ func (s *Service) enqueue(job func(context.Context)) {
 	}
 }
 
-// push says the commit is queued and triggers the repo's pass, which
-// looks again shortly when the commit is not visible yet.
-func (s *Service) push(ctx context.Context, key, sha string) {
+// push triggers the repo's pass, which looks again shortly when the
+// commit is not visible yet, and has a job say the commit is queued when
+// it is news to the loop. It never blocks, and runs in Dispatch rather
+// than as a job: GitLab may deliver a push many times (retries, a project
+// hook and a system hook) and sends pushes to projects WhaleMountain does
+// not run, and none of these may take the place of a new push in the
+// job queue, whose overflow is dropped.
+func (s *Service) push(key, sha string) {
 	s.mu.Lock()
 	l := s.loop
 	_, known := s.projects[key]
@@ -285,7 +299,7 @@ func (s *Service) push(ctx context.Context, key, sha string) {
 		s.Rediscover()
 	}
 	if l.TriggerRevision(key, sha) {
-		s.reporter.Pending(ctx, key, sha)
+		s.enqueue(func(ctx context.Context) { s.reporter.Pending(ctx, key, sha) })
 	}
 }
 
@@ -345,13 +359,43 @@ func (s *Service) projectChanged(ctx context.Context, e webhook.ProjectChange) {
 	}
 }
 
-// Rediscover lists GitLab again now and has the loop pick up the result.
+// Rediscover has GitLab listed again and the loop pick up the result; it
+// never blocks. Run lists at once when it is not listing already, and
+// otherwise RediscoverGap after the listing before: the requests made in
+// between collapse into one listing. A listing costs a request per
+// project (its wm.yaml, its owner), and a system hook sends a push for
+// every project of the instance, most of which WhaleMountain does not
+// run: without this, each of those pushes would list GitLab again.
 func (s *Service) Rediscover() {
 	s.mu.Lock()
 	s.stale = true
+	s.mu.Unlock()
+	select {
+	case s.relist <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// relistNext runs the listing Rediscover asked for, then waits
+// RediscoverGap; it returns false once ctx is done.
+func (s *Service) relistNext(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.relist:
+	}
+	s.mu.Lock()
 	l := s.loop
 	s.mu.Unlock()
 	l.Rediscover()
+	gap := time.NewTimer(RediscoverGap)
+	defer gap.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-gap.C:
+		return true
+	}
 }
 
 // errShutdown is the cause of the jobs cancelled when the shutdown grace
@@ -360,7 +404,8 @@ var errShutdown = errors.New("the GitLab service shut down")
 
 // Run does the work webhooks ask for until ctx is done: one job at a time
 // for webhook events and one plan at a time for merge requests, each
-// within the job deadline (WithJobTimeout). Once ctx is done no new job
+// within the job deadline (WithJobTimeout), and the listings Rediscover
+// asks for. Once ctx is done no new job
 // starts (what is still queued is dropped: the next poll or event catches
 // up); the jobs under way may go on for the shutdown grace
 // (WithShutdownGrace), after which their context is cancelled; Run
@@ -380,6 +425,10 @@ func (s *Service) Run(ctx context.Context) {
 	})
 	wg.Go(func() {
 		for s.jobNext(ctx, jobCtx) {
+		}
+	})
+	wg.Go(func() {
+		for s.relistNext(ctx) {
 		}
 	})
 	<-ctx.Done()

@@ -458,12 +458,12 @@ func TestGitLabUnreachableDeletesNothing(t *testing.T) {
 	p := studentProject(t, g, "students/alice/web")
 	fake := docker.NewFake("h1")
 	s := newStack(t, fake, g)
-	first := s.rollOut(p)
+	s.rollOut(p)
 	g.SetDown(true)
 	fake.ResetCalls()
 	// A rediscovery that fails and a pass that cannot read the repo.
 	s.post("System Hook", gitlabtest.SystemHook("project_create", p, ""), nil)
-	s.loop.TriggerRevision(strings.ToLower(p.Path()), first)
+	s.loop.Trigger(strings.ToLower(p.Path()))
 	eventually(t, "the pass saw GitLab down", func() bool {
 		st, _, _ := s.store.Repo("students/alice/web")
 		c := st.Condition(core.Ready)
