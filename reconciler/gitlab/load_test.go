@@ -19,11 +19,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
 	gl "gitlab.com/gitlab-org/api/client-go"
 
 	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker"
+	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitlab"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
 	"github.com/whalemountain/wm/reconciler/gitsource"
@@ -85,17 +90,31 @@ func (s *floodServer) logCounts() map[string]int {
 	return n
 }
 
-// newFloodServer starts the server over tracked student projects, each
-// with a first commit and its image, and waits until every one is Ready.
+// newFloodServer starts the server over tracked student projects on a
+// fake Docker host, each with a first commit and its image, and waits
+// until every one is Ready.
 func newFloodServer(tb testing.TB, tracked int) *floodServer {
 	tb.Helper()
+	owners := make([]string, tracked)
+	for i := range owners {
+		owners[i] = fmt.Sprintf("s%04d", i)
+	}
+	return newServer(tb, docker.NewFake("h1"), owners, wmYAML("v1"), "")
+}
+
+// newServer starts the server over a project students/<owner>/web of each
+// owner on engine, with first as its first commit (and its image, on a
+// fake engine), and waits until every one is Ready. policy is the
+// server config's policy section, if any.
+func newServer(tb testing.TB, engine core.Engine, owners []string, first map[string]string, policy string) *floodServer {
+	tb.Helper()
 	g := gitlabtest.New(tb, token)
-	s := &floodServer{g: g, fake: docker.NewFake("h1"), heads: map[*gitlabtest.Project]string{}}
-	for i := range tracked {
-		owner := fmt.Sprintf("s%04d", i)
+	s := &floodServer{g: g, heads: map[*gitlabtest.Project]string{}}
+	s.fake, _ = engine.(*docker.Fake)
+	for _, owner := range owners {
 		p := g.AddProject(tb, "students/"+owner+"/web")
 		g.AddMember(tb, "students/"+owner, owner, gitlabtest.Owner)
-		s.heads[p] = p.Commit(tb, "main", wmYAML("v1"), "init")
+		s.heads[p] = p.Commit(tb, "main", first, "init")
 		s.addImage(p, s.heads[p])
 		s.projects = append(s.projects, p)
 	}
@@ -105,8 +124,9 @@ registry: {host: %q}
 sources:
   gitlab: {url: %q, tokenFile: token, groups: [students], discoverInterval: 1h}
 docker:
-  hosts: [{name: h1, endpoint: "unix:///x.sock"}]
-`, registry, g.URL())), root)
+  hosts: [{name: %s, endpoint: "unix:///x.sock"}]
+%s
+`, registry, g.URL(), engine.Name(), policy)), root)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -124,7 +144,7 @@ docker:
 	tb.Cleanup(func() { st.Close() })
 	s.svc = gitlab.NewService(client, *cfg.Sources.GitLab, cfg.Policy.Quota, log)
 	git := gitsource.New(filepath.Join(root, "git"), gitsource.WithBasicAuth("oauth2", token), gitsource.WithTimeout(10*time.Second))
-	rec, err := reconciler.New(cfg, git, []core.Engine{s.fake}, st, reconciler.WithReporter(s.svc.Reporter()))
+	rec, err := reconciler.New(cfg, git, []core.Engine{engine}, st, reconciler.WithReporter(s.svc.Reporter()))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -146,8 +166,12 @@ docker:
 	return s
 }
 
-// addImage makes the image CI would push for a commit available.
+// addImage makes the image CI would push for a commit available on the
+// fake engine.
 func (s *floodServer) addImage(p *gitlabtest.Project, sha string) {
+	if s.fake == nil {
+		return
+	}
 	s.fake.AddRemoteImage(fmt.Sprintf("%s/%s:%s", registry, strings.ToLower(p.Path()), sha))
 }
 
@@ -391,5 +415,173 @@ func TestAWebhookFloodPassesEachPushedRepoOnceListsGitLabOnceAndKeepsMemoryBound
 	}
 	if grown > floodMaxHeapGrowth {
 		t.Errorf("the heap in use grew by %.1f MiB over the flood, want at most %d MiB", float64(grown)/(1<<20), floodMaxHeapGrowth>>20)
+	}
+}
+
+// BenchmarkWebhookFlood sends floodDeliveries deliveries (as the test
+// above: valid, retried, through a second hook, bad token, bad JSON,
+// unknown project) from floodConns connections to the webhook handler,
+// the GitLab service and the loop wired as wm serve wires them, over the
+// GitLab double and a fake Docker host, and beside it, as the baseline,
+// the same deliveries to a bare net/http handler that reads the body and
+// answers 202: what the client, the loopback and net/http cost on this
+// machine. It reports the answer times (p50, p99, in µs) and rates of
+// both and their ratios, the passes the flood ran per repo pushed, and
+// the growth of the heap in use.
+//
+//	go test ./reconciler/gitlab -run '^$' -bench WebhookFlood -benchtime 1x
+func BenchmarkWebhookFlood(b *testing.B) {
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"status":"accepted"}` + "\n"))
+	}))
+	b.Cleanup(bare.Close)
+	var wm, base []floodResult
+	var passes, grown float64
+	for b.Loop() {
+		b.StopTimer()
+		s := newFloodServer(b, floodTracked)
+		plan := s.floodPlan(b, floodPushed, floodDeliveries)
+		before, heap := s.passes.Load(), heapInUse()
+		b.StartTimer()
+		wm = append(wm, flood(b, s.hooks, plan, floodConns))
+		b.StopTimer()
+		s.waitGreen(b, s.projects[:floodPushed], 2*time.Minute)
+		s.settle(b, 3*reconciler.ExpectDelay, time.Minute)
+		passes += float64(s.passes.Load()-before) / floodPushed
+		grown += float64(int64(heapInUse())-int64(heap)) / (1 << 20)
+		for i := range plan {
+			plan[i].want = 0 // the bare handler accepts everything
+		}
+		base = append(base, flood(b, bare.URL, plan, floodConns))
+		b.StartTimer()
+	}
+	n := float64(len(wm))
+	var p50, p99, rate, bp50, bp99, brate float64
+	for i := range wm {
+		p50 += float64(wm[i].quantile(.5).Microseconds()) / n
+		p99 += float64(wm[i].quantile(.99).Microseconds()) / n
+		rate += float64(len(wm[i].acks)) / wm[i].took.Seconds() / n
+		bp50 += float64(base[i].quantile(.5).Microseconds()) / n
+		bp99 += float64(base[i].quantile(.99).Microseconds()) / n
+		brate += float64(len(base[i].acks)) / base[i].took.Seconds() / n
+	}
+	b.ReportMetric(p50, "ack-p50-µs")
+	b.ReportMetric(p99, "ack-p99-µs")
+	b.ReportMetric(rate, "deliveries/s")
+	b.ReportMetric(bp50, "bare-p50-µs")
+	b.ReportMetric(bp99, "bare-p99-µs")
+	b.ReportMetric(brate, "bare-deliveries/s")
+	b.ReportMetric(p50/bp50, "p50/bare")
+	b.ReportMetric(p99/bp99, "p99/bare")
+	b.ReportMetric(brate/rate, "bare/rate")
+	b.ReportMetric(passes/n, "passes/pushed")
+	b.ReportMetric(grown/n, "heap-growth-MiB")
+}
+
+// webhookRuns is how many iterations BenchmarkWebhookToRunning can run:
+// one student project each, made before the server starts.
+const webhookRuns = 5
+
+// BenchmarkWebhookToRunning measures, on the local Docker Engine, the
+// time from the POST of a push webhook to the start of the container the
+// pushed wm.yaml declares (Docker's start event): the GitLab double's
+// webhook through the handler, the service and the loop, a fetch of the
+// repo over smart HTTP, the pass's reads, the owner's network and the
+// container's create and start. The project was tracked and Ready, with
+// no container, before. Its baseline, run in the same iteration, is the
+// raw Docker API: ContainerCreate and ContainerStart of a container of
+// the same image, command, memory and hardening, timed to the start
+// event too. At most webhookRuns iterations (-benchtime 3x).
+//
+//	go test ./reconciler/gitlab -run '^$' -bench WebhookToRunning -benchtime 3x
+func BenchmarkWebhookToRunning(b *testing.B) {
+	if testing.Short() {
+		b.Skip("needs the local Docker Engine")
+	}
+	local := dockertest.Local(b)
+	image := local.BusyboxImage(b, "")
+	owners := make([]string, webhookRuns)
+	for i := range owners {
+		owners[i] = local.Owner(b)
+	}
+	s := newServer(b, local.Engine(b), owners, map[string]string{"wm.yaml": "version: 1\n"}, "policy: {allowedRegistries: [docker.io/wm-test]}")
+	cli := local.Client(b)
+	var wm, raw time.Duration
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		if i == webhookRuns {
+			b.Fatalf("at most %d iterations", webhookRuns)
+		}
+		p, owner := s.projects[i], owners[i]
+		before := s.heads[p]
+		after := p.Commit(b, "main", map[string]string{"wm.yaml": fmt.Sprintf(
+			"version: 1\ncontainers:\n  web: {image: %s, command: [sleep, \"3600\"], memory: 32Mi}\n", image)}, "a container")
+		s.heads[p] = after
+		body := gitlabtest.PushHook(p, "main", before, after)
+		b.StartTimer()
+		wm += untilStarted(b, cli, owner, func() {
+			gitlabtest.PostHook(b, s.hooks, "Push Hook", body, http.Header{"X-Gitlab-Token": {secret}})
+		})
+		b.StopTimer()
+		raw += untilStarted(b, cli, owner+"-raw", func() { rawCreateStart(b, cli, image, owner+"-raw") })
+		i++
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(wm.Milliseconds())/float64(i), "webhook-to-running-ms")
+	b.ReportMetric(float64(raw.Milliseconds())/float64(i), "raw-create-start-ms")
+	b.ReportMetric(wm.Seconds()/raw.Seconds(), "x-raw")
+}
+
+// untilStarted runs do and returns the time from its call to Docker's
+// start event of a container labelled with owner.
+func untilStarted(b *testing.B, cli *client.Client, owner string, do func()) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	defer cancel()
+	msgs, errs := cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", "container"), filters.Arg("event", "start"),
+		filters.Arg("label", docker.LabelOwner+"="+owner))})
+	start := time.Now()
+	do()
+	select {
+	case m := <-msgs:
+		return time.Unix(0, m.TimeNano).Sub(start)
+	case err := <-errs:
+		b.Fatalf("waiting for %s's container to start: %v", owner, err)
+	}
+	return 0
+}
+
+// rawCreateStart creates and starts a container of owner through the
+// Docker SDK with the hardening the reconciler gives one.
+func rawCreateStart(b *testing.B, cli *client.Client, image, owner string) {
+	b.Helper()
+	pids := int64(core.DefaultPidsLimit)
+	yes := true
+	ctx := b.Context()
+	created, err := cli.ContainerCreate(ctx, &container.Config{
+		Image: image, Cmd: []string{"sleep", "3600"}, Labels: map[string]string{docker.LabelOwner: owner},
+	}, &container.HostConfig{
+		Init:          &yes,
+		CapDrop:       []string{"ALL"},
+		CapAdd:        docker.CapAllowlist(),
+		SecurityOpt:   []string{"no-new-privileges:true"},
+		IpcMode:       "private",
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
+		LogConfig:     container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
+		Resources:     container.Resources{Memory: 32 << 20, MemorySwap: 32 << 20, PidsLimit: &pids},
+	}, nil, nil, "")
+	if err == nil {
+		b.Cleanup(func() {
+			_ = cli.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
+		})
+		err = cli.ContainerStart(ctx, created.ID, container.StartOptions{})
+	}
+	if err != nil {
+		b.Fatalf("raw create and start: %v", err)
 	}
 }
