@@ -31,7 +31,8 @@ import (
 // Sizes of BenchmarkRealColdConverge: benchRepos students' repos of
 // benchPerRepo containers each, converged benchConcurrency passes at a
 // time (poll.concurrency's default). WM_BENCH_REPOS changes the number of
-// repos.
+// repos; WM_BENCH_CONTAINERS=N asks for N containers instead (N/4 repos,
+// rounded up).
 const (
 	benchRepos       = 10
 	benchPerRepo     = 4
@@ -66,6 +67,13 @@ func BenchmarkRealColdConverge(b *testing.B) {
 			b.Fatalf("WM_BENCH_REPOS=%q is not a number of repos", s)
 		}
 		nRepos = n
+	}
+	if s := os.Getenv("WM_BENCH_CONTAINERS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("WM_BENCH_CONTAINERS=%q is not a number of containers", s)
+		}
+		nRepos = (n + benchPerRepo - 1) / benchPerRepo
 	}
 	root := b.TempDir()
 	owners := make([]string, nRepos)
