@@ -21,6 +21,7 @@ import (
 
 	"github.com/whalemountain/wm/reconciler"
 	"github.com/whalemountain/wm/reconciler/access"
+	"github.com/whalemountain/wm/reconciler/dashboard"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/webhook"
 	"github.com/whalemountain/wm/schema"
@@ -205,8 +206,8 @@ func (d localDispatcher) Dispatch(_ context.Context, e any) {
 
 // publicHandler serves what the world may ask for: GitLab's webhooks,
 // SIF downloads (with a bearer token), a health check and the probes
-// (their reasons withheld), each client within its rate limit. Nothing
-// else is on the public listener.
+// (their reasons withheld), the web dashboard when configured, each
+// client within its rate limit. Nothing else is on the public listener.
 func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, pr *probes, log *slog.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
 	var exempt func(*http.Request) bool
@@ -243,6 +244,15 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 		mux.Handle(access.Prefix, acc.Handler())
 		sifs := acc.Artifacts(func(a func(*http.Request, string) bool) http.Handler { return sif.NewHandler(rt.cfg.ArtifactsDir, a) })
 		mux.Handle("GET /artifacts/", downloadDeadlines(sifs, defaultHTTPLimits.DownloadStall))
+		if rt.cfg.Dashboard != nil {
+			// The web dashboard: everything else on the listener, every
+			// page a call to the same API with the session's token.
+			dash, err := dashboardHandler(rt, acc, downloadDeadlines(sifs, defaultHTTPLimits.DownloadStall), log)
+			if err != nil {
+				return nil, err
+			}
+			mux.Handle("/", dash)
+		}
 	} else {
 		log.Info("no sources.gitlab and no artifacts.tokensFile: the access API (/api/v1) and SIF downloads are off")
 	}
@@ -269,6 +279,36 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 	})
 	reg.MustRegister(limited)
 	return rateLimit(mux, newClientLimiter(rl.Rate, rl.Burst, maxClients, nil), trusted, exempt, limited), nil
+}
+
+// dashboardHandler is the web dashboard of rt's config, over acc and the
+// SIF downloads sifs.
+func dashboardHandler(rt *runtime, acc *access.Server, sifs http.Handler, log *slog.Logger) (http.Handler, error) {
+	d := rt.cfg.Dashboard
+	secret, err := readSecret("dashboard.secretFile", d.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := dashboard.SessionKey(d.SessionKeyFile, rt.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	q := rt.cfg.Policy.Quota
+	var hosts []dashboard.Host
+	for _, h := range rt.cfg.Docker.Hosts {
+		hosts = append(hosts, dashboard.Host{Name: h.Name, GPUs: h.Devices()})
+	}
+	dash, err := dashboard.New(dashboard.Config{
+		API: acc.Handler(), Artifacts: sifs, GitLabURL: rt.cfg.Sources.GitLab.URL,
+		ClientID: d.ApplicationID, ClientSecret: secret, RedirectURL: d.RedirectURL,
+		SessionKey: key, Secure: strings.HasPrefix(d.RedirectURL, "https://"), SessionTTL: d.SessionTTL.Std(),
+		Quota: dashboard.Quota{Containers: q.Containers, Pods: q.Pods, GPUs: q.GPUs, CPUs: q.CPUs, MemoryBytes: schema.SizeBytes(q.Memory)},
+		Hosts: hosts, MaxUpload: schema.SizeBytes(rt.cfg.Access.MaxCopySize), History: rt.store.History, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return dash.Handler(), nil
 }
 
 // accessServer is the access API of rt's config: identities from GitLab
