@@ -24,7 +24,10 @@
 //     a deadline (WithJobTimeout, given poll.passTimeout): a hung
 //     GitLab or a hung plan ends in a logged error and the next job runs;
 //     at shutdown the jobs under way are cancelled after a grace period
-//     (WithShutdownGrace).
+//     (WithShutdownGrace). A flood costs no more than its news: the
+//     deliveries of one push (retries, a project and a system hook) make
+//     one pass and one pending status, and pushes to projects not known
+//     have GitLab listed again at most every RediscoverGap.
 //
 // # Trust
 //
