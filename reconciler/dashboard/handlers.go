@@ -378,14 +378,13 @@ func (d *Dashboard) upload(w http.ResponseWriter, r *http.Request, v *visit) {
 // itself, a folder as a tar archive, through the API's copy out.
 func (d *Dashboard) download(w http.ResponseWriter, r *http.Request, v *visit) {
 	p := r.URL.Query().Get("path")
-	status, header, body := d.stream(r, v.sess.Token, http.MethodGet, apiPath(r, "archive"), url.Values{"path": {p}}, nil)
+	status, _, body := d.stream(r, v.sess.Token, http.MethodGet, apiPath(r, "archive"), url.Values{"path": {p}}, nil)
 	defer body.Close()
 	if status != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
 		d.fail(w, r, v, status, errorMessage(b))
 		return
 	}
-	_ = header
 	tr := tar.NewReader(body)
 	first, err := tr.Next()
 	if err != nil {
