@@ -109,6 +109,15 @@ func (t *tarStream) Close() error { return t.sess.Close() }
 // PodCopyTo unpacks the tar archive content into the folder dir of
 // owner's running pod name, as the pod's user. The caller vets the
 // archive (see copyIn). A folder that is not there is ErrNotFound.
+//
+// A tar that fails (a folder that is not there, or that it may not
+// write) stops reading its input, and the runtime (containerd 1.6) may
+// then never report its end, or report it as a success: it waits to hand
+// tar the rest of the input. So what tar says on its standard error is
+// what counts: the first word of it closes the input, the session is
+// ended when tar's end is still not reported tarGrace later, and then,
+// or when tar complained yet is said to have succeeded, the copy failed
+// as tar said. It never hangs until it is idle for too long.
 func (k *Kube) PodCopyTo(ctx context.Context, owner, name, dir string, content io.Reader) error {
 	fail := func(err error) error {
 		return fmt.Errorf("copy into %s of pod %s of %s: %w", dir, name, owner, err)
@@ -119,14 +128,29 @@ func (k *Kube) PodCopyTo(ctx context.Context, owner, name, dir string, content i
 	}
 	defer sess.Close()
 	stdout, stderr := sess.Output()
+	in := sess.Input()
+	endInput := sync.OnceFunc(func() { _ = in.Close() })
+	complaint := make(chan struct{})
+	complain := sync.OnceFunc(func() { close(complaint); endInput() })
 	msg := &capped{max: maxTarMessage}
 	var drained sync.WaitGroup
 	drained.Add(2)
 	go func() { defer drained.Done(); _, _ = io.Copy(msg, stdout) }()
-	go func() { defer drained.Done(); _, _ = io.Copy(msg, stderr) }()
-	in := sess.Input()
+	go func() {
+		defer drained.Done()
+		_, _ = io.Copy(msg, readerFunc(func(p []byte) (int, error) {
+			n, err := stderr.Read(p)
+			if n > 0 {
+				complain()
+			}
+			return n, err
+		}))
+	}()
 	_, cerr := io.Copy(in, content)
-	if cerr != nil && !errors.Is(cerr, errSessionEnded) {
+	// Cut short: tar complained before it had the whole archive, or
+	// ended before it read it.
+	cut := cerr != nil && (closed(complaint) || errors.Is(cerr, errSessionEnded))
+	if cerr != nil && !cut {
 		// The archive was refused or cut short: tar is ended with the
 		// session, never handed an end-of-file it would take for the
 		// archive's end.
@@ -134,16 +158,77 @@ func (k *Kube) PodCopyTo(ctx context.Context, owner, name, dir string, content i
 		drained.Wait()
 		return fail(cerr)
 	}
-	_ = in.Close()
+	endInput()
+	code, werr, hung := waitTar(ctx, sess, complaint)
 	drained.Wait()
-	code, werr := sess.Wait(ctx)
+	said := strings.TrimSpace(msg.String())
+	ok := code == 0 && werr == nil
 	switch {
-	case code != 0 || werr != nil:
-		return fail(classifyTar(code, werr, msg.String()))
-	case cerr != nil:
-		return fail(&tarFailure{said: "it ended before it had read the whole archive"})
+	case hung || ok && (cut || !onlyWarnings(said)):
+		if said == "" {
+			return fail(&tarFailure{said: "it ended before it had read the whole archive"})
+		}
+		return fail(classifyTar(1, nil, said))
+	case !ok:
+		return fail(classifyTar(code, werr, said))
 	}
 	return nil
+}
+
+// tarGrace is how long a copy in waits for the end of a tar that
+// complained.
+const tarGrace = 5 * time.Second
+
+// waitTar waits for the end of tar in sess; once tar has complained, it
+// waits tarGrace more, then ends the session (hung).
+func waitTar(ctx context.Context, sess Session, complaint <-chan struct{}) (code int, err error, hung bool) {
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := sess.Wait(ctx)
+		done <- result{code, err}
+	}()
+	var grace <-chan time.Time
+	for {
+		select {
+		case r := <-done:
+			return r.code, r.err, false
+		case <-complaint:
+			complaint, grace = nil, time.After(tarGrace)
+		case <-grace:
+			_ = sess.Close()
+			r := <-done
+			return r.code, r.err, true
+		}
+	}
+}
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// onlyWarnings reports whether every line tar said is a warning it
+// gives on success: GNU tar's about an archive's time stamps. Nothing
+// said is no warning either.
+func onlyWarnings(said string) bool {
+	if said == "" {
+		return true
+	}
+	for _, line := range strings.Split(said, "\n") {
+		if !strings.Contains(line, "implausibly old time stamp") && !strings.Contains(line, "in the future") {
+			return false
+		}
+	}
+	return true
 }
 
 // classifyTar says how tar ended in a pod from its exit code, the

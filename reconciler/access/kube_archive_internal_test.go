@@ -53,3 +53,22 @@ func TestHowTarEndedInAPodIsToldApart(t *testing.T) {
 		})
 	}
 }
+
+func TestOnlyTimeStampWarningsLeaveACopyInSuccessful(t *testing.T) {
+	for _, tc := range []struct {
+		name, said string
+		want       bool
+	}{
+		{"nothing said is no warning", "", true},
+		{"GNU tar's old time stamp is a warning", "tar: a.txt: implausibly old time stamp 1754-08-30 22:43:41", true},
+		{"GNU tar's future time stamp is a warning", "tar: a.txt: time stamp 2100-01-01 00:00:00 is 2366841600 s in the future", true},
+		{"a missing folder is a failure", "tar: can't change directory to '/no': No such file or directory", false},
+		{"a failure after a warning is a failure", "tar: a.txt: implausibly old time stamp 1754-08-30\ntar: b.txt: Cannot open: Permission denied", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := onlyWarnings(tc.said); got != tc.want {
+				t.Errorf("onlyWarnings(%q) = %v, want %v", tc.said, got, tc.want)
+			}
+		})
+	}
+}

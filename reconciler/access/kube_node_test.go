@@ -185,12 +185,13 @@ func TestAStudentUsesTheirRunningPodAndNoOtherOnTheNode(t *testing.T) {
 		}
 	})
 	t.Run("the owner copies a file in, owned by the pod's user, and back out", func(t *testing.T) {
-		if err := alice.PodCopyTo(ctx, "train", "/tmp", tarOf(t, map[string]string{"notes.txt": "my notes"})); err != nil {
+		// A large file too: more than the streams hold at once.
+		if err := alice.PodCopyTo(ctx, "train", "/tmp", tarOf(t, map[string]string{"notes.txt": "my notes", "big.bin": strings.Repeat("x", 8<<20)})); err != nil {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		if code, err := alice.PodExec(ctx, "train", access.ExecRequest{Cmd: []string{"stat", "-c", "%u %a %s", "/tmp/notes.txt"}, Stdout: &out}); err != nil || code != 0 || out.String() != "1000 644 8\n" {
-			t.Errorf("the file copied in: %q, %d, %v; want owner 1000, mode 644, 8 bytes", out.String(), code, err)
+		if code, err := alice.PodExec(ctx, "train", access.ExecRequest{Cmd: []string{"stat", "-c", "%u %a %s", "/tmp/notes.txt", "/tmp/big.bin"}, Stdout: &out}); err != nil || code != 0 || out.String() != "1000 644 8\n1000 644 8388608\n" {
+			t.Errorf("the files copied in: %q, %d, %v; want owner 1000, mode 644, 8 and 8388608 bytes", out.String(), code, err)
 		}
 		rc, err := alice.PodCopyFrom(ctx, "train", "/tmp/notes.txt")
 		if err != nil {
