@@ -1,9 +1,11 @@
 // Package access lets students use what WhaleMountain made for them, and
 // admins everything: a versioned JSON API on wm serve's public listener
 // (Prefix, /api/v1/) to list their repos, containers, pods and SIFs, read
-// and follow a container's logs, restart it, copy files in and out of it
-// (tar streams) and run commands in it with a terminal (a WebSocket, see
-// the exec protocol of ChanStdin and the rest), and the identity SIF
+// and follow a container's logs, restart it, wake it when idle culling
+// stopped it, copy files in and out of it (tar streams) and run commands
+// in it with a terminal (a WebSocket, see the exec protocol of ChanStdin
+// and the rest); the same for a pod's logs, exec and copies (tar run in
+// the pod through exec, as kubectl cp does); and the identity SIF
 // downloads are checked with (Server.Artifacts). Client is the same API
 // from Go, which the wm CLI's client commands use.
 //
