@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/whalemountain/wm/reconciler/access"
@@ -142,6 +144,15 @@ func browserContext(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
+	}
+	// Every page keeps what its Content-Security-Policy refused and its
+	// uncaught script errors in window.pageErrors, for the tests to see.
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.pageErrors = [];
+addEventListener("securitypolicyviolation", e => pageErrors.push("refused by the CSP: " + e.violatedDirective + " " + e.blockedURI));
+addEventListener("error", e => pageErrors.push("error: " + e.message + " at " + e.filename + ":" + e.lineno));`,
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return ctx
 }
@@ -290,14 +301,33 @@ func TestAStudentAndAnAdminUseTheDashboardInABrowser(t *testing.T) {
 		step(t, ctx, chromedp.Click(chromedp.CSS("#follow")))
 	})
 
-	t.Run("she types a command in the page's shell and sees its output", func(t *testing.T) {
+	t.Run("she types a command in the page's xterm.js shell and sees its output in its rows", func(t *testing.T) {
 		step(t, ctx, chromedp.Click(chromedp.CSS("#open-shell")))
 		waitText(t, ctx, "#shell-status", "connected")
-		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal"), "echo dash-$((6*7))\n"))
-		waitText(t, ctx, "#terminal", "dash-42")
+		// xterm.js takes keys in its helper textarea, draws on canvases
+		// and keeps its rows as text in the accessibility tree.
+		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "echo dash-$((6*7)); stty size\n"))
+		waitText(t, ctx, "#terminal .xterm-accessibility-tree", "dash-42")
+		rows := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#terminal .xterm-accessibility-tree > div")].map(d => d.textContent.trimEnd())`))
+		if !slices.Contains(rows, "dash-42") {
+			t.Errorf("no row of the terminal is the output dash-42: %q", rows)
+		}
+		// stty size, the line after, is the TTY's size: the rows
+		// xterm.js fitted to its box (one a row of the tree) and more
+		// columns than a terminal that was never sized (80).
+		var r, c int
+		if i := slices.Index(rows, "dash-42"); i < 0 || i+1 == len(rows) {
+			t.Errorf("no line of stty size after dash-42: %q", rows)
+		} else if _, err := fmt.Sscanf(rows[i+1], "%d %d", &r, &c); err != nil || r != len(rows) || c <= 80 {
+			t.Errorf("stty size %q: want %d rows (the terminal's) and more than 80 columns", rows[i+1], len(rows))
+		}
 		screenshot(t, ctx, "shell")
-		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal"), "exit\n"))
-		waitText(t, ctx, "#shell-status", "exit 0")
+		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "exit 3\n"))
+		waitText(t, ctx, "#shell-status", "exit 3")
+		waitText(t, ctx, "#terminal .xterm-accessibility-tree", "the shell ended: exit 3")
+		if v := run(t, ctx, chromedp.Evaluate[[]string](`window.pageErrors`)); len(v) > 0 {
+			t.Errorf("the page had errors: %q", v)
+		}
 	})
 
 	t.Run("she uploads a file and downloads it back", func(t *testing.T) {

@@ -5,9 +5,9 @@
 // condition with its reason), containers (state, health, GPUs, addresses
 // as links), pods, SIFs (downloads), their quota use and their repos'
 // last passes; follow a container's logs (server-sent events), open a
-// shell in it (a small terminal in plain JavaScript over the access API's
-// exec WebSocket, with a TTY), upload and download files, restart and
-// wake it. Admins also see every student and their use, each host's GPUs
+// shell in it (xterm.js, vendored in static/ by ci/xterm-bundle, over the
+// access API's exec WebSocket, with a TTY of the terminal's size), upload
+// and download files, restart and wake it. Admins also see every student and their use, each host's GPUs
 // and whom each serves, the repos that are not ready and the audit log.
 //
 // # Model
