@@ -400,8 +400,9 @@ func newCpCmd() *cobra.Command {
 		Short: "Copy files into or out of a container",
 		Long: `Copy a file or folder between this machine and your container (or pod, with
 --pod): one of SRC and DST is NAME:PATH. Into a container, PATH is the
-folder the file or folder goes in; out of one, DST is the local folder it
-goes in. A pod's image needs tar for it.`,
+folder the file or folder goes in; out of one, as with docker cp, it goes
+in DST when DST is a folder, and is named DST when DST does not exist yet.
+A pod's image needs tar for it.`,
 		Example: "  wm cp notes.txt web:/data\n  wm cp web:/data/results ./\n  wm cp --pod train:/tmp/model.pt ./",
 		Args:    cobra.ExactArgs(2),
 		RunE: withClient(func(ctx context.Context, cmd *cobra.Command, c *access.Client, args []string) error {
@@ -424,7 +425,13 @@ goes in. A pod's image needs tar for it.`,
 					return err
 				}
 				defer rc.Close()
-				return untarInto(rc, args[1])
+				// As docker cp: into DST when it is a folder; named DST
+				// when it does not exist yet.
+				dst, as := args[1], ""
+				if _, err := os.Stat(dst); errors.Is(err, fs.ErrNotExist) {
+					dst, as = filepath.Dir(dst), filepath.Base(dst)
+				}
+				return untarInto(rc, dst, as)
 			}
 		}),
 	}
@@ -495,7 +502,7 @@ func tarPath(w io.Writer, src string) error {
 // untarInto unpacks the regular files and folders of a tar archive into
 // the folder dst (made when missing). A name that would land outside dst
 // is refused; links and anything else are skipped.
-func untarInto(r io.Reader, dst string) error {
+func untarInto(r io.Reader, dst, as string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
@@ -514,6 +521,12 @@ func untarInto(r io.Reader, dst string) error {
 			return fmt.Errorf("read the archive: %w", err)
 		}
 		name := path.Clean(h.Name)
+		if as != "" {
+			// The archive holds one file or folder, named as its source:
+			// it is named as after all.
+			_, rest, _ := strings.Cut(name, "/")
+			name = path.Join(as, rest)
+		}
 		if !filepath.IsLocal(name) {
 			return fmt.Errorf("the archive names %q, outside the folder", h.Name)
 		}

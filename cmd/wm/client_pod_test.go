@@ -101,11 +101,12 @@ func TestClientAStudentUsesTheirPodWithTheCLI(t *testing.T) {
 		if _, errOut, code := cli(t, "", "cp", "--pod", src, "train:/tmp"); code != 0 {
 			t.Fatalf("cp --pod in: %d, %q", code, errOut)
 		}
+		// Out as docker cp does: named back, as back does not exist yet.
 		back := filepath.Join(work, "back")
 		if _, errOut, code := cli(t, "", "cp", "--pod", "train:/tmp/data", back); code != 0 {
 			t.Fatalf("cp --pod out: %d, %q", code, errOut)
 		}
-		if b, err := os.ReadFile(filepath.Join(back, "data", "sub", "notes.txt")); err != nil || string(b) != "my notes" {
+		if b, err := os.ReadFile(filepath.Join(back, "sub", "notes.txt")); err != nil || string(b) != "my notes" {
 			t.Errorf("copied back: %q, %v", b, err)
 		}
 	})

@@ -151,12 +151,24 @@ func TestClientANewStudentUsesTheirContainerWithTheCLIOnly(t *testing.T) {
 		if _, errOut, code := cli(t, "", "cp", filepath.Join(work, "data"), "web:/tmp"); code != 0 {
 			t.Fatalf("cp in: %d, %q", code, errOut)
 		}
+		// As docker cp: into a folder that exists...
 		back := filepath.Join(work, "back")
+		if err := os.Mkdir(back, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if _, errOut, code := cli(t, "", "cp", "web:/tmp/data", back); code != 0 {
 			t.Fatalf("cp out: %d, %q", code, errOut)
 		}
 		if b, err := os.ReadFile(filepath.Join(back, "data", "notes.txt")); err != nil || string(b) != "my notes" {
 			t.Errorf("copied back: %q, %v", b, err)
+		}
+		// ...and named as a path that does not exist yet.
+		renamed := filepath.Join(work, "renamed.txt")
+		if _, errOut, code := cli(t, "", "cp", "web:/tmp/data/notes.txt", renamed); code != 0 {
+			t.Fatalf("cp out: %d, %q", code, errOut)
+		}
+		if b, err := os.ReadFile(renamed); err != nil || string(b) != "my notes" {
+			t.Errorf("copied out as renamed.txt: %q, %v", b, err)
 		}
 	})
 	t.Run("restart restarts it", func(t *testing.T) {
