@@ -87,6 +87,7 @@ type Handler struct {
 	seen    *seenKeys
 	d       Dispatcher
 	metrics *metrics
+	recent  recent
 }
 
 var (
@@ -139,44 +140,45 @@ func NewHandler(cfg Config, d Dispatcher, reg prometheus.Registerer) (*Handler, 
 // order of the checks and what each answer means.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	event, outcome := h.serve(w, r)
+	event, outcome, project := h.serve(w, r)
 	h.metrics.requests.WithLabelValues(event, outcome).Inc()
 	h.metrics.duration.Observe(time.Since(start).Seconds())
+	h.recent.add(Delivery{Time: h.now(), Event: event, Outcome: outcome, Status: outcomeStatus[outcome], Project: project})
 }
 
 // serve answers and returns the labels of the delivery. Until the body is
 // decoded, the event label follows X-Gitlab-Event alone, so a refused
 // system hook counts as "other".
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (event, outcome string) {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (event, outcome, project string) {
 	header := r.Header.Get(headerEvent)
 	event = headerLabel(header)
 
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		replyError(w, http.StatusMethodNotAllowed, "method not allowed: use POST")
-		return event, outcomeMethodNotAllowed
+		return event, outcomeMethodNotAllowed, ""
 	}
 	// The token comes first: nothing of an unauthenticated request is read.
 	if !h.tokenOK(r.Header.Get(headerToken)) {
 		replyError(w, http.StatusUnauthorized, "unauthorized")
-		return event, outcomeUnauthorized
+		return event, outcomeUnauthorized, ""
 	}
 	body, err := h.readBody(w, r)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			replyError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", h.maxBody))
-			return event, outcomeTooLarge
+			return event, outcomeTooLarge, ""
 		}
 		replyError(w, http.StatusBadRequest, "unreadable body")
-		return event, outcomeBadRequest
+		return event, outcomeBadRequest, ""
 	}
 	if h.signingKey != nil {
 		err := verifySignature(h.signingKey, r.Header.Get(headerWebhookID),
 			r.Header.Get(headerWebhookTimestamp), r.Header.Get(headerWebhookSignature), body, h.now())
 		if err != nil {
 			replyError(w, http.StatusUnauthorized, "unauthorized")
-			return event, outcomeUnauthorized
+			return event, outcomeUnauthorized, ""
 		}
 	}
 
@@ -184,18 +186,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (event, outcome 
 	switch {
 	case err != nil:
 		replyError(w, http.StatusBadRequest, err.Error())
-		return event, outcomeBadRequest
+		return event, outcomeBadRequest, ""
 	case e == nil:
 		replyStatus(w, http.StatusOK, outcomeIgnored)
-		return event, outcomeIgnored
+		return event, outcomeIgnored, ""
 	}
 	if k, ok := keyOf(r.Header.Get(headerIdempotencyKey), r.Header.Get(headerEventUUID), header, body); ok && !h.seen.add(k, h.now()) {
 		replyStatus(w, http.StatusOK, outcomeDuplicate)
-		return event, outcomeDuplicate
+		return event, outcomeDuplicate, projectOf(e)
 	}
 	h.d.Dispatch(context.WithoutCancel(r.Context()), e)
 	replyStatus(w, http.StatusAccepted, outcomeAccepted)
-	return event, outcomeAccepted
+	return event, outcomeAccepted, projectOf(e)
 }
 
 // tokenOK compares the token with the secret in constant time, lengths
