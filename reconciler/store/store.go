@@ -189,6 +189,9 @@ func (s *Store) PutRepo(r core.RepoState) error {
 		if err := tx.Bucket(bucketOwners).Put(ownerKey(r.Owner, r.Key), nil); err != nil {
 			return err
 		}
+		if err := noteGPUs(tx, r.Owner, r.Key, r.Usage.GPUs, usageTime(r)); err != nil {
+			return err
+		}
 		return b.Put([]byte(r.Key), v)
 	})
 	if err != nil {
@@ -252,10 +255,18 @@ func unindex(tx *bolt.Tx, key string) error {
 func ownerKey(owner, key string) []byte { return []byte(owner + "\x00" + key) }
 
 // DeleteRepo forgets a repo and its history (its ports stay allocated
-// until released).
+// until released); the GPU-hours its owner's repo held stay counted.
 func (s *Store) DeleteRepo(key string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRepos)
+		if v := b.Get([]byte(key)); v != nil {
+			var r core.RepoState
+			if json.Unmarshal(v, &r) == nil {
+				if err := noteGPUs(tx, r.Owner, key, 0, time.Now()); err != nil {
+					return err
+				}
+			}
+		}
 		if err := unindex(tx, key); err != nil {
 			return err
 		}
