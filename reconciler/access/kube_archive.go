@@ -384,42 +384,7 @@ func (s *Server) podCopyIn(w http.ResponseWriter, r *http.Request, id Identity) 
 		return fail(w, http.StatusBadRequest, full, "path must be an absolute folder in the pod")
 	}
 	target := full + ":" + dir
-	if r.ContentLength > s.cfg.MaxCopyBytes {
-		return fail(w, http.StatusRequestEntityTooLarge, target, fmt.Sprintf("the archive is larger than the copy limit (%d bytes)", s.cfg.MaxCopyBytes))
-	}
-	release, okSession := s.acquire(id)
-	if !okSession {
-		return s.tooMany(w, full)
-	}
-	defer release()
-	ctx, touch, cancel := idle(r.Context(), s.cfg.IdleTimeout)
-	defer cancel()
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.Stall))
-	body := readerFunc(func(p []byte) (int, error) {
-		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.Stall))
-		touch()
-		return r.Body.Read(p)
-	})
-	pr, pw := io.Pipe()
-	vetted := make(chan error, 1)
-	go func() {
-		err := vetArchive(pw, body, s.cfg.MaxCopyBytes)
-		pw.CloseWithError(err)
-		vetted <- err
-	}()
-	err := s.cfg.Cluster.PodCopyTo(ctx, owner, name, dir, pr)
-	pr.CloseWithError(errors.New("copy ended"))
-	if verr := <-vetted; verr != nil && errors.Is(verr, errArchive) {
-		status := http.StatusBadRequest
-		if strings.Contains(verr.Error(), "copy limit") {
-			status = http.StatusRequestEntityTooLarge
-		}
-		return fail(w, status, target, verr.Error())
-	}
-	if err != nil {
-		return podError(w, full, target, err)
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"copied": target})
-	return ok(target)
+	return s.upload(w, r, id, full, target, func(ctx context.Context, archive io.Reader) error {
+		return s.cfg.Cluster.PodCopyTo(ctx, owner, name, dir, archive)
+	}, func(err error) outcome { return podError(w, full, target, err) })
 }

@@ -210,12 +210,24 @@ func (s *Server) copyIn(w http.ResponseWriter, r *http.Request, id Identity) out
 	if !okPath {
 		return fail(w, http.StatusBadRequest, t.name, "path must be an absolute folder in the container")
 	}
+	return s.upload(w, r, id, t.name, t.name+":"+dir, func(ctx context.Context, archive io.Reader) error {
+		return t.host.CopyTo(ctx, t.owner, t.name, dir, archive)
+	}, func(err error) outcome { return engineError(w, t.name+":"+dir, err) })
+}
+
+// upload is the body of a copy in, to a container or a pod, named name
+// (target is name:folder): within the copy limit and a session of id's,
+// with the idle timeout and the stall bound on the client, the archive in
+// the body is vetted (vetArchive) on its way to copyTo; a refused archive
+// is 400 or 413, copyTo's own error answered by failed.
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, id Identity, name, target string,
+	copyTo func(ctx context.Context, archive io.Reader) error, failed func(error) outcome) outcome {
 	if r.ContentLength > s.cfg.MaxCopyBytes {
-		return fail(w, http.StatusRequestEntityTooLarge, t.name+":"+dir, fmt.Sprintf("the archive is larger than the copy limit (%d bytes)", s.cfg.MaxCopyBytes))
+		return fail(w, http.StatusRequestEntityTooLarge, target, fmt.Sprintf("the archive is larger than the copy limit (%d bytes)", s.cfg.MaxCopyBytes))
 	}
 	release, okSession := s.acquire(id)
 	if !okSession {
-		return s.tooMany(w, t.name)
+		return s.tooMany(w, name)
 	}
 	defer release()
 	ctx, touch, cancel := idle(r.Context(), s.cfg.IdleTimeout)
@@ -234,20 +246,20 @@ func (s *Server) copyIn(w http.ResponseWriter, r *http.Request, id Identity) out
 		pw.CloseWithError(err)
 		vetted <- err
 	}()
-	err := t.host.CopyTo(ctx, t.owner, t.name, dir, pr)
+	err := copyTo(ctx, pr)
 	pr.CloseWithError(errors.New("copy ended"))
 	if verr := <-vetted; verr != nil && errors.Is(verr, errArchive) {
 		status := http.StatusBadRequest
 		if strings.Contains(verr.Error(), "copy limit") {
 			status = http.StatusRequestEntityTooLarge
 		}
-		return fail(w, status, t.name+":"+dir, verr.Error())
+		return fail(w, status, target, verr.Error())
 	}
 	if err != nil {
-		return engineError(w, t.name+":"+dir, err)
+		return failed(err)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"copied": t.name + ":" + dir})
-	return ok(t.name + ":" + dir)
+	writeJSON(w, http.StatusOK, map[string]string{"copied": target})
+	return ok(target)
 }
 
 type readerFunc func(p []byte) (int, error)
