@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -101,6 +102,12 @@ func classify(err error) error {
 func unreachable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return true
+	}
+	if _, ok := errors.AsType[*fs.PathError](err); ok {
+		// A file of the local cache could not be written (a full or
+		// read-only disk): the remote is not to blame. (Its errno is a
+		// net.Error too, so this comes first.)
+		return false
 	}
 	if _, ok := errors.AsType[net.Error](err); ok { // refused, reset, DNS, timeouts
 		return true

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
+	"syscall"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -89,6 +92,9 @@ func TestClassifiedTransportErrorsCarryTheirKind(t *testing.T) {
 		{"a missing token is Refused", transport.ErrAuthenticationRequired, fault.Refused},
 		{"an empty remote is NotFound", transport.ErrEmptyRemoteRepository, fault.NotFound},
 		{"a timeout is Unreachable", fmt.Errorf("dial: %w", context.DeadlineExceeded), fault.Unreachable},
+		{"a refused connection is Unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, fault.Unreachable},
+		{"a full local disk is not Unreachable", &fs.PathError{Op: "write", Path: "/var/lib/wm/git/x.git/objects/pack/tmp_pack_1", Err: syscall.ENOSPC}, nil},
+		{"a read-only local disk is not Unreachable", &fs.PathError{Op: "open", Path: "/var/lib/wm/git/x.git/HEAD", Err: syscall.EROFS}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
