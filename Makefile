@@ -67,6 +67,17 @@ test: setup ## run every test: the fast set under the race detector, then all ag
 	bash ci/docker2-up >/dev/null
 	$(GO) test -count=1 -timeout 25m ./...
 
+# The fault suite (cmd/wm/chaos_test.go): wm serve killed at random points
+# of its passes, the registry and the apiserver failing under it, its
+# state store lost or corrupted. make test runs it
+# with 4 kill points; WM_CHAOS_SEED replays a run's kill points.
+CHAOS_TESTS := TestWmServeKilledAtRandomPoints|TestPassesWaitWhile|TestALostOrCorruptedStateStore
+
+.PHONY: chaos
+chaos: setup ## the fault suite in full (20 kill points), against the real engines
+	bash ci/kube-up >/dev/null
+	WM_CHAOS=full $(GO) test -count=1 -timeout 15m -v -run '$(CHAOS_TESTS)' ./cmd/wm/
+
 .PHONY: test-short
 test-short: ## the fast set only (pure and fake-backed tests, no engine), under the race detector
 	$(GO) test -count=1 -race -short -timeout 10m ./...
