@@ -32,7 +32,11 @@ func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 	case ActionRecreate:
 		return r.recreate(ctx, p, a)
 	case ActionStart:
-		if err := r.engine(a.Host).Start(ctx, a.Name); err != nil {
+		err := r.engine(a.Host).Start(ctx, a.Name)
+		if errors.Is(err, core.ErrPortInUse) && a.Live != nil {
+			return r.startTaken(ctx, p, a, err)
+		}
+		if err != nil {
 			return fmt.Errorf("start %s: %w", a.Name, err)
 		}
 	case ActionStop:
@@ -44,6 +48,31 @@ func (r *Reconciler) applyOne(ctx context.Context, p *pass, a Action) error {
 		return r.remove(ctx, p, a)
 	}
 	return nil
+}
+
+// startTaken handles a stopped container that cannot start because a host
+// port it holds is taken: by something WhaleMountain does not manage, or
+// by the engine itself, which after a restart can keep counting the ports
+// of containers that were killed while it was down ("port is already
+// allocated" until the engine restarts again). Left so, the container
+// would never start and every pass would fail at it. It is removed (its
+// volumes are kept), its ports are set aside for good and given up, and
+// the next pass makes it anew on other host ports.
+func (r *Reconciler) startTaken(ctx context.Context, p *pass, a Action, err error) error {
+	r.log.Info("removing a container that could not start", "repo", p.repo.Key, "container", a.Name, "host", a.Host,
+		"cause", "a host port it holds is bound by something else, or still counted by its engine after a restart; the next pass makes it anew on other ports, its volumes kept")
+	if rerr := r.engine(a.Host).Remove(ctx, a.Name); rerr != nil && !errors.Is(rerr, fault.NotFound) {
+		return errors.Join(fmt.Errorf("start %s: %w", a.Name, err), rerr)
+	}
+	for _, b := range a.Live.Ports {
+		if aerr := r.store.AdoptPort(store.PortKey(outsideHolder, b.Host), b.Host); aerr != nil {
+			return errors.Join(err, aerr)
+		}
+	}
+	if rerr := r.store.ReleasePorts(a.Name); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return fmt.Errorf("start %s on %s: a host port it holds is taken; it is made anew on other ports on the next pass: %w", a.Name, a.Host, err)
 }
 
 // asideSuffix names a container set aside while its replacement starts.

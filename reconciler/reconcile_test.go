@@ -665,3 +665,34 @@ func TestAnUnreachableHostStallsOnlyWhatLivesThere(t *testing.T) {
 		}
 	})
 }
+
+// After an engine restart, Docker can keep counting the host ports of
+// containers killed while it was down: starting one fails with "port is
+// already allocated" at every pass. The pass removes it (keeping its
+// volume) and the next makes it anew on another host port.
+func TestAContainerWhoseHostPortIsTakenWhenItStartsIsMadeAnewOnAnotherPort(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	before, _, _ := w.container("alice_web")
+	if err := w.hosts[0].Alter("alice_web", func(c *core.Container) { c.Running, c.State = false, "exited" }); err != nil {
+		t.Fatal(err)
+	}
+	w.hosts[0].FailOn("Start", docker.ErrPortInUse)
+	_, err := w.reconcile(repo)
+	if !errors.Is(err, docker.ErrPortInUse) || !strings.Contains(err.Error(), "made anew on other ports") {
+		t.Fatalf("got %v", err)
+	}
+	if _, _, ok := w.container("alice_web"); ok {
+		t.Fatal("the container that cannot start is still there")
+	}
+	w.hosts[0].FailOn("Start", nil)
+	w.mustReconcile(repo)
+	after, _, ok := w.container("alice_web")
+	if !ok || !after.Running || len(after.Ports) != 1 || after.Ports[0].Host == before.Ports[0].Host {
+		t.Errorf("made anew: %+v; want it running on another host port than %d", after, before.Ports[0].Host)
+	}
+	if vols, err := w.hosts[0].ListVolumes(context.Background()); err != nil || len(vols) != 1 {
+		t.Errorf("volumes %v, %v: want the data volume kept", vols, err)
+	}
+}
