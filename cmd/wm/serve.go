@@ -211,6 +211,7 @@ func (d localDispatcher) Dispatch(_ context.Context, e any) {
 func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, pr *probes, log *slog.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
 	var exempt func(*http.Request) bool
+	var deliveries func() []webhook.Delivery
 	if path := rt.cfg.Webhook.SecretFile; path != "" {
 		secret, err := readSecret("webhook.secretFile", path)
 		if err != nil {
@@ -232,6 +233,7 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 			return nil, err
 		}
 		mux.Handle("/hooks/gitlab", h)
+		deliveries = h.Recent
 	} else {
 		log.Info("no webhook.secretFile: POST /hooks/gitlab is off, repos are polled only")
 	}
@@ -247,7 +249,7 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 		if rt.cfg.Dashboard != nil {
 			// The web dashboard: everything else on the listener, every
 			// page a call to the same API with the session's token.
-			dash, err := dashboardHandler(rt, acc, downloadDeadlines(sifs, defaultHTTPLimits.DownloadStall), log)
+			dash, err := dashboardHandler(rt, acc, downloadDeadlines(sifs, defaultHTTPLimits.DownloadStall), deliveries, log)
 			if err != nil {
 				return nil, err
 			}
@@ -282,8 +284,9 @@ func publicHandler(rt *runtime, d webhook.Dispatcher, reg *prometheus.Registry, 
 }
 
 // dashboardHandler is the web dashboard of rt's config, over acc and the
-// SIF downloads sifs.
-func dashboardHandler(rt *runtime, acc *access.Server, sifs http.Handler, log *slog.Logger) (http.Handler, error) {
+// SIF downloads sifs; deliveries, when not nil, lists the webhook's last
+// deliveries.
+func dashboardHandler(rt *runtime, acc *access.Server, sifs http.Handler, deliveries func() []webhook.Delivery, log *slog.Logger) (http.Handler, error) {
 	d := rt.cfg.Dashboard
 	secret, err := readSecret("dashboard.secretFile", d.SecretFile)
 	if err != nil {
@@ -303,7 +306,8 @@ func dashboardHandler(rt *runtime, acc *access.Server, sifs http.Handler, log *s
 		ClientID: d.ApplicationID, ClientSecret: secret, RedirectURL: d.RedirectURL,
 		SessionKey: key, Secure: strings.HasPrefix(d.RedirectURL, "https://"), SessionTTL: d.SessionTTL.Std(),
 		Quota: dashboard.Quota{Containers: q.Containers, Pods: q.Pods, GPUs: q.GPUs, CPUs: q.CPUs, MemoryBytes: schema.SizeBytes(q.Memory)},
-		Hosts: hosts, MaxUpload: schema.SizeBytes(rt.cfg.Access.MaxCopySize), History: rt.store.History, Log: log,
+		Hosts: hosts, MaxUpload: schema.SizeBytes(rt.cfg.Access.MaxCopySize), History: rt.store.History,
+		GPUHours: rt.store.GPUHours, Deliveries: deliveries, Log: log,
 	})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/webhook"
 )
 
 // site is a wm serve's public side for the tests: the access API on the
@@ -39,6 +40,7 @@ type site struct {
 	aliceWeb     string // alice's container's full name
 	aliceRepo    string // her repo's key
 	bobRepo      string
+	heldRepo     string // bob's repo whose removals the prune limit holds
 	gpuHost      string
 	downloadsDir string
 }
@@ -75,8 +77,9 @@ func newSite(t *testing.T) *site {
 		if _, err := engine.Create(t.Context(), spec); err != nil {
 			t.Fatal(err)
 		}
+		// Recorded 3 hours ago with a GPU: 3 GPU-hours by now.
 		err := s.state.PutRepo(core.RepoState{Key: key, Owner: owner, Branch: "main", AppliedRevision: "0123456789abcdef0123456789abcdef01234567",
-			Conditions: []core.Condition{{Type: core.Ready, Status: true, Reason: "Applied", Message: "2 containers as declared"}}, LastPass: time.Now().UTC(),
+			Conditions: []core.Condition{{Type: core.Ready, Status: true, Reason: "Applied", Message: "2 containers as declared"}}, LastPass: time.Now().UTC().Add(-3 * time.Hour),
 			Usage: core.Usage{Containers: 2, GPUs: 1, CPUs: 1.5, MemoryBytes: 1 << 30},
 			SIFs:  []core.SIFStatus{{Name: "env", SHA256: "00", Size: 4, Image: "x"}}})
 		if err != nil {
@@ -93,6 +96,11 @@ func newSite(t *testing.T) *site {
 		}
 	}
 	s.aliceWeb, s.aliceRepo, s.bobRepo = core.ObjectName(s.alice, "web"), "students/"+s.alice+"/web", "students/"+s.bob+"/web"
+	s.heldRepo = "students/" + s.bob + "/old"
+	if err := s.state.PutRepo(core.RepoState{Key: s.heldRepo, Owner: s.bob, Branch: "main", LastPass: time.Now().UTC(),
+		Conditions: []core.Condition{{Type: core.Ready, Status: false, Reason: core.PruneHeld, Message: "3 removal(s) held by the prune limit", LastTransitionTime: time.Now().UTC()}}}); err != nil {
+		t.Fatal(err)
+	}
 	train := core.ContainerSpec{Name: core.ObjectName(s.alice, "train"), Owner: s.alice, Repo: s.aliceRepo, LocalName: "train",
 		Image: dockertest.DefaultBusybox, Network: "wm-" + s.alice, Running: true, GPUs: 1, GPUDevices: []string{"1"}}
 	if _, err := gpu.Create(t.Context(), train); err != nil {
@@ -104,8 +112,13 @@ func newSite(t *testing.T) *site {
 		Addresses: map[string]string{dockertest.HostName: "127.0.0.1"},
 	})
 	artifactsHandler := acc.Artifacts(func(a func(*http.Request, string) bool) http.Handler { return sif.NewHandler(artifacts, a) })
+	hook, err := webhook.NewHandler(webhook.Config{Secret: []byte("hook-secret")}, webhook.DispatcherFunc(func(context.Context, any) {}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var dash http.Handler
 	mux := http.NewServeMux()
+	mux.Handle("/hooks/gitlab", hook)
 	mux.Handle(access.Prefix, acc.Handler())
 	mux.Handle("GET /artifacts/", artifactsHandler)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { dash.ServeHTTP(w, r) }))
@@ -120,7 +133,7 @@ func newSite(t *testing.T) *site {
 		ClientID: app.ID, ClientSecret: app.Secret, RedirectURL: app.RedirectURI, SessionKey: key,
 		Quota:   dashboard.Quota{Containers: 4, GPUs: 2, CPUs: 4, MemoryBytes: 8 << 30},
 		Hosts:   []dashboard.Host{{Name: dockertest.HostName}, {Name: s.gpuHost, GPUs: []string{"0", "1"}}},
-		History: s.state.History,
+		History: s.state.History, GPUHours: s.state.GPUHours, Deliveries: hook.Recent,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +214,28 @@ func waitText(t *testing.T, ctx context.Context, sel, want string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("%s never held %q; it holds %q", sel, want, got)
+}
+
+// waitRows waits until a row of the page's terminal (xterm.js's buffer,
+// trailing blanks trimmed) is want, and returns the rows.
+func waitRows(t *testing.T, ctx context.Context, want string) []string {
+	t.Helper()
+	const js = `(t => { const b = t._core.buffer, out = []; for (let i = 0; i < b.lines.length; i++) out.push(b.translateBufferLineToString(i, true)); return out; })(document.getElementById("terminal").terminal)`
+	deadline := time.Now().Add(30 * time.Second)
+	var rows []string
+	for time.Now().Before(deadline) {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := chromedp.Run(c, chromedp.Evaluate[[]string](js))
+		cancel()
+		if err == nil {
+			if rows = v; slices.Contains(rows, want) {
+				return rows
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("no row of the terminal is %q; it holds %q", want, rows)
+	return nil
 }
 
 // screenshot saves the page as name.png in $WM_SCREENSHOTS, or the
@@ -304,27 +339,26 @@ func TestAStudentAndAnAdminUseTheDashboardInABrowser(t *testing.T) {
 	t.Run("she types a command in the page's xterm.js shell and sees its output in its rows", func(t *testing.T) {
 		step(t, ctx, chromedp.Click(chromedp.CSS("#open-shell")))
 		waitText(t, ctx, "#shell-status", "connected")
-		// xterm.js takes keys in its helper textarea, draws on canvases
-		// and keeps its rows as text in the accessibility tree.
+		// xterm.js takes keys in its helper textarea and draws on
+		// canvases; its buffer holds the rows it shows.
 		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "echo dash-$((6*7)); stty size\n"))
-		waitText(t, ctx, "#terminal .xterm-accessibility-tree", "dash-42")
-		rows := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#terminal .xterm-accessibility-tree > div")].map(d => d.textContent.trimEnd())`))
-		if !slices.Contains(rows, "dash-42") {
-			t.Errorf("no row of the terminal is the output dash-42: %q", rows)
-		}
+		waitRows(t, ctx, "dash-42")
 		// stty size, the line after, is the TTY's size: the rows
-		// xterm.js fitted to its box (one a row of the tree) and more
-		// columns than a terminal that was never sized (80).
+		// xterm.js fitted to its box and more columns than a terminal
+		// that was never sized (80).
+		size := run(t, ctx, chromedp.Evaluate[string](`(t => t.rows + " " + t.cols)(document.getElementById("terminal").terminal)`))
 		var r, c int
-		if i := slices.Index(rows, "dash-42"); i < 0 || i+1 == len(rows) {
-			t.Errorf("no line of stty size after dash-42: %q", rows)
-		} else if _, err := fmt.Sscanf(rows[i+1], "%d %d", &r, &c); err != nil || r != len(rows) || c <= 80 {
-			t.Errorf("stty size %q: want %d rows (the terminal's) and more than 80 columns", rows[i+1], len(rows))
+		if _, err := fmt.Sscanf(size, "%d %d", &r, &c); err != nil || c <= 80 {
+			t.Fatalf("xterm.js's size %q: want more than 80 columns", size)
+		}
+		rows := waitRows(t, ctx, size)
+		if i := slices.Index(rows, "dash-42"); i < 0 || i+1 == len(rows) || rows[i+1] != size {
+			t.Errorf("stty size after dash-42 is not the terminal's %s: %q", size, rows)
 		}
 		screenshot(t, ctx, "shell")
 		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "exit 3\n"))
 		waitText(t, ctx, "#shell-status", "exit 3")
-		waitText(t, ctx, "#terminal .xterm-accessibility-tree", "the shell ended: exit 3")
+		waitRows(t, ctx, "[the shell ended: exit 3]")
 		if v := run(t, ctx, chromedp.Evaluate[[]string](`window.pageErrors`)); len(v) > 0 {
 			t.Errorf("the page had errors: %q", v)
 		}
@@ -417,5 +451,44 @@ func TestAStudentAndAnAdminUseTheDashboardInABrowser(t *testing.T) {
 			t.Errorf("the audit log does not show alice's upload: %q", audit)
 		}
 		screenshot(t, ctx, "admin")
+	})
+
+	t.Run("the admin sees each student's GPU-hours charted in SVG, with a title and the figures as a table", func(t *testing.T) {
+		label := run(t, ctx, chromedp.Evaluate[[]string](`(c => [c.getAttribute("role"), c.querySelector("title").textContent, c.querySelector("desc").textContent])(document.querySelector("#gpuhours-chart"))`))
+		if label[0] != "img" || label[1] != "GPU-hours per student per day" || !strings.Contains(label[2], "The table below has every figure") {
+			t.Errorf("the chart's role, title and description: %q", label)
+		}
+		lines := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#gpuhours-chart polyline.line")].map(l => l.dataset.name)`))
+		slices.Sort(lines)
+		if want := []string{s.alice, s.bob}; !slices.Equal(lines, slices.Sorted(slices.Values(want))) {
+			t.Errorf("chart lines %q, want one for each of %q", lines, want)
+		}
+		// Each held a GPU for the last 3 hours: the table's totals.
+		totals := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#gpuhours tfoot td")].map(d => d.textContent)`))
+		if len(totals) != 2 || totals[0] != "3.0" || totals[1] != "3.0" {
+			t.Errorf("GPU-hours totals %q, want 3.0 each", totals)
+		}
+	})
+
+	t.Run("the admin sees the held prune and the webhook's last deliveries with their outcome", func(t *testing.T) {
+		if held := textOf(t, ctx, "#held"); !strings.Contains(held, s.heldRepo) || !strings.Contains(held, "3 removal(s) held") {
+			t.Errorf("held prunes %q lack %s", held, s.heldRepo)
+		}
+		req, _ := http.NewRequest(http.MethodPost, s.url+"/hooks/gitlab", strings.NewReader("{}"))
+		req.Header.Set("X-Gitlab-Event", "Push Hook")
+		req.Header.Set("X-Gitlab-Token", "not-the-secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		step(t, ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#deliveries")))
+		if got := strings.Join(strings.Fields(textOf(t, ctx, "#deliveries tbody tr")), " "); !strings.Contains(got, "push unauthorized 401") {
+			t.Errorf("the last delivery reads %q, want a push refused as unauthorized (401)", got)
+		}
+		if v := run(t, ctx, chromedp.Evaluate[[]string](`window.pageErrors`)); len(v) > 0 {
+			t.Errorf("the page had errors: %q", v)
+		}
+		screenshot(t, ctx, "admin-charts")
 	})
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/whalemountain/wm/reconciler/access"
 	"github.com/whalemountain/wm/reconciler/core"
+	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/webhook"
 )
 
 //go:embed templates/*.html
@@ -66,6 +68,12 @@ type Config struct {
 	// History); it is asked only about repos the API listed to the
 	// caller.
 	History func(key string) ([]core.Pass, error)
+	// GPUHours, when set, returns each owner's GPU-hours per day (the
+	// state store's GPUHours), charted on the admins' page.
+	GPUHours func(now time.Time) (map[string][]store.GPUDay, error)
+	// Deliveries, when set, returns the webhook's last deliveries
+	// (webhook.Handler.Recent), listed on the admins' page.
+	Deliveries func() []webhook.Delivery
 
 	// Log receives logins and failures; nil discards them.
 	Log *slog.Logger
@@ -379,6 +387,7 @@ var funcs = template.FuncMap{
 		return keys
 	},
 	"base": path.Base,
+	"sub":  func(a, b int) int { return a - b },
 }
 
 // humanBytes writes n bytes in binary units.

@@ -7,8 +7,11 @@
 // last passes; follow a container's logs (server-sent events), open a
 // shell in it (xterm.js, vendored in static/ by ci/xterm-bundle, over the
 // access API's exec WebSocket, with a TTY of the terminal's size), upload
-// and download files, restart and wake it. Admins also see every student and their use, each host's GPUs
-// and whom each serves, the repos that are not ready and the audit log.
+// and download files, restart and wake it. Admins also see every student
+// and their use, GPU-hours per student a day (an SVG chart drawn on the
+// server, and its table), each host's GPUs and whom each serves, held
+// prunes, the repos that are not ready, the webhook's last deliveries and
+// the audit log.
 //
 // # Model
 //

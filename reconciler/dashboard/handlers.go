@@ -18,6 +18,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/access"
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/store"
+	"github.com/whalemountain/wm/reconciler/webhook"
 )
 
 // loginLifetime bounds a login under way, from /login to the callback.
@@ -454,8 +455,10 @@ type gpuSlot struct {
 	Owner     string
 }
 
-// admin is GET /admin: every student and their use, the hosts' GPUs and
-// who holds each, the failing repos and the audit log; 403 to students.
+// admin is GET /admin: every student and their use, GPU-hours per student
+// over the last days (a chart and its table), the hosts' GPUs and who
+// holds each, the held prunes, the failing repos, the webhook's last
+// deliveries and the audit log; 403 to students.
 func (d *Dashboard) admin(w http.ResponseWriter, r *http.Request, v *visit) {
 	if !v.id.Admin {
 		d.fail(w, r, v, http.StatusForbidden, "These pages are for admins.")
@@ -483,7 +486,7 @@ func (d *Dashboard) admin(w http.ResponseWriter, r *http.Request, v *visit) {
 		}
 		return byOwner[o]
 	}
-	var failing []repoView
+	var failing, held []repoView
 	for _, rv := range d.repoViews(repos) {
 		s := row(rv.Owner)
 		s.Repos++
@@ -491,6 +494,9 @@ func (d *Dashboard) admin(w http.ResponseWriter, r *http.Request, v *visit) {
 		if rv.Ready != nil && !rv.Ready.Status {
 			s.Failing++
 			failing = append(failing, rv)
+		}
+		if rv.Ready != nil && rv.Ready.Reason == core.PruneHeld {
+			held = append(held, rv)
 		}
 	}
 	for _, c := range containers {
@@ -534,6 +540,19 @@ func (d *Dashboard) admin(w http.ResponseWriter, r *http.Request, v *visit) {
 		audit = audit[len(audit)-200:]
 	}
 	slices.Reverse(audit)
+	var chart *gpuChart
+	if d.cfg.GPUHours != nil {
+		now := d.cfg.Now()
+		hours, err := d.cfg.GPUHours(now)
+		if err != nil {
+			d.log.Warn("dashboard: GPU-hours not read", "err", err)
+		}
+		chart = newGPUChart(hours, now)
+	}
+	var deliveries []webhook.Delivery
+	if d.cfg.Deliveries != nil {
+		deliveries = d.cfg.Deliveries()
+	}
 	d.render(w, http.StatusOK, "admin", v, map[string]any{"Students": students, "Hosts": hosts, "Failing": failing, "Audit": audit,
-		"Containers": containers})
+		"Containers": containers, "Chart": chart, "Held": held, "Deliveries": deliveries, "HasHook": d.cfg.Deliveries != nil})
 }

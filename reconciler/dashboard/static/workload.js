@@ -51,6 +51,7 @@
       rendererType: "canvas", screenReaderMode: true, scrollback: 2000 });
     term.open(box);
     term.fit();
+    box.terminal = term; // for the page's tests: xterm's buffer holds what it shows
     term.on("data", function (d) { send(STDIN, enc.encode(d)); });
     term.on("resize", function (s) { send(RESIZE, enc.encode(JSON.stringify({ rows: s.rows, cols: s.cols }))); });
     // The terminal keeps Tab for the shell: Escape, then Tab, leaves it
