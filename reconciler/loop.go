@@ -49,6 +49,10 @@ type Loop struct {
 
 	queue   workqueue.TypedRateLimitingInterface[string]
 	backoff workqueue.TypedRateLimiter[string]
+	// waitBackoff spaces the passes that wait for something outside the
+	// repo, with a count of its own: a failure after a long wait (an
+	// engine back after a restart) is retried as soon as any other.
+	waitBackoff workqueue.TypedRateLimiter[string]
 
 	mu    sync.Mutex
 	repos map[string]Repo
@@ -91,13 +95,14 @@ func NewLoop(p Passer, discover func() ([]Repo, error), interval, jitter time.Du
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](2*time.Second, 5*time.Minute)
 	return &Loop{
 		passer: p, discover: discover, interval: interval, jitter: jitter, workers: max(1, workers), log: log,
-		queue:    workqueue.NewTypedRateLimitingQueueWithConfig(backoff, workqueue.TypedRateLimitingQueueConfig[string]{Name: "repos"}),
-		backoff:  backoff,
-		repos:    map[string]Repo{},
-		expect:   map[string]expectation{},
-		passing:  map[string]bool{},
-		seen:     map[string]string{},
-		retiring: map[string]Repo{},
+		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(backoff, workqueue.TypedRateLimitingQueueConfig[string]{Name: "repos"}),
+		backoff:     backoff,
+		waitBackoff: workqueue.NewTypedItemExponentialFailureRateLimiter[string](2*time.Second, 5*time.Minute),
+		repos:       map[string]Repo{},
+		expect:      map[string]expectation{},
+		passing:     map[string]bool{},
+		seen:        map[string]string{},
+		retiring:    map[string]Repo{},
 
 		PassTimeout:   DefaultPassTimeout,
 		ShutdownGrace: DefaultShutdownGrace,
@@ -330,7 +335,11 @@ func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 	if l.passed(key, res.Revision, err == nil) {
 		next = ExpectDelay
 	}
-	switch outcome, reason := Classify(err); {
+	outcome, reason := Classify(err)
+	if err == nil || outcome != Waiting {
+		l.waitBackoff.Forget(key)
+	}
+	switch {
 	case err == nil:
 		l.queue.Forget(key)
 	case outcome == Transient:
@@ -339,7 +348,7 @@ func (l *Loop) processNext(ctx, passCtx context.Context) bool {
 		return true
 	case outcome == Waiting:
 		l.log.Info("pass waiting", "repo", key, "reason", reason)
-		next = min(next, l.backoff.When(key))
+		next = min(next, l.waitBackoff.When(key))
 	default:
 		l.log.Info("pass stalled", "repo", key, "reason", reason)
 		l.queue.Forget(key)

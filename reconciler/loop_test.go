@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+
+	"github.com/whalemountain/wm/reconciler/core"
 	"time"
 )
 
@@ -350,6 +352,53 @@ func TestARepoItsSourceSaysIsGoneIsRetiredOnAWorkerAndNoLongerPolled(t *testing.
 		}
 		if l.Known("a/x") || !l.Known("b/y") {
 			t.Error("the retired repo is still known, or the other one was forgotten")
+		}
+	})
+}
+
+// seqPasser fails its passes with errs, in order, then succeeds.
+type seqPasser struct {
+	mu   sync.Mutex
+	errs []error
+	at   []time.Time
+}
+
+func (s *seqPasser) Reconcile(_ context.Context, repo Repo) (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at = append(s.at, time.Now())
+	if len(s.errs) == 0 {
+		return Result{Repo: repo, Ready: true}, nil
+	}
+	err := s.errs[0]
+	s.errs = s.errs[1:]
+	return Result{Repo: repo}, err
+}
+
+// A repo that waited a long time for an engine (its passes spaced ever
+// wider) and then fails once as the engine comes back is retried as soon
+// as any failed pass, not after the wait's long backoff.
+func TestAFailureAfterALongWaitIsRetriedWithoutTheWaitsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &seqPasser{}
+		for range 8 {
+			p.errs = append(p.errs, waiting(core.HostUnreachable, "the host cannot be reached"))
+		}
+		p.errs = append(p.errs, context.DeadlineExceeded) // transient
+		l := NewLoop(p, repos("a/x"), time.Hour, 0, 1, slog.New(slog.DiscardHandler))
+		stop := runLoop(t, l)
+		time.Sleep(20 * time.Minute)
+		stop()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.at) != 10 {
+			t.Fatalf("%d passes in 20 minutes, want the 8 waits, the failure and its retry", len(p.at))
+		}
+		if gap := p.at[9].Sub(p.at[8]); gap > 5*time.Second {
+			t.Errorf("the failure after the waits was retried after %v, want the first backoff (2s)", gap)
+		}
+		if gap := p.at[8].Sub(p.at[7]); gap < time.Minute {
+			t.Errorf("the waits were not spaced out: the last gap is %v", gap)
 		}
 	})
 }

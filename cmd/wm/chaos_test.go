@@ -575,3 +575,38 @@ func TestPassesWaitWhileWhatTheyNeedIsDownAndConvergeOnceItIsBack(t *testing.T) 
 		before = after
 	}
 }
+
+func TestPassesWaitWhileTheirDockerDaemonRestartsMidPassAndConvergeAfter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts, stops and starts a Docker Engine of its own")
+	}
+	restarts := 1
+	if chaosFull() {
+		restarts = 3
+	}
+	third := startThird(t)
+	r := newChaosRig(t, nil, third)
+	r.commit(0)
+	r.serve.start(t, r.bin)
+	before := r.converged(120 * time.Second)
+	a, b := core.ObjectName(r.owner, "a"), core.ObjectName(r.owner, "b")
+	for range restarts {
+		r.commit(r.round + 1)
+		r.firstChange(before)
+		third.down()
+		msg := r.waitReason(60*time.Second, core.HostUnreachable, core.BackendUnreachable)
+		t.Logf("the daemon stopped mid-pass: %q", msg)
+		if !strings.Contains(msg, "cannot be reached") && !strings.Contains(msg, "Cannot connect to the Docker daemon") {
+			t.Errorf("the status says %q", msg)
+		}
+		third.up()
+		mended := time.Now()
+		after := r.converged(120 * time.Second)
+		t.Logf("converged %v after the daemon was back", time.Since(mended).Round(100*time.Millisecond))
+		samePorts(t, before, after, a, b)
+		if t.Failed() {
+			t.FailNow()
+		}
+		before = after
+	}
+}
