@@ -314,12 +314,12 @@ func TestWmServeKilledAtRandomPointsOfItsPassesConvergesWithNothingLost(t *testi
 	r.commit(0)
 	r.serve.start(t, r.bin)
 	began := time.Now()
-	before := r.converged(90 * time.Second)
+	r.converged(90 * time.Second)
 	// How long a pass of a round takes, unkilled: the window kill points
 	// are drawn from.
 	r.commit(1)
 	changed := time.Now()
-	before = r.converged(90 * time.Second)
+	before := r.converged(90 * time.Second)
 	window := time.Since(changed)
 	t.Logf("first converge %v; a round's pass about %v", changed.Sub(began).Round(100*time.Millisecond), window.Round(100*time.Millisecond))
 	r.writeKept()
