@@ -438,6 +438,30 @@ func (g *GitLab) getProject(w http.ResponseWriter, _ *http.Request, a args) {
 	}
 }
 
+// fileAt reads file_path at ref for the files endpoints, answering
+// GitLab's 400 and 404s itself (ok is false when it did): the commit,
+// the blob and its mode, and its content.
+func (p *Project) fileAt(w http.ResponseWriter, path, ref string) (sha, blob, mode string, content []byte, ok bool) {
+	if slices.Contains(strings.Split(path, "/"), "..") {
+		writeError(w, http.StatusBadRequest, "file_path should be a valid file path")
+		return "", "", "", nil, false
+	}
+	if sha, ok = p.resolveCommit(ref); !ok {
+		writeMessage(w, http.StatusNotFound, "404 Commit Not Found")
+		return "", "", "", nil, false
+	}
+	if blob, mode, ok = p.blobAt(sha, path); !ok {
+		writeMessage(w, http.StatusNotFound, "404 File Not Found")
+		return "", "", "", nil, false
+	}
+	content, err := p.readBlob(blob)
+	if err != nil {
+		writeMessage(w, http.StatusInternalServerError, "500 Internal Server Error")
+		return "", "", "", nil, false
+	}
+	return sha, blob, mode, content, true
+}
+
 // getFile is GET and HEAD /projects/:id/repository/files/:file_path: the
 // blob's metadata in X-Gitlab-* headers, and for GET also as JSON with the
 // base64 content.
@@ -456,23 +480,8 @@ func (g *GitLab) getFile(w http.ResponseWriter, r *http.Request, a args) {
 		return
 	}
 	path := a.path["file_path"]
-	if slices.Contains(strings.Split(path, "/"), "..") {
-		writeError(w, http.StatusBadRequest, "file_path should be a valid file path")
-		return
-	}
-	sha, ok := p.resolveCommit(ref)
+	sha, blob, mode, content, ok := p.fileAt(w, path, ref)
 	if !ok {
-		writeMessage(w, http.StatusNotFound, "404 Commit Not Found")
-		return
-	}
-	blob, mode, ok := p.blobAt(sha, path)
-	if !ok {
-		writeMessage(w, http.StatusNotFound, "404 File Not Found")
-		return
-	}
-	content, err := p.readBlob(blob)
-	if err != nil {
-		writeMessage(w, http.StatusInternalServerError, "500 Internal Server Error")
 		return
 	}
 	sum := sha256.Sum256(content)

@@ -338,23 +338,8 @@ func (g *GitLab) getRawFile(w http.ResponseWriter, _ *http.Request, a args) {
 		ref, _ = p.defaultBranch()
 	}
 	path := a.path["file_path"]
-	if slices.Contains(strings.Split(path, "/"), "..") {
-		writeError(w, http.StatusBadRequest, "file_path should be a valid file path")
-		return
-	}
-	sha, ok := p.resolveCommit(ref)
+	sha, blob, _, content, ok := p.fileAt(w, path, ref)
 	if !ok {
-		writeMessage(w, http.StatusNotFound, "404 Commit Not Found")
-		return
-	}
-	blob, _, ok := p.blobAt(sha, path)
-	if !ok {
-		writeMessage(w, http.StatusNotFound, "404 File Not Found")
-		return
-	}
-	content, err := p.readBlob(blob)
-	if err != nil {
-		writeMessage(w, http.StatusInternalServerError, "500 Internal Server Error")
 		return
 	}
 	name := path[strings.LastIndex(path, "/")+1:]
