@@ -3,13 +3,16 @@ package dashboard_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/whalemountain/wm/reconciler/access"
 	"github.com/whalemountain/wm/reconciler/core"
@@ -24,14 +28,19 @@ import (
 	"github.com/whalemountain/wm/reconciler/docker"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
 	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
+	"github.com/whalemountain/wm/reconciler/kube"
+	"github.com/whalemountain/wm/reconciler/kube/kubetest"
+	"github.com/whalemountain/wm/reconciler/registry/registrytest"
 	"github.com/whalemountain/wm/reconciler/sif"
 	"github.com/whalemountain/wm/reconciler/store"
 	"github.com/whalemountain/wm/reconciler/webhook"
+	"github.com/whalemountain/wm/schema"
 )
 
 // site is a wm serve's public side for the tests: the access API on the
-// real Docker Engine and a fake GPU host, SIF downloads and the
-// dashboard, with GitLab (the project's double) as the OAuth provider.
+// real Docker Engine, a fake GPU host and the test cluster's node, SIF
+// downloads and the dashboard, with GitLab (the project's double) as the
+// OAuth provider.
 type site struct {
 	url          string
 	accounts     *gitlabtest.Accounts
@@ -43,12 +52,16 @@ type site struct {
 	heldRepo     string // bob's repo whose removals the prune limit holds
 	gpuHost      string
 	downloadsDir string
+	cluster      *kubetest.Cluster
+	podNamespace string // alice's namespace, where her pod train runs
 }
 
 // newSite starts the site: alice and bob each have a running container
-// web (alice's logs a line a second) and a SIF; alice also has a GPU
-// container train on the fake host gpu1 (device 1 of 0 and 1); teacher is
-// an admin through the GitLab group wm-admins.
+// web (alice's logs a line a second), a pod train and a SIF; alice's pod
+// really runs on the cluster's node (it logs a numbered line a quarter
+// of a second: waitPod waits for it), bob's is only in the state; alice
+// also has a GPU container train on the fake host gpu1 (device 1 of 0
+// and 1); teacher is an admin through the GitLab group wm-admins.
 func newSite(t *testing.T) *site {
 	t.Helper()
 	s := &site{alice: dockertest.Owner(t), bob: dockertest.Owner(t), gpuHost: "gpu1"}
@@ -58,6 +71,9 @@ func newSite(t *testing.T) *site {
 	g.AddMember(t, "wm-admins", "teacher", gitlabtest.Developer)
 	engine := dockertest.Engine(t)
 	dockertest.BusyboxImage(t, dockertest.DefaultBusybox)
+	s.cluster = kubetest.Env(t)
+	set := startPod(t, s.cluster, s.alice, "students/"+s.alice+"/web")
+	s.podNamespace = set.Namespace(s.alice)
 	gpu := docker.NewFake(s.gpuHost)
 	gpu.AddImage(dockertest.DefaultBusybox)
 	var err error
@@ -81,7 +97,7 @@ func newSite(t *testing.T) *site {
 		err := s.state.PutRepo(core.RepoState{Key: key, Owner: owner, Branch: "main", AppliedRevision: "0123456789abcdef0123456789abcdef01234567",
 			Conditions: []core.Condition{{Type: core.Ready, Status: true, Reason: "Applied", Message: "2 containers as declared"}}, LastPass: time.Now().UTC().Add(-3 * time.Hour),
 			Usage: core.Usage{Containers: 2, GPUs: 1, CPUs: 1.5, MemoryBytes: 1 << 30},
-			SIFs:  []core.SIFStatus{{Name: "env", SHA256: "00", Size: 4, Image: "x"}}})
+			SIFs:  []core.SIFStatus{{Name: "env", SHA256: "00", Size: 4, Image: "x"}}, Pods: []core.PodStatus{{Name: "train", Phase: "Running"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +126,7 @@ func newSite(t *testing.T) *site {
 		Auth:  access.NewGitLab(access.GitLabConfig{URL: s.accounts.URL(), ServiceToken: g.Token(), AdminGroup: "wm-admins", TTL: time.Minute}),
 		Hosts: []access.Host{engine, gpu}, State: s.state, MaxSessions: 4, IdleTimeout: time.Minute, MaxCopyBytes: 1 << 20,
 		Addresses: map[string]string{dockertest.HostName: "127.0.0.1"},
+		Cluster:   &access.Kube{Client: s.cluster.AdminClient(t), Config: s.cluster.AdminConfig(), Settings: set, Server: s.cluster.Server(), CA: s.cluster.CAData()},
 	})
 	artifactsHandler := acc.Artifacts(func(a func(*http.Request, string) bool) http.Handler { return sif.NewHandler(artifacts, a) })
 	hook, err := webhook.NewHandler(webhook.Config{Secret: []byte("hook-secret")}, webhook.DispatcherFunc(func(context.Context, any) {}), nil)
@@ -141,6 +158,66 @@ func newSite(t *testing.T) *site {
 	dash = d.Handler()
 	s.downloadsDir = t.TempDir()
 	return s
+}
+
+// startPod makes owner's pod train of repo with the kube backend in a
+// namespace of the test's own, lets it on the node and returns the
+// backend's settings; it does not wait for the pod to run (waitPod
+// does). Its image is busybox with tar (copies need it) and id.
+func startPod(t *testing.T, cluster *kubetest.Cluster, owner, repo string) kube.Settings {
+	t.Helper()
+	cluster.Node(t)
+	admin := cluster.AdminClient(t)
+	set := kube.Settings{
+		Kubernetes: schema.Kubernetes{NamespacePrefix: cluster.Namespace(t, "wmd") + "-", GPUResource: "nvidia.com/gpu"},
+		Quota:      schema.Quota{Containers: 5, Pods: 5, GPUs: 1, CPUs: 2, Memory: "1Gi"},
+		Defaults:   schema.Limits{CPUs: 0.1, Memory: "64Mi"},
+	}
+	backend := kube.New(admin, set)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	ns := set.Namespace(owner)
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	if _, err := backend.EnsureOwner(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	cluster.AllowOnNode(t, ns)
+	reg := registrytest.Start(t)
+	image := reg.Ref(owner+"/web", "abc123")
+	reg.Push(t, image, registrytest.BusyboxImage(t, map[string]string{"bin/tar": registrytest.SymlinkPrefix + "busybox", "bin/sleep": registrytest.SymlinkPrefix + "busybox",
+		"bin/id": registrytest.SymlinkPrefix + "busybox"}))
+	p := core.PodSpec{Owner: owner, Repo: repo, Name: "train", Image: image, CPUs: 0.1, MemoryBytes: 64 << 20, Restart: "Never",
+		Command: []string{"sh", "-c", `i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.25; done`}}
+	for {
+		// A new namespace's quota refuses pods until it has a status.
+		err := backend.ApplyPod(ctx, p, false)
+		if err == nil {
+			return set
+		}
+		if !errors.Is(err, kube.ErrQuotaNotReady) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitPod waits for alice's pod to run.
+func (s *site) waitPod(t *testing.T) {
+	t.Helper()
+	s.cluster.WaitRunning(t, s.podNamespace, "train", 2*time.Minute)
+}
+
+// podLine matches a line of alice's pod's logs.
+var podLine = regexp.MustCompile(`line (\d+)\n`)
+
+// lastPodLine is the number of the last pod line in logs, 0 without one.
+func lastPodLine(logs string) int {
+	m := podLine.FindAllStringSubmatch(logs, -1)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[len(m)-1][1])
+	return n
 }
 
 // browserContext starts one headless Chromium for a whole test.
@@ -380,6 +457,81 @@ func TestAStudentAndAnAdminUseTheDashboardInABrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("her running pod is listed on her repo page with a link to its page", func(t *testing.T) {
+		s.waitPod(t)
+		step(t, ctx, chromedp.Navigate(s.url+"/repos/"+strings.ReplaceAll(s.aliceRepo, "/", "%2F")), chromedp.WaitVisible(chromedp.CSS("#pods")))
+		if got := strings.Join(strings.Fields(textOf(t, ctx, "#pods tbody")), " "); !strings.Contains(got, "train Running "+s.aliceRepo) {
+			t.Errorf("the pods table reads %q, want train Running in %s", got, s.aliceRepo)
+		}
+		step(t, ctx, chromedp.Click(chromedp.CSS(`#pods a[href="/pods/train"]`)), chromedp.WaitVisible(chromedp.CSS("#state")))
+		if got := textOf(t, ctx, "h1"); got != "Pod train" {
+			t.Errorf("heading %q, want Pod train", got)
+		}
+		if got := textOf(t, ctx, "#state"); got != "Running" {
+			t.Errorf("phase %q, want Running", got)
+		}
+	})
+
+	t.Run("she follows her pod's log", func(t *testing.T) {
+		step(t, ctx, chromedp.Click(chromedp.CSS("#follow")))
+		waitText(t, ctx, "#logs", "line ")
+		n := lastPodLine(textOf(t, ctx, "#logs"))
+		waitText(t, ctx, "#logs", fmt.Sprintf("line %d\n", n+4)) // a second of lines written after the page opened the stream
+		step(t, ctx, chromedp.Click(chromedp.CSS("#follow")))
+		waitText(t, ctx, "#logs-status", "stopped")
+	})
+
+	t.Run("she types a command in her pod's xterm.js shell and sees its output in its rows", func(t *testing.T) {
+		step(t, ctx, chromedp.Click(chromedp.CSS("#open-shell")))
+		waitText(t, ctx, "#shell-status", "connected")
+		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "echo pod-$((6*7)) as $(id -u)\n"))
+		waitRows(t, ctx, "pod-42 as 1000") // the pod's user, not the container's root
+		screenshot(t, ctx, "pod-shell")
+		step(t, ctx, chromedp.SendKeys(chromedp.CSS("#terminal textarea"), "exit 4\n"))
+		waitText(t, ctx, "#shell-status", "exit 4")
+		waitRows(t, ctx, "[the shell ended: exit 4]")
+		if v := run(t, ctx, chromedp.Evaluate[[]string](`window.pageErrors`)); len(v) > 0 {
+			t.Errorf("the page had errors: %q", v)
+		}
+	})
+
+	t.Run("she uploads a file to her pod and downloads it back", func(t *testing.T) {
+		local := filepath.Join(t.TempDir(), "pod-notes.txt")
+		if err := os.WriteFile(local, []byte("uploaded to the pod\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		step(t, ctx, chromedp.SetUploadFiles(chromedp.CSS("#upload-file"), []string{local}), chromedp.Click(chromedp.CSS("#upload")),
+			chromedp.WaitVisible(chromedp.CSS("#done")))
+		if got := textOf(t, ctx, "h1"); got != "Pod train" {
+			t.Errorf("after the upload the page is %q, want Pod train's", got)
+		}
+		step(t, ctx, chromedp.SetValue(chromedp.CSS("#download-path"), "/tmp/pod-notes.txt"), chromedp.Click(chromedp.CSS("#download")))
+		if got := downloaded(t, s.downloadsDir, "pod-notes.txt"); got != "uploaded to the pod\n" {
+			t.Errorf("downloaded %q", got)
+		}
+		// Through the pod's copies, not a container's (she has a
+		// container train too). The API audits a copy out once its
+		// stream ends, a moment after the browser has the file.
+		for _, action := range []string{"pod-cp-in", "pod-cp-out"} {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				entries, err := s.state.Audit(time.Time{}, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if slices.ContainsFunc(entries, func(e store.AuditEntry) bool {
+					return e.Who == s.alice && e.Action == action && e.Result == "ok"
+				}) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the audit has no %s by %s: the file did not go through her pod", action, s.alice)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	})
+
 	t.Run("she downloads her SIF", func(t *testing.T) {
 		step(t, ctx, chromedp.Navigate(s.url+"/"), chromedp.Click(chromedp.CSS("#sifs a")))
 		if got := downloaded(t, s.downloadsDir, "env.sif"); got != "SIF of "+s.alice {
@@ -390,6 +542,9 @@ func TestAStudentAndAnAdminUseTheDashboardInABrowser(t *testing.T) {
 	refused := []struct{ name, path string }{
 		{"another student's repo page", "/repos/" + s.bobRepo},
 		{"another student's container page", "/containers/" + core.ObjectName(s.bob, "web")},
+		{"another student's pod page", "/pods/" + core.ObjectName(s.bob, "train")},
+		{"the log stream of another student's pod", "/pods/" + core.ObjectName(s.bob, "train") + "/logs"},
+		{"a download from another student's pod", "/pods/" + core.ObjectName(s.bob, "train") + "/download?path=/tmp"},
 		{"another student's SIF", "/sifs/" + s.bob + "/env.sif"},
 		{"the admin pages", "/admin"},
 	}

@@ -402,6 +402,11 @@ func (d *Dashboard) download(w http.ResponseWriter, r *http.Request, v *visit) {
 		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(path.Clean(p)) + ".tar"}))
 		err = retar(w, first, tr)
 	}
+	if err == nil {
+		// Read the archive's end (its zero blocks and padding), so the
+		// API's copy ends as done, not as broken by the reader.
+		_, err = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	}
 	if err != nil {
 		// Cut off (the copy limit, or the container went): break the
 		// connection so the browser sees a failed download.
