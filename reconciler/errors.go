@@ -43,7 +43,10 @@ type PassError struct {
 	Err     error
 }
 
+// Error is the message of the error the pass ended with.
 func (e *PassError) Error() string { return e.Err.Error() }
+
+// Unwrap returns that error, for errors.Is and errors.As.
 func (e *PassError) Unwrap() error { return e.Err }
 
 func stalled(reason core.Reason, format string, args ...any) error {

@@ -56,6 +56,7 @@ type EndpointError struct {
 	Message string
 }
 
+// Error names the field and says what is wrong with it.
 func (e *EndpointError) Error() string { return e.Field + ": " + e.Message }
 
 // maxSocketPath is the longest path a unix socket may have (sun_path is

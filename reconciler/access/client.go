@@ -31,6 +31,7 @@ type APIError struct {
 	Message string
 }
 
+// Error says the status and the server's message.
 func (e *APIError) Error() string {
 	if e.Message == "" {
 		return fmt.Sprintf("%d %s", e.Status, http.StatusText(e.Status))

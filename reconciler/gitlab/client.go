@@ -86,6 +86,7 @@ type Skip struct {
 	Refused bool
 }
 
+// String is the reason the project was skipped.
 func (s Skip) String() string { return s.Reason }
 
 // Discover lists the projects with a wm.yaml under every configured
