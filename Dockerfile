@@ -7,13 +7,13 @@
 # busybox-static when there is no network.
 #
 # With a Debian BASE and PACKAGES, the server image `wm serve` runs in
-# (deploy/kubernetes): SIF builds run squashfs-tools' mksquashfs, and GitLab,
+# (deploy/kubernetes): SIF builds run squashfs-tools-ng's tar2sqfs, and GitLab,
 # the registry and the apiserver are reached over HTTPS, which needs the CA
 # certificates:
 #
 #   make build
 #   docker build --build-arg BASE=debian:bookworm-slim \
-#     --build-arg PACKAGES="ca-certificates squashfs-tools" \
+#     --build-arg PACKAGES="ca-certificates squashfs-tools-ng" \
 #     -t whalemountain/wm-server:$(git describe --tags --always) .
 #
 # That build fetches the Debian base and packages, so it needs the network.

@@ -330,11 +330,11 @@ func TestBuildFailuresAreClassified(t *testing.T) {
 	downRef := down.Ref("students/dave/app", "v1")
 	down.Stop()
 
-	slow := filepath.Join(t.TempDir(), "slow-mksquashfs")
+	slow := filepath.Join(t.TempDir(), "slow-tar2sqfs")
 	if err := os.WriteFile(slow, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	failing := filepath.Join(t.TempDir(), "failing-mksquashfs")
+	failing := filepath.Join(t.TempDir(), "failing-tar2sqfs")
 	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'FATAL ERROR: no space left' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -350,9 +350,9 @@ func TestBuildFailuresAreClassified(t *testing.T) {
 		{"a registry that is down is ErrUnreachable", downRef, sif.Options{Source: sif.SourceRegistry}, sif.ErrUnreachable},
 		{"a registry that is down is ErrUnreachable when the daemon has no such image either", downRef, sif.Options{Source: sif.SourceAuto, Docker: dockertest.Engine(t)}, sif.ErrUnreachable},
 		{"a reference that does not parse is ErrInvalidRef", "Students/UPPER CASE", sif.Options{}, sif.ErrInvalidRef},
-		{"a missing mksquashfs is ErrToolMissing", ref, sif.Options{Mksquashfs: "/nonexistent/mksquashfs"}, sif.ErrToolMissing},
-		{"a failing mksquashfs is ErrSquashFailed", ref, sif.Options{Mksquashfs: failing}, sif.ErrSquashFailed},
-		{"a mksquashfs slower than the timeout is a deadline error", ref, sif.Options{Mksquashfs: slow, Timeout: 500 * time.Millisecond}, context.DeadlineExceeded},
+		{"a missing tar2sqfs is ErrToolMissing", ref, sif.Options{Tar2sqfs: "/nonexistent/tar2sqfs"}, sif.ErrToolMissing},
+		{"a failing tar2sqfs is ErrSquashFailed", ref, sif.Options{Tar2sqfs: failing}, sif.ErrSquashFailed},
+		{"a tar2sqfs slower than the timeout is a deadline error", ref, sif.Options{Tar2sqfs: slow, Timeout: 500 * time.Millisecond}, context.DeadlineExceeded},
 		{"an unknown compression fails every build", ref, sif.Options{Compression: "brotli"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

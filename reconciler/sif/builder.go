@@ -18,8 +18,10 @@ import (
 )
 
 // FormatVersion is the version of what a Builder writes (the layout, the
-// scripts, the mksquashfs flags). Raising it rebuilds every SIF once.
-const FormatVersion = 1
+// scripts, the squashfs writer and its flags). Raising it rebuilds every
+// SIF once. 2: tar2sqfs from a tar stream, where 1 was mksquashfs of an
+// unpacked folder.
+const FormatVersion = 2
 
 // hostArch is the architecture of an image that does not name one.
 const hostArch = runtime.GOARCH
@@ -32,10 +34,12 @@ const (
 	StageResolve = "resolve"
 	// StageQueue: waiting for a build slot (Options.Concurrency).
 	StageQueue = "queue"
-	// StagePull: downloading and unpacking the layers; bytes downloaded of
+	// StagePull: downloading the layers and streaming the flattened image
+	// into tar2sqfs, which squashes it as it comes; bytes downloaded of
 	// the manifest's total (a daemon's or an in-hand image: not told).
 	StagePull = "pull"
-	// StageSquash: mksquashfs.
+	// StageSquash: tar2sqfs finishing the squashfs once the last layer is
+	// read.
 	StageSquash = "squash"
 	// StageWrite: writing and hashing the SIF.
 	StageWrite = "write"
@@ -71,8 +75,7 @@ func NewBuilder(opts Options) *Builder {
 	}
 	b.version = fmt.Sprintf("wm-sif/%d comp=%s owners=%s", FormatVersion, opts.Compression, owners)
 	if b.squasher == nil {
-		b.squasher = &Mksquashfs{Path: opts.Mksquashfs, Compression: opts.Compression,
-			Processors: opts.Processors, AllRoot: opts.AllRoot}
+		b.squasher = &Tar2sqfs{Path: opts.Tar2sqfs, Compression: opts.Compression, Processors: opts.Processors}
 	} else {
 		b.version = fmt.Sprintf("wm-sif/%d squasher=%T owners=%s", FormatVersion, b.squasher, owners)
 	}
@@ -238,8 +241,9 @@ func cachedAt(dst, imageID, version string) (core.SIFBuild, bool) {
 	return core.SIFBuild{ImageID: m.ImageID, SHA256: m.SHA256, Size: m.Size, Arch: m.Arch, Cached: true, Notes: m.Notes}, true
 }
 
-// build runs one build in a slot: open the image, extract, lay out,
-// squash, write the SIF and its sidecars.
+// build runs one build in a slot: open the image, stream its flattened
+// file system and the layout into the squasher, write the SIF and its
+// sidecars.
 func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(context.Context) (v1.Image, error),
 	report func(string, int64, int64)) (core.SIFBuild, error) {
 	// Fail before any work on what would fail after all of it.
@@ -301,35 +305,11 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
 	}
 	defer os.RemoveAll(work)
-	rootDir := filepath.Join(work, "rootfs")
-	if err := os.Mkdir(rootDir, 0o755); err != nil {
-		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
-	}
-	root, err := os.OpenRoot(rootDir)
-	if err != nil {
-		return core.SIFBuild{}, fmt.Errorf("work folder: %w", err)
-	}
-	defer root.Close()
-
-	var n notes
-	x := newExtractor(root, !b.opts.AllRoot, os.Geteuid() != 0, created, newBudget(b.opts), &n)
-	report(StagePull, 0, -1)
-	if err := x.extract(ctx, img); err != nil {
-		return core.SIFBuild{}, wrap(fmt.Errorf("unpack: %w", err))
-	}
-	if err := x.layout(cfg, meta.ImageID, b.version); err != nil {
-		return core.SIFBuild{}, wrap(err)
-	}
-	if err := x.finish(); err != nil {
-		return core.SIFBuild{}, wrap(err)
-	}
-
-	report(StageSquash, 0, 1)
 	squashfs := filepath.Join(work, "rootfs.squashfs")
-	if err := b.squasher.Squash(ctx, rootDir, squashfs); err != nil {
+	var n notes
+	if err := b.squash(ctx, img, cfg, meta.ImageID, created, squashfs, &n, report); err != nil {
 		return core.SIFBuild{}, wrap(err)
 	}
-	report(StageSquash, 1, 1)
 	if err := ctx.Err(); err != nil {
 		return core.SIFBuild{}, err
 	}
@@ -352,6 +332,52 @@ func (b *Builder) build(ctx context.Context, dst string, meta Meta, open func(co
 	}
 	return core.SIFBuild{Ref: meta.Ref, Digest: meta.Digest, ImageID: meta.ImageID, SHA256: sum, Size: size,
 		Arch: arch, Notes: meta.Notes}, nil
+}
+
+// squash streams img's flattened file system and the layout for cfg into
+// the squasher through a pipe, and has it write out. The stream is checked
+// and bounded as it is written (see streamer); when it fails, the squasher
+// is killed before it reads the end of the stream, and the stream's error
+// is the build's. When the squasher fails first, the stream stops writing
+// and the squasher's error is the build's.
+func (b *Builder) squash(ctx context.Context, img v1.Image, cfg *v1.ConfigFile, imageID string, created time.Time,
+	out string, n *notes, report func(string, int64, int64)) error {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s := newStreamer(pw, !b.opts.AllRoot, created, newBudget(b.opts), n)
+	report(StagePull, 0, -1)
+	streamed := make(chan error, 1)
+	go func() {
+		err := s.stream(ctx, img, cfg, imageID, b.version)
+		if err != nil {
+			cancel(err) // kills the squasher before it sees the end
+		}
+		pw.Close()
+		if err == nil {
+			report(StageSquash, 0, 1)
+		}
+		streamed <- err
+	}()
+	serr := b.squasher.Squash(ctx, pr, out)
+	if serr != nil {
+		cancel(serr)
+	}
+	pr.Close() // a stream still writing fails at once
+	err = <-streamed
+	switch {
+	case err != nil && !errors.Is(err, errSink):
+		return err
+	case serr != nil:
+		return serr
+	case err != nil:
+		return err
+	}
+	report(StageSquash, 1, 1)
+	return nil
 }
 
 // acquire takes a build slot, waiting (and saying so) when all are taken.

@@ -141,9 +141,9 @@ func TestEverySentinelIsOfItsKind(t *testing.T) {
 		{"a reference that does not parse is Invalid", sif.ErrInvalidRef, fault.Invalid},
 		{"an image unusable for a SIF is Invalid", sif.ErrInvalidImage, fault.Invalid},
 		{"an image past a limit is TooLarge", sif.ErrTooLarge, fault.TooLarge},
-		{"a missing mksquashfs is Invalid: the build host cannot build", sif.ErrToolMissing, fault.Invalid},
+		{"a missing tar2sqfs is Invalid: the build host cannot build", sif.ErrToolMissing, fault.Invalid},
 		{"a file that is no SIF is Invalid", sif.ErrInvalidSIF, fault.Invalid},
-		{"a failing mksquashfs (a full disk) has no kind: retry", sif.ErrSquashFailed, nil},
+		{"a failing tar2sqfs (a full disk) has no kind: retry", sif.ErrSquashFailed, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := fault.Of(tc.err); got != tc.kind {

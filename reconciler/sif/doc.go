@@ -15,33 +15,38 @@
 //     ownership mode), and its sidecars agree with it, stop there.
 //  3. In a build slot (Options.Concurrency) and under Options.Timeout:
 //     flatten the image's layers with go-containerregistry's mutate.Extract
-//     (OCI whiteouts, opaque ones included) and write them into a fresh
-//     folder through an os.Root: no entry is written outside it, none
-//     through a symlink; symlinks are kept as they are (absolute targets
-//     resolve inside the container), hard links too; device nodes and
-//     named pipes are skipped with a note (Singularity provides /dev).
-//     Every build is bounded: bytes of layers read as stored
-//     (Options.MaxCompressedBytes, 4 GiB), bytes and files written
+//     (OCI whiteouts, opaque ones included) and stream them, as one tar,
+//     into squashfs-tools-ng's tar2sqfs (an argument list, its own process
+//     group, killed at the deadline), which writes the squashfs as it
+//     reads: nothing is unpacked to disk. Every entry is checked before
+//     it is streamed and written with a clean name relative to the root:
+//     none outside it, none under a symlink or a file of an upper layer;
+//     symlinks are kept as they are (absolute targets resolve inside the
+//     container), hard links too, once their target is known; device
+//     nodes and named pipes are skipped with a note (Singularity provides
+//     /dev). Every build is bounded: bytes of layers read as stored
+//     (Options.MaxCompressedBytes, 4 GiB), bytes and files streamed
 //     (MaxUnpackedBytes, 8 GiB; MaxFiles, 500,000, counted before each is
-//     written), entries in the layers whatever becomes of them (twice
+//     streamed), entries in the layers whatever becomes of them (twice
 //     MaxFiles, with their names' total: mutate.Extract keeps every name
 //     in memory; a scan of each layer's tar stream counts them before it
 //     does), and paths (shorter than 4096 bytes, at most 256 folders deep,
 //     names at most 255 bytes). A registry image's manifest is checked
 //     first, before any blob is downloaded: layers past
 //     MaxCompressedBytes, a configuration over 4 MiB (it is read whole).
-//     Past one, the build stops with ErrTooLarge and its work folder is
+//     Past one, the stream stops, tar2sqfs is killed before it reads an
+//     end, the build fails with ErrTooLarge and its work folder is
 //     removed.
-//  4. Lay down what apptainer's docker:// builds write: /.singularity.d
-//     with runscript (the image's Entrypoint and Cmd, Docker's rules: run
-//     arguments replace Cmd), env/10-docker2singularity.sh (the image's
-//     Env, every value quoted), labels.json, actions/ and libs/; and the
-//     mount points /proc /sys /dev /tmp /home /etc/hosts /etc/resolv.conf
-//     where the image has none.
-//  5. Squash the folder with mksquashfs (an argument list, its own process
-//     group, killed at the deadline), then wrap it with the sif library: a
-//     JSON descriptor "oci-config.json" holding the image's configuration
-//     and the squashfs as the primary system partition, with the image's
+//  4. At the end of the same stream, add what apptainer's docker://
+//     builds write: /.singularity.d with runscript (the image's Entrypoint
+//     and Cmd, Docker's rules: run arguments replace Cmd),
+//     env/10-docker2singularity.sh (the image's Env, every value quoted),
+//     labels.json, actions/ and libs/, in place of what the image has at
+//     those paths; and the mount points /proc /sys /dev /tmp /home
+//     /etc/hosts /etc/resolv.conf where the image has none.
+//  5. Wrap the squashfs with the sif library: a JSON descriptor
+//     "oci-config.json" holding the image's configuration and the
+//     squashfs as the primary system partition, with the image's
 //     architecture.
 //  6. Write atomically: a hidden temporary file beside the destination,
 //     fsynced, renamed over it; then the ".sha256" sidecar (sha256sum's
@@ -49,19 +54,19 @@
 //     trusts it. A failed build leaves what was there.
 //
 // The same image and builder version always give the same bytes: file
-// times come from the image, the squashfs is reproducible (-mkfs-time 0),
+// times come from the image, the stream is the same (folders the image
+// does not list are written in name order), the squashfs's own time is 0,
 // and the SIF's ID and time derive from the image. So a SIF's sha256 names
 // its content across rebuilds and hosts.
 //
 // # Ownership
 //
 // As root, files keep the owners the image gives them (uid/gid of the
-// layer entries), and mksquashfs records them, as apptainer's own builds
-// do when run as root. Not as root, files cannot be given away, so every
-// file is owned by root in the SIF (mksquashfs -all-root, which
-// Options.AllRoot also asks for as root) and files are made owner-readable
-// so that mksquashfs can read them, as apptainer's own rootless builds do. Inside the
-// container, Singularity runs as the calling user either way.
+// layer entries), as apptainer's own builds do when run as root. Not as
+// root (or with Options.AllRoot), every file is owned by root in the SIF,
+// as apptainer's own rootless builds do. Modes are the image's either way:
+// tar2sqfs reads no file from disk, so none needs to be made readable.
+// Inside the container, Singularity runs as the calling user either way.
 //
 // # Sources
 //
@@ -98,5 +103,5 @@
 // `wm sif verify`.
 //
 // Fake is a stand-in Builder for tests of callers: same caching, atomic
-// writes and sidecars, a stand-in partition, no images or mksquashfs.
+// writes and sidecars, a stand-in partition, no images or tar2sqfs.
 package sif

@@ -46,18 +46,18 @@ var (
 	// ErrTooLarge: the image is past one of a build's limits: bytes or
 	// files unpacked (Options.MaxUnpackedBytes, MaxFiles), bytes of layers
 	// as stored (MaxCompressedBytes), or a path longer or deeper than
-	// Linux and mksquashfs can hold. The message says which limit, its
+	// Linux and squashfs can hold. The message says which limit, its
 	// value and where to change it. Nothing is left of the build. The
 	// student must make the image smaller (or an administrator raise the
 	// limit). fault.TooLarge.
 	ErrTooLarge = fault.New(fault.TooLarge, "image too large for a SIF")
-	// ErrToolMissing: mksquashfs is not installed (apt-get install
-	// squashfs-tools). An administrator must install it; no retry helps
+	// ErrToolMissing: tar2sqfs is not installed (apt-get install
+	// squashfs-tools-ng). An administrator must install it; no retry helps
 	// (core.ErrToolMissing, fault.Invalid: the build host cannot build).
-	ErrToolMissing = fault.New(core.ErrToolMissing, "mksquashfs missing")
-	// ErrSquashFailed: mksquashfs ran and failed (a full disk, most
+	ErrToolMissing = fault.New(core.ErrToolMissing, "tar2sqfs missing")
+	// ErrSquashFailed: tar2sqfs ran and failed (a full disk, most
 	// likely); its last lines of output are in the message. Transient.
-	ErrSquashFailed = errors.New("mksquashfs failed")
+	ErrSquashFailed = errors.New("tar2sqfs failed")
 	// ErrInvalidSIF: Verify found no valid SIF with a squashfs primary
 	// partition at the path (fault.Invalid).
 	ErrInvalidSIF = fault.New(fault.Invalid, "invalid SIF")

@@ -16,7 +16,7 @@ import (
 // FakeVersion is the builder version Fake records.
 const FakeVersion = "wm-sif/fake"
 
-// Fake builds SIFs without images, registries or mksquashfs, for tests of
+// Fake builds SIFs without images, registries or tar2sqfs, for tests of
 // callers (the reconcile pass, `wm serve`). Its SIFs are real SIF files
 // (Verify accepts them, Handler serves them) whose primary partition is a
 // stand-in that starts like a squashfs; its caching, atomic writes and

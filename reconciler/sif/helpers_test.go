@@ -2,6 +2,7 @@ package sif_test
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,6 +112,16 @@ func extractAll(t testing.TB, path string) string {
 		t.Fatalf("verify %s: %v", path, err)
 	}
 	dir := filepath.Join(t.TempDir(), "root")
+	// Not root, unsquashfs makes read-only folders as the image has them,
+	// which the temporary folder's removal (a later cleanup) cannot empty.
+	t.Cleanup(func() {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o700)
+			}
+			return nil
+		})
+	})
 	run(t, "unsquashfs", "-q", "-n", "-no-xattrs", "-d", dir, "-o", strconv.FormatInt(info.Primary.Offset, 10), path)
 	return dir
 }

@@ -26,9 +26,9 @@ const zstdMaxWindow = 128 << 20
 // their tar streams against the entry, name and path limits, before
 // mutate.Extract sees it. They decompress with klauspost/compress, about
 // twice as fast as the standard library's gzip, which go-containerregistry
-// uses: unpacking is the part of a build that mksquashfs does not do, so
-// it is kept short. A layer that is neither gzip nor zstd is read as an
-// uncompressed tar.
+// uses: decompressing the layers is the part of a build that a squashfs
+// writer given an unpacked tree does not do, so it is kept short. A layer
+// that is neither gzip nor zstd is read as an uncompressed tar.
 func readLayers(img v1.Image, b *budget) v1.Image { return &budgetImage{Image: img, b: b} }
 
 type budgetImage struct {

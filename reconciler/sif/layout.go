@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -156,21 +157,34 @@ func Labels(cfg *v1.ConfigFile, imageID, builder string) ([]byte, error) {
 	return json.MarshalIndent(labels, "", "\t")
 }
 
-// layout writes what apptainer expects into the extracted root: the
-// .singularity.d folder (replacing whatever the image had there) and the
-// mount points the image lacks.
-func (x *extractor) layout(cfg *v1.ConfigFile, imageID, builder string) error {
+// layoutPaths are the paths layout writes, folders and files: an image's
+// entry at one is left out of the stream (what the image has under a
+// folder of them stays).
+var layoutPaths = func() map[string]kind {
+	m := map[string]kind{runscriptPath: kindFile, envScriptPath: kindFile, labelsPath: kindFile}
+	for _, d := range layoutDirs {
+		m[d] = kindDir
+	}
+	for name := range actions {
+		m[singularityDir+"/actions/"+name] = kindFile
+	}
+	return m
+}()
+
+// layoutDirs are the folders of .singularity.d, parents first.
+var layoutDirs = []string{singularityDir, singularityDir + "/actions", singularityDir + "/env", singularityDir + "/libs"}
+
+// layout writes what apptainer expects into the stream, after the image's
+// entries: the .singularity.d folder and its files (in place of whatever
+// the image had at those paths), and the mount points and bind files the
+// image lacks.
+func (s *streamer) layout(cfg *v1.ConfigFile, imageID, builder string) error {
 	labels, err := Labels(cfg, imageID, builder)
 	if err != nil {
 		return fmt.Errorf("labels: %w", err)
 	}
-	if fi, err := x.root.Lstat(singularityDir); err == nil && !fi.IsDir() {
-		if err := x.root.Remove(singularityDir); err != nil {
-			return fmt.Errorf("replace /%s: %w", singularityDir, err)
-		}
-	}
-	for _, d := range []string{singularityDir, singularityDir + "/actions", singularityDir + "/env", singularityDir + "/libs"} {
-		if err := x.ensureDir(d, 0o755); err != nil {
+	for _, d := range layoutDirs {
+		if err := s.dir(d, 0o755); err != nil {
 			return err
 		}
 	}
@@ -181,88 +195,35 @@ func (x *extractor) layout(cfg *v1.ConfigFile, imageID, builder string) error {
 	for name, body := range actions {
 		files[singularityDir+"/actions/"+name] = body
 	}
-	for name, body := range files {
-		if err := x.writeFile(name, []byte(body), 0o755); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if err := s.file(name, []byte(files[name]), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := x.writeFile(labelsPath, append(labels, '\n'), 0o644); err != nil {
+	if err := s.file(labelsPath, append(labels, '\n'), 0o644); err != nil {
 		return err
 	}
 
 	for _, mp := range mountPoints {
-		if _, err := x.root.Lstat(mp.name); errors.Is(err, fs.ErrNotExist) {
-			if err := x.ensureDir(mp.name, mp.mode); err != nil {
+		if _, ok := s.paths[mp.name]; !ok {
+			if err := s.dir(mp.name, mp.mode); err != nil {
 				return err
 			}
 		}
 	}
 	for _, name := range bindFiles {
-		if _, err := x.root.Lstat(name); !errors.Is(err, fs.ErrNotExist) {
+		if _, ok := s.paths[name]; ok {
 			continue // there, whatever it is (a symlink to resolv.conf is common)
 		}
-		if err := x.parents(name); errors.Is(err, errNotDir) {
-			x.notes.add("no /%s: %v", name, err)
+		if err := s.parents(name); errors.Is(err, errNotDir) {
+			s.notes.add("no /%s: %v", name, err)
 			continue
 		} else if err != nil {
 			return err
 		}
-		if err := x.writeFile(name, nil, 0o644); err != nil {
+		if err := s.file(name, nil, 0o644); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// ensureDir makes name a folder owned by root with mode, replacing
-// anything else there, and has finish date it.
-func (x *extractor) ensureDir(name string, mode fs.FileMode) error {
-	if err := x.parents(name); err != nil {
-		return fmt.Errorf("make /%s: %w", name, err)
-	}
-	fi, err := x.root.Lstat(name)
-	if err == nil && !fi.IsDir() {
-		if err := x.root.Remove(name); err != nil {
-			return fmt.Errorf("replace /%s: %w", name, err)
-		}
-		err = fs.ErrNotExist
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := x.root.Mkdir(name, 0o700); err != nil {
-			return fmt.Errorf("make /%s: %w", name, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("look at /%s: %w", name, err)
-	}
-	x.dirs[name] = &dirMeta{mode: mode, mtime: x.defTime}
-	return nil
-}
-
-// writeFile writes a file of the layout, owned by root, replacing what the
-// image had at that path.
-func (x *extractor) writeFile(name string, data []byte, mode fs.FileMode) error {
-	if err := x.root.RemoveAll(name); err != nil {
-		return fmt.Errorf("replace /%s: %w", name, err)
-	}
-	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write /%s: %w", name, err)
-	}
-	_, err = f.Write(data)
-	if err == nil && x.owners {
-		err = f.Chown(0, 0)
-	}
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = x.root.Chtimes(name, x.defTime, x.defTime)
-	}
-	if err != nil {
-		return fmt.Errorf("write /%s: %w", name, err)
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/whalemountain/wm/reconciler/core"
 )
 
-// Limits no option changes: what Linux and mksquashfs can hold, and what
+// Limits no option changes: what Linux and squashfs can hold, and what
 // no image needs.
 const (
 	// maxPathBytes: a path (or a link's target) must be shorter than
@@ -33,7 +33,7 @@ const (
 )
 
 // budget is what one build may read and unpack, and what it has so far.
-// The extractor counts what it writes; the layer streams (read in
+// The streamer counts what it writes; the layer streams (read in
 // mutate.Extract's goroutine, scanned in one of their own) count bytes as
 // stored and the entries of every layer. The first limit crossed is kept:
 // whatever error the streams then pass on, the build fails with it.
@@ -41,7 +41,7 @@ type budget struct {
 	maxBytes, maxCompressed int64
 	maxFiles                int
 
-	// Counted by the extractor, one goroutine.
+	// Counted by the streamer, one goroutine.
 	bytes int64
 	files int
 
@@ -139,7 +139,7 @@ func (b *budget) entry(h *tar.Header) error {
 
 // checkPaths refuses an entry whose path, or link target, is longer or
 // deeper than a build can hold. The layer scan checks every entry (the
-// ones mutate.Extract drops too), the extractor again those it writes,
+// ones mutate.Extract drops too), the streamer again those it writes,
 // since the scan may lag a read behind.
 func checkPaths(h *tar.Header) error {
 	if err := checkPath(h.Name); err != nil {

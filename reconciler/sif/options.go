@@ -13,7 +13,7 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultMksquashfs  = "mksquashfs"
+	DefaultTar2sqfs    = "tar2sqfs"
 	DefaultCompression = "gzip"
 	DefaultTimeout     = 10 * time.Minute
 	DefaultConcurrency = 2
@@ -34,7 +34,10 @@ var DefaultPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 
 // Compressions are the squashfs compressions Options accepts. gzip is the
 // one every kernel and squashfuse reads; the others need a kernel built
-// with them on the machines that run the SIF.
+// with them on the machines that run the SIF. tar2sqfs stores a metadata
+// block lz4 made larger as it is (an id table of one owner: every file
+// root's), which squashfs-tools 4.5.1's unsquashfs refuses; Linux mounts
+// such a SIF and squashfs-tools-ng reads it.
 var Compressions = []string{"gzip", "lz4", "zstd", "xz"}
 
 // SourceKind picks where Build reads images from.
@@ -62,21 +65,22 @@ type Auth struct {
 type Options struct {
 	// Tools.
 
-	// Mksquashfs is the mksquashfs binary, a path or a name looked up in
-	// PATH; default "mksquashfs" (Debian's squashfs-tools).
-	Mksquashfs string
-	// Compression is passed to mksquashfs -comp: gzip (default), lz4, zstd
-	// or xz.
+	// Tar2sqfs is the tar2sqfs binary, a path or a name looked up in
+	// PATH; default "tar2sqfs" (Debian's squashfs-tools-ng).
+	Tar2sqfs string
+	// Compression is tar2sqfs's compressor: gzip (default), lz4, zstd or
+	// xz.
 	Compression string
-	// Processors is passed to mksquashfs -processors; default all cores.
+	// Processors is how many compressor jobs tar2sqfs runs; default all
+	// cores.
 	Processors int
-	// AllRoot makes every file of the SIF owned by root (mksquashfs
-	// -all-root). It is forced on when the process does not run as root,
-	// since it cannot then give files the image's owners; as root, files
-	// keep the owners the image gives them, as apptainer's own builds do.
+	// AllRoot makes every file of the SIF owned by root. It is forced on
+	// when the process does not run as root, as apptainer's own rootless
+	// builds do; as root, files keep the owners the image gives them, as
+	// apptainer's own builds do.
 	AllRoot bool
-	// Squasher replaces mksquashfs altogether (tests); Mksquashfs,
-	// Compression, Processors and AllRoot are then unused.
+	// Squasher replaces tar2sqfs altogether (tests); Tar2sqfs,
+	// Compression and Processors are then unused.
 	Squasher Squasher
 
 	// Limits.
@@ -87,13 +91,14 @@ type Options struct {
 	// Concurrency is how many builds run at once; default 2. More wait
 	// for a slot (and their context).
 	Concurrency int
-	// TempDir holds each build's root file system and squashfs while it
-	// runs; default os.TempDir(). It needs room for the unpacked image and
-	// its squashfs: MaxUnpackedBytes and a little more, times Concurrency.
+	// TempDir holds each build's squashfs while it is written, and a
+	// daemon image's `docker save`; default os.TempDir(). Nothing is
+	// unpacked there: a build needs room for its squashfs (less than
+	// MaxUnpackedBytes), times Concurrency.
 	TempDir string
-	// MaxUnpackedBytes bounds the bytes of the files a build unpacks into
-	// TempDir; default DefaultMaxUnpackedBytes (8 GiB). An image over it
-	// fails with ErrTooLarge before a byte past it is written.
+	// MaxUnpackedBytes bounds the bytes of the files a build unpacks (into
+	// tar2sqfs's stream); default DefaultMaxUnpackedBytes (8 GiB). An image
+	// over it fails with ErrTooLarge before a byte past it is streamed.
 	MaxUnpackedBytes int64
 	// MaxFiles bounds the files, folders and links a build unpacks;
 	// default DefaultMaxFiles (500,000). The layers together may hold
@@ -132,8 +137,8 @@ type Options struct {
 
 // withDefaults returns o with every zero field set to its default.
 func (o Options) withDefaults() Options {
-	if o.Mksquashfs == "" {
-		o.Mksquashfs = DefaultMksquashfs
+	if o.Tar2sqfs == "" {
+		o.Tar2sqfs = DefaultTar2sqfs
 	}
 	if o.Compression == "" {
 		o.Compression = DefaultCompression

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os/exec"
 	"strconv"
@@ -12,68 +13,72 @@ import (
 	"time"
 )
 
-// Squasher makes a squashfs file system image of a folder; Mksquashfs is
-// the real one.
+// Squasher makes a squashfs file system image of a tar stream; Tar2sqfs
+// is the real one.
 type Squasher interface {
-	// Squash writes the squashfs of dir to out (which must not exist), or
-	// fails with ErrToolMissing, ErrSquashFailed or ctx's error.
-	Squash(ctx context.Context, dir, out string) error
+	// Squash reads the tar stream r to its end and writes its squashfs to
+	// out (which must not exist), or fails with ErrToolMissing,
+	// ErrSquashFailed or ctx's error. The caller ends the stream, and
+	// closes r once Squash returns.
+	Squash(ctx context.Context, r io.Reader, out string) error
 }
 
-var _ Squasher = (*Mksquashfs)(nil)
+var _ Squasher = (*Tar2sqfs)(nil)
 
-// Mksquashfs runs squashfs-tools' mksquashfs.
-type Mksquashfs struct {
+// Tar2sqfs runs squashfs-tools-ng's tar2sqfs, which makes a squashfs of a
+// tar stream as it reads it: no file of the image touches the disk.
+type Tar2sqfs struct {
 	// Path is the binary, a path or a name looked up in PATH.
 	Path string
-	// Compression is passed to -comp.
+	// Compression is the compressor (--compressor): gzip, lz4, zstd or
+	// xz, each with tar2sqfs's default level, which is mksquashfs's (gzip
+	// 9, zstd 15).
 	Compression string
-	// Processors is passed to -processors.
+	// Processors is how many compressor jobs run (--num-jobs).
 	Processors int
-	// AllRoot passes -all-root: every file owned by root. Without it files
-	// keep the owners they have in dir.
-	AllRoot bool
 }
 
-// waitDelay bounds how long a killed mksquashfs may hold its output open.
+// waitDelay bounds how long a killed tar2sqfs may hold its output open.
 const waitDelay = 5 * time.Second
 
-// Args returns mksquashfs's arguments for dir and out. Besides the options:
-// -noappend (out is new), -no-xattrs (the build folder's own labels, e.g.
-// SELinux ones, must not end up in the image; the image's xattrs are not
-// extracted), -mkfs-time 0 (with squashfs-tools' default -reproducible,
-// the same folder always gives the same bytes), -no-progress and -quiet
-// (nobody reads the bar).
-func (m *Mksquashfs) Args(dir, out string) []string {
-	args := []string{dir, out,
-		"-noappend",
-		"-comp", m.Compression,
-		"-processors", strconv.Itoa(m.Processors),
-		"-no-xattrs",
-		"-mkfs-time", "0",
-		"-no-progress", "-quiet",
+// install says how to get tar2sqfs.
+const install = "apt-get install squashfs-tools-ng"
+
+// Args returns tar2sqfs's arguments for out. Besides the options:
+// --no-skip (a tar record tar2sqfs cannot read fails the build instead of
+// going missing), --no-xattr (the stream has none, and never will by
+// accident), --defaults with mtime 0 (the squashfs's own time, so that the
+// same stream always gives the same bytes; every folder of the stream has
+// its own entry), --quiet.
+func (t *Tar2sqfs) Args(out string) []string {
+	return []string{
+		"--compressor", t.Compression,
+		"--num-jobs", strconv.Itoa(max(t.Processors, 1)),
+		"--no-skip",
+		"--no-xattr",
+		"--defaults", "uid=0,gid=0,mode=0755,mtime=0",
+		"--quiet",
+		out,
 	}
-	if m.AllRoot {
-		args = append(args, "-all-root")
-	}
-	return args
 }
 
 // Check fails with ErrToolMissing when the binary cannot be found, so that
 // a build fails before it downloads anything.
-func (m *Mksquashfs) Check() error {
-	if _, err := exec.LookPath(m.Path); err != nil {
-		return &classified{kind: ErrToolMissing, err: fmt.Errorf("%w (apt-get install squashfs-tools)", err)}
+func (t *Tar2sqfs) Check() error {
+	if _, err := exec.LookPath(t.Path); err != nil {
+		return &classified{kind: ErrToolMissing, err: fmt.Errorf("%w (%s)", err, install)}
 	}
 	return nil
 }
 
-// Squash runs mksquashfs with an argument list, in its own process group,
-// killed with the group when ctx ends.
-func (m *Mksquashfs) Squash(ctx context.Context, dir, out string) error {
-	cmd := exec.CommandContext(ctx, m.Path, m.Args(dir, out)...)
+// Squash runs tar2sqfs with an argument list and r as its standard input
+// (directly when r is an *os.File, such as a pipe's end), in its own
+// process group, killed with the group when ctx ends.
+func (t *Tar2sqfs) Squash(ctx context.Context, r io.Reader, out string) error {
+	cmd := exec.CommandContext(ctx, t.Path, t.Args(out)...)
 	inOwnGroup(cmd)
 	cmd.WaitDelay = waitDelay
+	cmd.Stdin = r
 	output := &lastLines{max: 20}
 	cmd.Stdout = output
 	cmd.Stderr = output
@@ -82,11 +87,11 @@ func (m *Mksquashfs) Squash(ctx context.Context, dir, out string) error {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("mksquashfs: %w", context.Cause(ctx))
+		return fmt.Errorf("tar2sqfs: %w", context.Cause(ctx))
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
-		return &classified{kind: ErrToolMissing, err: fmt.Errorf("%w (apt-get install squashfs-tools)", err)}
+		return &classified{kind: ErrToolMissing, err: fmt.Errorf("%w (%s)", err, install)}
 	default:
-		return &classified{kind: ErrSquashFailed, err: fmt.Errorf("%w: %s", err, output)}
+		return &classified{kind: ErrSquashFailed, err: fmt.Errorf("tar2sqfs: %w: %s", err, output)}
 	}
 }
 
