@@ -316,7 +316,7 @@ func TestSIFVerifyRefusesWhatIsNotASIFInWords(t *testing.T) {
 
 func TestSIFBuildAndVerifyWriteNoControlCharactersIntoPipes(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs a registry and mksquashfs")
+		t.Skip("needs a registry and tar2sqfs")
 	}
 	reg := registrytest.Start(t)
 	ref := reg.Ref("alice/tool", "v1")

@@ -38,7 +38,7 @@ var stageTitles = map[string]string{
 	"resolve": "resolve: asking which image the reference names",
 	"queue":   "queue: waiting for a build slot",
 	"pull":    "pull: downloading and unpacking the layers",
-	"squash":  "squash: making the squashfs (mksquashfs)",
+	"squash":  "squash: making the squashfs (tar2sqfs)",
 	"write":   "write: writing and hashing the SIF",
 }
 

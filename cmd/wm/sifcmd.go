@@ -38,7 +38,7 @@ func newSIFBuildCmd(g *globals) *cobra.Command {
 		Long: `Build a Singularity (SIF) image of IMAGE into FILE, as the reconciler does
 for wm.yaml's singularity entries: the image is read from its registry (or,
 when the registry cannot be reached, from the local Docker Engine), its
-layers flattened, a squashfs made with mksquashfs and wrapped in a SIF with
+layers flattened, a squashfs made with tar2sqfs and wrapped in a SIF with
 the image's config. FILE.sha256 is written beside it. Rebuilding an
 unchanged image does nothing.
 
