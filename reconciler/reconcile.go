@@ -251,6 +251,7 @@ func (r *Reconciler) steps(dryRun bool) []step {
 		return steps
 	}
 	return append(steps,
+		step{"check state", r.stateWritable},
 		step{"check admission", r.checkAdmission},
 		step{"pull images", r.pullImages},
 		step{"apply containers", r.apply},
@@ -328,6 +329,23 @@ func (r *Reconciler) run(ctx context.Context, repo Repo, dryRun bool) (res Resul
 		}
 	}
 	return p.res, nil
+}
+
+// stateWritable stops a pass that would change something while the state
+// cannot be written (its disk read-only, or gone): the ports it hands out,
+// what it applies and its status would go unrecorded, and each pass would
+// make one change more before its first write failed. A full disk may
+// take this write and fail a later one: then what the pass changed stands
+// (the engines' labels are the truth, SECURITY.md's known limits) and
+// record says the state cannot be written.
+func (r *Reconciler) stateWritable(_ context.Context, p *pass) error {
+	if len(p.res.Plan.Actions) == 0 {
+		return nil // a no-op writes nothing
+	}
+	if err := r.store.CheckWritable(); err != nil {
+		return fmt.Errorf("the state cannot be written, so nothing is changed until it can be: %w", err)
+	}
+	return nil
 }
 
 // Retire removes everything a repo that no longer exists (deleted, or
@@ -1202,13 +1220,21 @@ func (r *Reconciler) record(p *pass, start time.Time, err error) error {
 		return nil
 	}
 	st.LastPass = now
-	if werr := r.store.PutRepo(*st); werr != nil {
-		return werr
+	werr := r.store.PutRepo(*st)
+	if werr == nil {
+		werr = r.store.AddPass(p.repo.Key, core.Pass{
+			Start: start, Duration: now.Sub(start), Revision: p.rev, Result: result,
+			Message: firstLine(p.res.Message), Changes: len(p.res.Plan.Actions),
+		})
 	}
-	return r.store.AddPass(p.repo.Key, core.Pass{
-		Start: start, Duration: now.Sub(start), Revision: p.rev, Result: result,
-		Message: firstLine(p.res.Message), Changes: len(p.res.Plan.Actions),
-	})
+	if werr != nil {
+		// The status shown is the last one written: only the log can say
+		// why. What the pass changed stands (the engines' labels are the
+		// truth, SECURITY.md's known limits), and the next pass that can
+		// write records it.
+		return fmt.Errorf("record the pass: the state cannot be written, the status shown is older than what runs until it can be: %w", werr)
+	}
+	return nil
 }
 
 // equalJSON reports whether v encodes to the JSON in want, the time of

@@ -696,3 +696,54 @@ func TestAContainerWhoseHostPortIsTakenWhenItStartsIsMadeAnewOnAnotherPort(t *te
 		t.Errorf("volumes %v, %v: want the data volume kept", vols, err)
 	}
 }
+
+func TestAPassOnAStateThatCannotBeWrittenChangesNothingAndSaysSo(t *testing.T) {
+	w := newWorld(t)
+	repo := w.push("alice/web", webV1)
+	w.mustReconcile(repo)
+	// The store as a read-only disk leaves it: read, not written.
+	if err := w.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := store.OpenReadOnly(filepath.Join(w.root, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var engines []core.Engine
+	for _, h := range w.hosts {
+		engines = append(engines, h)
+	}
+	rec := func(st *store.Store) *Reconciler {
+		r, err := New(w.cfg, gitsource.New(filepath.Join(w.root, "cache")), engines, st, WithClock(func() time.Time { return w.now }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	w.rec = rec(ro)
+	w.hosts[0].ResetCalls()
+	v2 := w.push("alice/web", strings.Replace(webV1, "dev", "prod", 1)+"  more: {image: self}\n")
+	if _, err = w.reconcile(v2); err == nil || !strings.Contains(err.Error(), "the state cannot be written, so nothing is changed until it can be") {
+		t.Fatalf("a pass on a state that cannot be written: %v", err)
+	}
+	if m := w.hosts[0].Mutations(); len(m) != 0 {
+		t.Fatalf("it changed the engine: %+v", m)
+	}
+	// Writable again, the next pass applies the commit.
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(w.root, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	w.rec = rec(st)
+	res := w.mustReconcile(v2)
+	if _, s, ok := w.container("alice_web"); !ok || s.Env["MODE"] != "prod" {
+		t.Errorf("the container after the state is writable again: %+v", s)
+	}
+	if got, _, _ := st.Repo("alice/web"); got.AppliedRevision != res.Revision {
+		t.Errorf("the state records %s applied, %s runs", got.AppliedRevision, res.Revision)
+	}
+}

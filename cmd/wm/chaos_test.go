@@ -8,18 +8,24 @@ package main
 // kill points.
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +38,7 @@ import (
 
 	"github.com/whalemountain/wm/reconciler/core"
 	"github.com/whalemountain/wm/reconciler/docker/dockertest"
+	"github.com/whalemountain/wm/reconciler/gitlab/gitlabtest"
 	"github.com/whalemountain/wm/reconciler/gitsource/gittest"
 	"github.com/whalemountain/wm/reconciler/kube"
 	"github.com/whalemountain/wm/reconciler/kube/kubetest"
@@ -75,6 +82,7 @@ type chaosRig struct {
 	reg      *registrytest.Registry
 	regProxy *switchProxy // the registry as wm serve reaches it
 	repo     *gittest.Repo
+	project  string // the repo's key: its image's path in the registry
 	serve    *haReplica
 	round    int // the version the last commit declares
 	sha      string
@@ -82,6 +90,10 @@ type chaosRig struct {
 	// engine, which dockertest does not load images into).
 	pulled bool
 	img    v1.Image
+	// Of a rig whose repo is a project of the GitLab double
+	// (newGitLabChaosRig): GitLab as wm serve reaches it, API and git.
+	gitlab  *gitlabtest.GitLab
+	glProxy *switchProxy
 }
 
 // newChaosRig writes the config and the repo (not committed to yet);
@@ -90,7 +102,22 @@ type chaosRig struct {
 // third, when not nil, is the Docker host instead of the local engine.
 func newChaosRig(t *testing.T, before func(state string), third *thirdEngine) *chaosRig {
 	t.Helper()
-	r := &chaosRig{t: t, cli: dockertest.Client(t), cluster: kubetest.Env(t), bin: buildWM(t), owner: dockertest.Owner(t)}
+	return newChaosRigOf(t, before, third, nil)
+}
+
+// newGitLabChaosRig is a rig whose repo is the project
+// students/<owner>/web of a GitLab double, found by wm serve through
+// sources.gitlab, its API reached through a proxy the test can bring down.
+func newGitLabChaosRig(t *testing.T) *chaosRig {
+	t.Helper()
+	return newChaosRigOf(t, nil, nil, gitlabtest.New(t, "glpat-wm-chaos"))
+}
+
+// newChaosRigOf is newChaosRig, the repo a project of gl when gl is not
+// nil, a folder of sources.dirs otherwise.
+func newChaosRigOf(t *testing.T, before func(state string), third *thirdEngine, gl *gitlabtest.GitLab) *chaosRig {
+	t.Helper()
+	r := &chaosRig{t: t, cli: dockertest.Client(t), cluster: kubetest.Env(t), bin: buildWM(t), owner: dockertest.Owner(t), gitlab: gl}
 	endpoint := dockertest.Endpoint()
 	if third != nil {
 		cli, err := client.NewClientWithOpts(client.WithHost(third.endpoint), client.WithAPIVersionNegotiation())
@@ -128,20 +155,42 @@ func newChaosRig(t *testing.T, before func(state string), third *thirdEngine) *c
 	}
 	r.reg = registrytest.Start(t)
 	r.regProxy = startSwitchProxy(t, r.reg.Host())
+	r.project = r.owner + "/web"
+	sources := fmt.Sprintf("{dirs: [{root: %s}]}", filepath.Join(root, "repos"))
+	var project *gitlabtest.Project
+	if gl != nil {
+		project = gl.AddProject(t, "students/"+r.owner+"/web")
+		gl.AddMember(t, project.Path(), r.owner, gitlabtest.Developer)
+		r.project = strings.ToLower(project.Path())
+		var front string
+		r.glProxy = startSwitchProxy(t, gitlabFront(t, gl, func() string { return front }))
+		front = r.glProxy.addr
+		sources = fmt.Sprintf("{gitlab: {url: %q, tokenFile: gitlab-token, groups: [students], discoverInterval: 10s}}", "http://"+r.glProxy.addr)
+	}
 	from := dockertest.FreePorts(t, 1)[0]
 	config := fmt.Sprintf(`instance: %s
 stateDir: %s
 adminListen: unix://admin.sock
-sources: {dirs: [{root: %s}]}
+sources: %s
 poll: {interval: 1s, shutdownGrace: 5s, passTimeout: 20s}
 registry: {host: %q, insecure: true}
 policy: {hostPorts: {from: %d, to: %d}, quota: {containers: 20, cpus: 8, ports: 20, pods: 10}, maxPrunePercent: 100}
 docker:
   hosts: [{name: local, endpoint: %q}]
 kubernetes: {kubeconfig: kubeconfig, namespacePrefix: %s-}
-`, r.instance, r.state, filepath.Join(root, "repos"), r.regProxy.addr, from, from+40, endpoint, r.owner)
+`, r.instance, r.state, sources, r.regProxy.addr, from, from+40, endpoint, r.owner)
 	r.serve = newHAReplica(t, "wm", root, config, r.cluster)
-	r.repo = gittest.NewRepo(t, filepath.Join(root, "repos", r.owner, "web"))
+	if gl == nil {
+		r.repo = gittest.NewRepo(t, filepath.Join(root, "repos", r.owner, "web"))
+		return r
+	}
+	token := writeFile(t, filepath.Join(root, "wm"), "gitlab-token", gl.Token()+"\n")
+	if err := os.Chmod(token, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The project's bare repository, committed to as to any other (git
+	// init on it again changes nothing).
+	r.repo = gittest.NewRepo(t, project.GitDir())
 	return r
 }
 
@@ -191,7 +240,7 @@ func (r *chaosRig) commit(round int) {
 		gittest.Git(r.t, r.repo.Path(), "update-ref", "refs/heads/next", "refs/heads/main")
 	}
 	sha := r.repo.Commit(r.t, "next", map[string]string{"wm.yaml": chaosWmYAML(round)}, "round "+strconv.Itoa(round))
-	path := r.owner + "/web:" + sha
+	path := r.project + ":" + sha
 	if !r.pulled {
 		dockertest.BusyboxImage(r.t, r.regProxy.addr+"/"+path)
 	}
@@ -609,4 +658,176 @@ func TestPassesWaitWhileTheirDockerDaemonRestartsMidPassAndConvergeAfter(t *test
 		}
 		before = after
 	}
+}
+
+// gitlabFront serves gl on a server of its own, whose API answers name
+// the address front returns instead of gl's own (as a GitLab whose
+// external_url is the proxy in front of it): the clone URLs GitLab lists
+// then lead through that proxy too, with the token wm sends only to
+// sources.gitlab.url. It returns the server's address.
+func gitlabFront(t *testing.T, gl *gitlabtest.GitLab, front func() string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !strings.HasPrefix(req.URL.Path, "/api/") {
+			gl.ServeHTTP(w, req) // git, whose answers name no URL
+			return
+		}
+		rec := httptest.NewRecorder()
+		gl.ServeHTTP(rec, req)
+		from, to := gl.URL(), "http://"+front()
+		for k, vs := range rec.Header() {
+			if k != "Content-Length" {
+				for _, v := range vs {
+					w.Header().Add(k, strings.ReplaceAll(v, from, to))
+				}
+			}
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(bytes.ReplaceAll(rec.Body.Bytes(), []byte(from), []byte(to)))
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// GitLab down is its proxy down: the API and git, both reached through
+// it, refuse connections. It runs in the short suite too: about 30 s.
+func TestWhileGitLabIsDownPassesWaitAndRemoveNothingAndAPushConvergesOnceItIsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
+	}
+	r := newGitLabChaosRig(t)
+	r.commit(0)
+	r.serve.start(t, r.bin)
+	before := r.converged(90 * time.Second)
+	r.applied(time.Time{}, 30*time.Second)
+	r.writeKept()
+	podsBefore := r.pods()
+	logged := len(r.serve.out.String())
+
+	r.glProxy.down()
+	cut := time.Now()
+	msg := r.waitReason(60*time.Second, core.SourceUnreachable)
+	t.Logf("GitLab down: %q after %v", msg, time.Since(cut).Round(100*time.Millisecond))
+	if !strings.Contains(msg, "cannot reach the repo; everything stays as it is") || !strings.Contains(msg, "connection refused") {
+		t.Errorf("the status says %q", msg)
+	}
+	// A listing of the groups fails too (every discoverInterval, 10 s):
+	// the project is kept, not retired.
+	waitFor(t, 30*time.Second, "a discovery that failed", func() (bool, string) {
+		out := r.serve.out.String()
+		return strings.Contains(out[logged:], "discovering repos failed; keeping the known ones"), out
+	})
+	r.untouched("GitLab down", before, podsBefore)
+	if st, ok := r.status(); !ok || st.AppliedRevision != r.sha {
+		t.Errorf("the repo's status after a failed discovery: %+v (answered %v)", st, ok)
+	}
+	if out := r.serve.out.String(); strings.Contains(out[logged:], "retir") {
+		t.Errorf("wm serve retires the project:\n%s", out)
+	}
+
+	r.glProxy.up()
+	mended := time.Now()
+	r.commit(r.round + 1)
+	after := r.converged(90 * time.Second)
+	r.applied(mended, 30*time.Second)
+	t.Logf("a push after GitLab was back converged in %v", time.Since(mended).Round(100*time.Millisecond))
+	samePorts(t, before, after, core.ObjectName(r.owner, "a"), core.ObjectName(r.owner, "b"))
+	r.kept()
+}
+
+// tinyTmpfs mounts a tmpfs of size bytes on dir until the test ends.
+func tinyTmpfs(t *testing.T, dir string, size int) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0750", size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs on %s (the suite runs as root): %v\n%s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", dir, err, out)
+		}
+	})
+}
+
+// fill writes a file into dir until its file system is full, and returns
+// its path.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for n := len(chunk); n > 0; {
+		if _, err := f.Write(chunk[:n]); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			n /= 2
+		}
+	}
+	return p
+}
+
+// A full state disk bites wherever a write needs a page the file system no
+// longer has, which varies from pass to pass: the git cache's fetch of the
+// commit (nothing applied), a port handed out (stopped before the engine
+// is touched for it), or the outcome, once the pass applied the commit
+// (bbolt rewrites pages its file already has, so the pass's earlier writes
+// may go through). Whichever it is, the log says why; what was applied
+// stands (SECURITY.md's known limits), nothing else is removed, and once
+// there is room the status catches up with what runs. A read-only state is
+// not made here: a remount is refused while wm holds the store, and
+// chattr +i stops no write through the file wm has open
+// (reconciler's TestAPassOnAStateThatCannotBeWrittenChangesNothingAndSaysSo
+// covers it). It runs in the short suite too: about 25 s.
+func TestWhileTheStateDiskIsFullPassesSayWhyAndKeepWhatRunsAndTheStatusCatchesUpOnceThereIsRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
+	}
+	r := newChaosRig(t, func(state string) { tinyTmpfs(t, state, 32<<20) }, nil)
+	r.commit(0)
+	r.serve.start(t, r.bin)
+	before := r.converged(90 * time.Second)
+	r.applied(time.Time{}, 30*time.Second)
+	r.writeKept()
+	podsBefore := r.pods()
+	filler := fill(t, r.state)
+	logged := len(r.serve.out.String())
+	r.commit(r.round + 1)
+	const unrecorded = "record the pass: the state cannot be written, the status shown is older than what runs until it can be"
+	var why string
+	waitFor(t, 60*time.Second, "a pass that says why it fails", func() (bool, string) {
+		out := r.serve.out.String()[logged:]
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "pass failed") && strings.Contains(line, "no space left on device") {
+				why = line
+				if strings.Contains(line, unrecorded) {
+					return true, ""
+				}
+			}
+		}
+		// A commit never fetched fails the same way every time.
+		return strings.Count(out, "no space left on device") >= 3, out
+	})
+	t.Logf("the disk full: %s", why)
+	names, _ := r.declared(r.round)
+	appliedUnrecorded := convergedOn(t, r.cli, listInstance(t, r.cli, r.instance), names, strconv.Itoa(r.round))
+	if st, _ := r.status(); appliedUnrecorded && st.AppliedRevision != r.sha && !strings.Contains(r.serve.out.String()[logged:], unrecorded) {
+		t.Errorf("the commit runs, the status says %s applied, and the log does not say the state cannot be written:\n%s", shortRev(st.AppliedRevision), r.serve.out.String())
+	}
+	if !appliedUnrecorded {
+		r.untouched("the disk full", before, podsBefore)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	after := r.converged(90 * time.Second)
+	r.applied(freed, 30*time.Second)
+	t.Logf("the status caught up %v after there was room", time.Since(freed).Round(100*time.Millisecond))
+	samePorts(t, before, after, core.ObjectName(r.owner, "a"), core.ObjectName(r.owner, "b"))
+	r.kept()
 }

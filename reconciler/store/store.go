@@ -122,6 +122,16 @@ func OpenReadOnly(dir string) (*Store, error) {
 	return &Store{db: db}, nil
 }
 
+// CheckWritable commits an empty write: it fails when the state file
+// cannot be written now (a read-only store or disk). A full disk may still
+// take it, as it rewrites pages the file already has.
+func (s *Store) CheckWritable() error {
+	if err := s.db.Update(func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("write the state file %s: %w", s.db.Path(), err)
+	}
+	return nil
+}
+
 // Writes is how many pages the store has written to its file since it was
 // opened: what a no-op pass must leave as it is.
 func (s *Store) Writes() int64 {
