@@ -68,10 +68,11 @@ test: setup ## run every test: the fast set under the race detector, then all ag
 	$(GO) test -count=1 -timeout 25m ./...
 
 # The fault suite (cmd/wm/chaos_test.go): wm serve killed at random points
-# of its passes, the registry and the apiserver failing under it, its
-# state store lost or corrupted. make test runs it
-# with 4 kill points; WM_CHAOS_SEED replays a run's kill points.
-CHAOS_TESTS := TestWmServeKilledAtRandomPoints|TestPassesWaitWhile|TestALostOrCorruptedStateStore
+# of its passes; the registry, the apiserver, GitLab and a Docker daemon
+# failing under it; its state disk full; its state store lost or
+# corrupted. make test runs it with 4 kill points; WM_CHAOS_SEED replays a
+# run's kill points.
+CHAOS_TESTS := TestWmServeKilledAtRandomPoints|TestPassesWaitWhile|TestALostOrCorruptedStateStore|TestWhileGitLabIsDown|TestWhileTheStateDiskIsFull
 
 .PHONY: chaos
 chaos: setup ## the fault suite in full (20 kill points), against the real engines
