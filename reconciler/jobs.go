@@ -97,6 +97,9 @@ func (r *Reconciler) SemesterNotices(ctx context.Context, n Notifier, now time.T
 		body := fmt.Sprintf("The semester ends on %s. After that day, WhaleMountain stops the containers and pods this repo declares (%s).\n\n"+
 			"Nothing is deleted when they stop: volumes, SIF files and this repo stay as they are. Copy out what you need before then (`wm cp`).\n\n"+
 			"To keep them running longer, ask the course's admins for an extension.", day, st.Key)
+		if label := r.cfg.Semester.ExtensionLabel; label != "" {
+			body += fmt.Sprintf(" Open a merge request that sets a later `expires:` in wm.yaml and ask an admin to label it %q; once it is merged, that date holds.", label)
+		}
 		if r.cfg.Semester.CleanupAfter > 0 {
 			body += fmt.Sprintf("\n\nContainers and pods still stopped %v after that day are removed (their volumes are kept).", r.cfg.Semester.CleanupAfter.Std())
 		}
