@@ -152,8 +152,8 @@ type LogsRequest struct {
 	Follow bool
 }
 
-// Logs streams a container's logs. The caller closes the stream.
-func (c *Client) Logs(ctx context.Context, name string, o LogsRequest) (io.ReadCloser, error) {
+// query is o as the logs endpoints read it.
+func (o LogsRequest) query() url.Values {
 	q := url.Values{}
 	if o.Tail > 0 {
 		q.Set("tail", strconv.Itoa(o.Tail))
@@ -164,7 +164,12 @@ func (c *Client) Logs(ctx context.Context, name string, o LogsRequest) (io.ReadC
 	if o.Follow {
 		q.Set("follow", "1")
 	}
-	resp, err := c.Do(ctx, http.MethodGet, containerPath(name, "logs"), q, nil)
+	return q
+}
+
+// Logs streams a container's logs. The caller closes the stream.
+func (c *Client) Logs(ctx context.Context, name string, o LogsRequest) (io.ReadCloser, error) {
+	resp, err := c.Do(ctx, http.MethodGet, containerPath(name, "logs"), o.query(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -173,17 +178,7 @@ func (c *Client) Logs(ctx context.Context, name string, o LogsRequest) (io.ReadC
 
 // PodLogs streams a pod's logs. The caller closes the stream.
 func (c *Client) PodLogs(ctx context.Context, name string, o LogsRequest) (io.ReadCloser, error) {
-	q := url.Values{}
-	if o.Tail > 0 {
-		q.Set("tail", strconv.Itoa(o.Tail))
-	}
-	if o.Since != "" {
-		q.Set("since", o.Since)
-	}
-	if o.Follow {
-		q.Set("follow", "1")
-	}
-	resp, err := c.Do(ctx, http.MethodGet, podPath(name, "logs"), q, nil)
+	resp, err := c.Do(ctx, http.MethodGet, podPath(name, "logs"), o.query(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -241,38 +241,9 @@ func (g *GitLab) listIssues(w http.ResponseWriter, r *http.Request, a args) {
 	if p == nil {
 		return
 	}
-	state := a.params.Get("state")
-	if state == "" {
-		state = "all"
-	}
-	orderBy := a.params.Get("order_by")
-	if orderBy == "" {
-		orderBy = "created_at"
-	}
-	sortDir := a.params.Get("sort")
-	if sortDir == "" {
-		sortDir = "desc"
-	}
 	confidential, err := boolParam(a.params, "confidential", false)
-	switch {
-	case !slices.Contains([]string{"opened", "closed", "all"}, state):
-		err = errInvalid("state does not have a valid value")
-	case !slices.Contains(issueOrders, orderBy):
-		err = errInvalid("order_by does not have a valid value")
-	case sortDir != "asc" && sortDir != "desc":
-		err = errInvalid("sort does not have a valid value")
-	}
-	var iids []int
-	if err == nil {
-		iids, err = intsParam(a.params, "iids")
-	}
-	var authorID int
-	if err == nil && a.params.Has("author_id") {
-		authorID, err = strconv.Atoi(a.params.Get("author_id"))
-		if err != nil {
-			err = errInvalid("author_id is invalid")
-		}
-	}
+	q, err := listParams(a.params, []string{"opened", "closed", "all"}, issueOrders, err)
+	state, orderBy, sortDir, iids, authorID := q.state, q.orderBy, q.sortDir, q.iids, q.authorID
 	if err == nil && a.params.Has("author_id") && a.params.Has("author_username") {
 		err = errInvalid("author_id, author_username are mutually exclusive")
 	}
@@ -330,6 +301,49 @@ func (e errInvalid) Error() string { return string(e) }
 
 // intsParam reads a Grape Array[Integer]: name[]=1&name[]=2, or a
 // comma-separated name=1,2.
+// listQuery is what GitLab's lists of issues and merge requests read
+// alike: state, order_by and sort (each with its default), iids and
+// author_id.
+type listQuery struct {
+	state, orderBy, sortDir string
+	iids                    []int
+	authorID                int
+}
+
+// listParams reads a list's listQuery from params, states and orders being
+// the values its state and order_by take. err is an error an earlier
+// parameter already gave: an invalid state, order_by or sort replaces it,
+// and the later parameters are read only when there is none.
+func listParams(params url.Values, states, orders []string, err error) (listQuery, error) {
+	q := listQuery{state: params.Get("state"), orderBy: params.Get("order_by"), sortDir: params.Get("sort")}
+	if q.state == "" {
+		q.state = "all"
+	}
+	if q.orderBy == "" {
+		q.orderBy = "created_at"
+	}
+	if q.sortDir == "" {
+		q.sortDir = "desc"
+	}
+	switch {
+	case !slices.Contains(states, q.state):
+		err = errInvalid("state does not have a valid value")
+	case !slices.Contains(orders, q.orderBy):
+		err = errInvalid("order_by does not have a valid value")
+	case q.sortDir != "asc" && q.sortDir != "desc":
+		err = errInvalid("sort does not have a valid value")
+	}
+	if err == nil {
+		q.iids, err = intsParam(params, "iids")
+	}
+	if err == nil && params.Has("author_id") {
+		if q.authorID, err = strconv.Atoi(params.Get("author_id")); err != nil {
+			err = errInvalid("author_id is invalid")
+		}
+	}
+	return q, err
+}
+
 func intsParam(params url.Values, name string) ([]int, error) {
 	vals := params[name+"[]"]
 	if v := params.Get(name); v != "" {

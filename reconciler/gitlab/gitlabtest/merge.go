@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,35 +196,8 @@ func (g *GitLab) listMergeRequests(w http.ResponseWriter, r *http.Request, a arg
 	if p == nil {
 		return
 	}
-	state, orderBy, sortDir := a.params.Get("state"), a.params.Get("order_by"), a.params.Get("sort")
-	if state == "" {
-		state = "all"
-	}
-	if orderBy == "" {
-		orderBy = "created_at"
-	}
-	if sortDir == "" {
-		sortDir = "desc"
-	}
-	var err error
-	switch {
-	case !slices.Contains(mergeRequestListStates, state):
-		err = errInvalid("state does not have a valid value")
-	case !slices.Contains(mergeRequestOrders, orderBy):
-		err = errInvalid("order_by does not have a valid value")
-	case sortDir != "asc" && sortDir != "desc":
-		err = errInvalid("sort does not have a valid value")
-	}
-	var iids []int
-	if err == nil {
-		iids, err = intsParam(a.params, "iids")
-	}
-	var authorID int
-	if err == nil && a.params.Has("author_id") {
-		if authorID, err = strconv.Atoi(a.params.Get("author_id")); err != nil {
-			err = errInvalid("author_id is invalid")
-		}
-	}
+	q, err := listParams(a.params, mergeRequestListStates, mergeRequestOrders, nil)
+	state, orderBy, sortDir, iids, authorID := q.state, q.orderBy, q.sortDir, q.iids, q.authorID
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
