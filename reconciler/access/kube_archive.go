@@ -303,23 +303,35 @@ func podError(w http.ResponseWriter, name, target string, err error) outcome {
 	}
 }
 
+// podArchive finds the pod and the ?path= a copy names, answering the
+// request itself (o not nil) when there is no cluster, the pod is not the
+// caller's or the path is not absolute (badPath says so).
+func (s *Server) podArchive(w http.ResponseWriter, r *http.Request, id Identity, badPath string) (owner, name, full, p string, o *outcome) {
+	if s.cfg.Cluster == nil {
+		f := fail(w, http.StatusNotFound, "", "this server has no Kubernetes cluster")
+		return "", "", "", "", &f
+	}
+	if owner, name, o = s.podName(w, r, id); o != nil {
+		return "", "", "", "", o
+	}
+	full = owner + "_" + name
+	p, okPath := pathParam(r)
+	if !okPath {
+		f := fail(w, http.StatusBadRequest, full, badPath)
+		return "", "", "", "", &f
+	}
+	return owner, name, full, p, nil
+}
+
 // podCopyOut is GET /api/v1/pods/{name}/archive?path=/in/pod: a tar
 // archive of the file or folder, as for containers (copyOut), made by tar
 // in the pod. Past the copy limit, or when tar fails once it has started,
 // the connection is broken: the client sees a failed download, never a
 // short one taken for whole.
 func (s *Server) podCopyOut(w http.ResponseWriter, r *http.Request, id Identity) outcome {
-	if s.cfg.Cluster == nil {
-		return fail(w, http.StatusNotFound, "", "this server has no Kubernetes cluster")
-	}
-	owner, name, o := s.podName(w, r, id)
+	owner, name, full, p, o := s.podArchive(w, r, id, "path must be an absolute path in the pod")
 	if o != nil {
 		return *o
-	}
-	full := owner + "_" + name
-	p, okPath := pathParam(r)
-	if !okPath {
-		return fail(w, http.StatusBadRequest, full, "path must be an absolute path in the pod")
 	}
 	target := full + ":" + p
 	release, okSession := s.acquire(id)
@@ -371,17 +383,9 @@ func (e *readErr) Read(p []byte) (int, error) {
 // the pod's user, vetted on the way as for containers (copyIn): 400 or
 // 413 for what may not go in.
 func (s *Server) podCopyIn(w http.ResponseWriter, r *http.Request, id Identity) outcome {
-	if s.cfg.Cluster == nil {
-		return fail(w, http.StatusNotFound, "", "this server has no Kubernetes cluster")
-	}
-	owner, name, o := s.podName(w, r, id)
+	owner, name, full, dir, o := s.podArchive(w, r, id, "path must be an absolute folder in the pod")
 	if o != nil {
 		return *o
-	}
-	full := owner + "_" + name
-	dir, okPath := pathParam(r)
-	if !okPath {
-		return fail(w, http.StatusBadRequest, full, "path must be an absolute folder in the pod")
 	}
 	target := full + ":" + dir
 	return s.upload(w, r, id, full, target, func(ctx context.Context, archive io.Reader) error {
