@@ -249,6 +249,19 @@ func (r *chaosRig) commit(round int) {
 	r.round, r.sha = round, sha
 }
 
+// up starts wm serve on the rig's first commit and waits until it has
+// converged and recorded the commit as applied, then writes the file the
+// cases check is kept: where most cases start. It returns the containers.
+func (r *chaosRig) up() map[string]container.Summary {
+	r.t.Helper()
+	r.commit(0)
+	r.serve.start(r.t, r.bin)
+	before := r.converged(90 * time.Second)
+	r.applied(time.Time{}, 30*time.Second)
+	r.writeKept()
+	return before
+}
+
 // converged waits until the engine and the cluster hold exactly what the
 // last commit declares, each once (waitConverged: no container set aside,
 // none undeclared), and returns the containers by name.
@@ -406,11 +419,7 @@ func TestALostOrCorruptedStateStoreIsRebuiltFromTheEnginesWithoutRecreatingAnyth
 		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
 	}
 	r := newChaosRig(t, nil, nil)
-	r.commit(0)
-	r.serve.start(t, r.bin)
-	before := r.converged(90 * time.Second)
-	r.applied(time.Time{}, 30*time.Second)
-	r.writeKept()
+	before := r.up()
 	podsBefore := r.pods()
 	db := filepath.Join(r.state, "wm.db")
 	for _, tc := range []struct {
@@ -582,11 +591,7 @@ func TestPassesWaitWhileWhatTheyNeedIsDownAndConvergeOnceItIsBack(t *testing.T) 
 		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
 	}
 	r := newChaosRig(t, nil, nil)
-	r.commit(0)
-	r.serve.start(t, r.bin)
-	before := r.converged(90 * time.Second)
-	r.applied(time.Time{}, 30*time.Second)
-	r.writeKept()
+	before := r.up()
 	a, b := core.ObjectName(r.owner, "a"), core.ObjectName(r.owner, "b")
 	for _, f := range []struct {
 		name     string
@@ -696,11 +701,7 @@ func TestWhileGitLabIsDownPassesWaitAndRemoveNothingAndAPushConvergesOnceItIsBac
 		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
 	}
 	r := newGitLabChaosRig(t)
-	r.commit(0)
-	r.serve.start(t, r.bin)
-	before := r.converged(90 * time.Second)
-	r.applied(time.Time{}, 30*time.Second)
-	r.writeKept()
+	before := r.up()
 	podsBefore := r.pods()
 	logged := len(r.serve.out.String())
 
@@ -787,11 +788,7 @@ func TestWhileTheStateDiskIsFullPassesSayWhyAndKeepWhatRunsAndTheStatusCatchesUp
 		t.Skip("needs the local Docker Engine, the test control plane and docker-registry")
 	}
 	r := newChaosRig(t, func(state string) { tinyTmpfs(t, state, 32<<20) }, nil)
-	r.commit(0)
-	r.serve.start(t, r.bin)
-	before := r.converged(90 * time.Second)
-	r.applied(time.Time{}, 30*time.Second)
-	r.writeKept()
+	before := r.up()
 	podsBefore := r.pods()
 	filler := fill(t, r.state)
 	logged := len(r.serve.out.String())
