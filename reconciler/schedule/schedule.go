@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -60,15 +61,7 @@ func New(jobs []Job, loc *time.Location, st Store, log *slog.Logger) *Scheduler 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	slices.SortFunc(jobs, func(a, b Job) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(jobs, func(a, b Job) int { return strings.Compare(a.Name, b.Name) })
 	return &Scheduler{jobs: jobs, loc: loc, store: st, log: log}
 }
 
